@@ -1,0 +1,79 @@
+"""Eq. 2's weighted loss and the Cityscapes-definition mIoU."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workers.dance.loss import per_image_ce, weighted_loss
+from workers.metrics import ConfusionMatrix
+
+
+def test_weighted_loss_is_weighted_mean_of_per_image_ce():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 5, 6)
+    target = torch.randint(0, 4, (3, 5, 6))
+    target[1, :2] = 255  # ignored pixels only affect image 1's denominator
+    w = torch.tensor([0.2, 1.0, 0.5])
+    li = [F.cross_entropy(logits[i:i + 1], target[i:i + 1], ignore_index=255) for i in range(3)]
+    expected = sum(w[i] * li[i] for i in range(3)) / w.sum()
+    assert weighted_loss(logits, target, w).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_image_without_labels_carries_no_weight():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 4))
+    target[0] = 255
+    losses, has = per_image_ce(logits, target)
+    assert has.tolist() == [False, True]
+    loss = weighted_loss(logits, target, torch.tensor([5.0, 1.0]))
+    assert loss.item() == pytest.approx(losses[1].item())
+
+
+def test_all_zero_weights_give_zero_loss_with_graph():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = weighted_loss(logits, torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2))
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None
+
+
+def test_miou_against_hand_worked_matrix():
+    # 3 classes; ground truth rows, predictions columns:
+    #        p0 p1 p2
+    #   g0 [ 3, 1, 0 ]     IoU0 = 3 / (4 + 3 − 3) = 0.75
+    #   g1 [ 0, 2, 2 ]     IoU1 = 2 / (4 + 3 − 2) = 0.4
+    #   g2 [ 0, 0, 0 ]     IoU2 = 0 / (0 + 2 − 0) = 0   (predicted but never present: counts as 0)
+    gt = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 255, 255])
+    pr = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 0])  # the two ignored pixels count nowhere
+    cm = ConfusionMatrix(3)
+    cm.update(pr, gt)
+    np.testing.assert_allclose(cm.iou(), [0.75, 0.4, 0.0])
+    assert cm.miou() == pytest.approx((0.75 + 0.4 + 0.0) / 3)
+    assert cm.pixel_accuracy() == pytest.approx(5 / 8)
+
+
+def test_absent_class_is_nan_and_left_out():
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))
+    iou = cm.iou()
+    assert math.isnan(iou[2])
+    assert cm.miou() == pytest.approx((0.5 + 0.5) / 2)
+    assert cm.per_class(["a", "b", "c"])["c"] is None
+
+
+def test_matrices_merge_like_one_pass():
+    rng = np.random.default_rng(0)
+    gt = torch.from_numpy(rng.integers(0, 4, 1000))
+    pr = torch.from_numpy(rng.integers(0, 4, 1000))
+    whole = ConfusionMatrix(4)
+    whole.update(pr, gt)
+    a, b = ConfusionMatrix(4), ConfusionMatrix(4)
+    a.update(pr[:400], gt[:400])
+    b.update(pr[400:], gt[400:])
+    assert torch.equal(a.merge(b).matrix, whole.matrix)
+
+
+def test_out_of_range_label_is_an_error():
+    with pytest.raises(ValueError, match="label values"):
+        ConfusionMatrix(2).update(torch.tensor([0]), torch.tensor([7]))

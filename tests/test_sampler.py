@@ -1,0 +1,90 @@
+"""The DANCE batch sampler: drop frequencies, identical decisions and disjoint shards across ranks,
+one size per batch, no batch of one, resumable position."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from workers.dance.sampler import DanceBatchSampler, drop_mask, eval_batches, plan_epoch
+
+SIZES4 = [(64, 128), (96, 192), (128, 256), (112, 224)]
+
+
+def make_sizes(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [SIZES4[k] for k in rng.integers(0, len(SIZES4), n)]
+
+
+def test_drop_frequencies_match_probabilities():
+    n, epochs = 400, 50
+    probs = np.linspace(0.0, 1.0, n)
+    counts = sum(drop_mask(probs, seed=7, epoch=e).astype(int) for e in range(epochs))
+    assert counts[0] == 0 and counts[-1] == epochs  # p = 0 never, p = 1 always
+    # pooled by probability decile: observed vs expected with a binomial two-sided test (fixed seed)
+    for lo in range(0, n, 40):
+        sl = slice(lo, lo + 40)
+        k, trials, pbar = int(counts[sl].sum()), 40 * epochs, float(probs[sl].mean())
+        assert stats.binomtest(k, trials, pbar).pvalue > 0.001, (lo, k, trials, pbar)
+
+
+def test_drops_change_per_epoch_and_repeat_per_seed():
+    probs = np.full(200, 0.5)
+    a0, a1 = drop_mask(probs, 1, 0), drop_mask(probs, 1, 1)
+    assert (a0 != a1).any()
+    assert (drop_mask(probs, 1, 0) == a0).all()
+    assert (drop_mask(probs, 2, 0) != a0).any()
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_ranks_agree_and_shards_are_disjoint(world):
+    sizes = make_sizes(157)
+    probs = np.random.default_rng(3).uniform(0, 0.8, len(sizes))
+    samplers = [DanceBatchSampler(sizes, probs, 4, seed=11, rank=r, world_size=world) for r in range(world)]
+    for epoch in range(3):
+        per_rank = []
+        for s in samplers:
+            s.set_epoch(epoch)
+            per_rank.append(list(s))
+        assert len({len(b) for b in per_rank}) == 1  # same number of steps on every rank (DDP)
+        seen = [i for batches in per_rank for b in batches for i in b]
+        assert len(seen) == len(set(seen))  # no image twice in an epoch, across ranks
+        dropped = set(np.flatnonzero(drop_mask(probs, 11, epoch)).tolist())
+        assert not dropped & set(seen)  # dropped images never appear
+        plan = samplers[0].plan
+        assert len(seen) + plan.dropped + plan.unbatched == len(sizes)
+        for batches in per_rank:
+            for b in batches:
+                assert len(b) >= 2
+                assert len({sizes[i] for i in b}) == 1  # one size per batch
+
+
+def test_no_batch_of_one_even_when_buckets_are_tiny():
+    sizes = [(64, 64)] * 3 + [(32, 32)] * 1 + [(48, 48)] * 5
+    plan = plan_epoch(sizes, np.zeros(len(sizes)), 2, seed=0, epoch=0, world_size=2)
+    for step in plan.batches:
+        assert all(len(b) >= 2 for b in step)
+    assert plan.unbatched == 3 + 1 + 1
+
+
+def test_resume_continues_with_the_same_batches():
+    sizes = make_sizes(90)
+    probs = np.full(90, 0.3)
+    full = DanceBatchSampler(sizes, probs, 3, seed=5)
+    full.set_epoch(2)
+    expected = list(full)
+    first = DanceBatchSampler(sizes, probs, 3, seed=5)
+    first.set_epoch(2)
+    it = iter(first)
+    done = [next(it) for _ in range(4)]
+    resumed = DanceBatchSampler(sizes, probs, 3, seed=5)
+    resumed.load_state_dict(first.state_dict(steps_done=4))
+    assert done + list(resumed) == expected
+    with pytest.raises(ValueError, match="seed"):
+        DanceBatchSampler(sizes, probs, 3, seed=6).load_state_dict(first.state_dict())
+
+
+def test_eval_batches_cover_everything_once():
+    sizes = make_sizes(41)
+    covered = [i for r in range(3) for b in eval_batches(sizes, 4, r, 3) for i in b]
+    assert sorted(covered) == list(range(41))
+    for b in eval_batches(sizes, 4):
+        assert len({sizes[i] for i in b}) == 1

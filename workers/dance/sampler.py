@@ -1,0 +1,149 @@
+"""Paper §3.2 in the data pipeline: per-epoch drops and size-bucketed batches.
+
+Every epoch, each image is dropped with its own probability (CASD or RD) using a
+generator seeded by (seed, epoch) and indexed by image, so every worker makes the same
+decisions. Kept images are bucketed by their CAD size (one size per batch, never padded
+back up), each bucket is cut into *global* batches of ``batch_size × world_size``, and
+each global batch is split evenly across ranks: every rank runs the same number of
+steps (DDP needs that), no image appears twice in an epoch, and no rank ever gets a
+batch smaller than ``min_batch`` (BatchNorm cannot train on a batch of one). Images
+left over at the end of a bucket that cannot make such a batch wait for the next epoch
+and are counted as ``unbatched``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one epoch does: ``batches[step][rank]`` is a list of image indices."""
+
+    epoch: int
+    batches: list[list[list[int]]]
+    dropped: int
+    unbatched: int
+    total: int
+
+    @property
+    def dropped_fraction(self) -> float:
+        return self.dropped / self.total if self.total else 0.0
+
+
+def drop_mask(drop_prob: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """True where an image is dropped this epoch; identical for the same (seed, epoch)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 0xD0]))
+    return rng.random(len(drop_prob)) < np.asarray(drop_prob)
+
+
+def plan_epoch(
+    sizes: Sequence[Size],
+    drop_prob: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    world_size: int = 1,
+    min_batch: int = 2,
+    shuffle: bool = True,
+) -> EpochPlan:
+    """Build the whole epoch's batch plan for all ranks (deterministic in its arguments)."""
+    if batch_size < min_batch:
+        raise ValueError(f"batch_size ({batch_size}) must be at least min_batch ({min_batch})")
+    n = len(sizes)
+    dropped = drop_mask(drop_prob, seed, epoch)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 0xB0]))
+    buckets: dict[Size, list[int]] = {}
+    for i in np.flatnonzero(~dropped).tolist():
+        buckets.setdefault(tuple(sizes[i]), []).append(i)
+    global_batches: list[list[list[int]]] = []
+    unbatched = 0
+    for size in sorted(buckets):
+        members = np.asarray(buckets[size])
+        if shuffle:
+            members = rng.permutation(members)
+        per_global = batch_size * world_size
+        for start in range(0, len(members), per_global):
+            chunk = members[start:start + per_global]
+            share = len(chunk) // world_size
+            if share < min_batch:
+                unbatched += len(chunk)
+                continue
+            unbatched += len(chunk) - share * world_size
+            global_batches.append([chunk[r * share:(r + 1) * share].tolist() for r in range(world_size)])
+    if shuffle:
+        global_batches = [global_batches[i] for i in rng.permutation(len(global_batches))]
+    return EpochPlan(epoch, global_batches, int(dropped.sum()), unbatched, n)
+
+
+class DanceBatchSampler:
+    """A ``batch_sampler`` for ``torch.utils.data.DataLoader`` yielding this rank's batches.
+
+    Resumable: :meth:`state_dict` records the epoch and how many steps of it were done,
+    and the plan is a pure function of (seed, epoch), so a resumed run continues with
+    exactly the batches it would have had.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[Size],
+        drop_prob: np.ndarray,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        min_batch: int = 2,
+        shuffle: bool = True,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world size {world_size}")
+        self.sizes = [tuple(s) for s in sizes]
+        self.drop_prob = np.asarray(drop_prob, dtype=np.float64)
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.min_batch, self.shuffle = min_batch, shuffle
+        self.epoch, self.start_step = 0, 0
+        self._plan: EpochPlan | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.start_step, self._plan = epoch, 0, None
+
+    @property
+    def plan(self) -> EpochPlan:
+        if self._plan is None or self._plan.epoch != self.epoch:
+            self._plan = plan_epoch(
+                self.sizes, self.drop_prob, self.batch_size, seed=self.seed, epoch=self.epoch,
+                world_size=self.world_size, min_batch=self.min_batch, shuffle=self.shuffle,
+            )
+        return self._plan
+
+    def __len__(self) -> int:
+        return len(self.plan.batches) - self.start_step
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in self.plan.batches[self.start_step:]:
+            yield step[self.rank]
+
+    def state_dict(self, steps_done: int = 0) -> dict:
+        """Position to resume from: ``steps_done`` steps of the current epoch are finished."""
+        return {"seed": self.seed, "epoch": self.epoch, "step": self.start_step + steps_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"sampler state was saved with seed {state['seed']}, this run uses {self.seed}")
+        self.epoch, self.start_step, self._plan = int(state["epoch"]), int(state["step"]), None
+
+
+def eval_batches(sizes: Sequence[Size], batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+    """Evaluation batches for one rank: every image exactly once across ranks, one size per batch."""
+    mine = [i for i in range(len(sizes)) if i % world_size == rank]
+    buckets: dict[Size, list[int]] = {}
+    for i in mine:
+        buckets.setdefault(tuple(sizes[i]), []).append(i)
+    return [b[j:j + batch_size] for s in sorted(buckets) for b in [buckets[s]] for j in range(0, len(b), batch_size)]

@@ -1,0 +1,112 @@
+"""Paper §3.2 and Table 9: what p does to each image.
+
+CAD scales the image by ``lo + (hi − lo)·p`` (default [0.5, 1]); CASD drops it from an
+epoch with probability ``hi − (hi − lo)·p`` (default [0, 1], i.e. 1 − p); CAL weighs its
+loss by ``lo + (hi − lo)·p`` (default [0, 1], i.e. p). RD (the E2-Train baseline) drops
+with a fixed probability regardless of p. Each is a switch; off means identity.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lo: float = Field(ge=0.0)
+    hi: float = Field(ge=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.lo > self.hi:
+            raise ValueError(f"lo ({self.lo}) must not exceed hi ({self.hi})")
+        return self
+
+
+class SlimmingConfig(BaseModel):
+    """The data-slimming switches and ranges (all on by default, RD off)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cad: bool = True
+    cad_range: Range = Range(lo=0.5, hi=1.0)
+    casd: bool = True
+    casd_range: Range = Range(lo=0.0, hi=1.0)
+    cal: bool = True
+    cal_range: Range = Range(lo=0.0, hi=1.0)
+    rd: bool = False
+    rd_prob: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SlimmingConfig":
+        if self.casd and self.rd:
+            raise ValueError("casd and rd are alternative dropping rules; switch one off")
+        if self.cad and not (0.0 < self.cad_range.lo and self.cad_range.hi <= 1.0):
+            raise ValueError("cad_range must lie in (0, 1]: CAD only downsamples")
+        if self.casd and self.casd_range.hi > 1.0:
+            raise ValueError("casd_range is a probability range and must lie in [0, 1]")
+        if self.cal and self.cal_range.hi <= 0.0:
+            raise ValueError("cal_range.hi must be > 0, or every image would weigh nothing")
+        return self
+
+    @property
+    def uses_p(self) -> bool:
+        """Whether any switch needs complexity scores at all."""
+        return self.cad or self.casd or self.cal
+
+
+def _lerp(p: np.ndarray, r: Range) -> np.ndarray:
+    return r.lo + (r.hi - r.lo) * np.asarray(p, dtype=np.float64)
+
+
+def cad_ratio(p: np.ndarray, cfg: SlimmingConfig) -> np.ndarray:
+    """Per-image downsampling ratio (1 where CAD is off)."""
+    p = np.asarray(p, dtype=np.float64)
+    return _lerp(p, cfg.cad_range) if cfg.cad else np.ones_like(p)
+
+
+def drop_probability(p: np.ndarray, cfg: SlimmingConfig) -> np.ndarray:
+    """Per-image probability of being left out of an epoch (0 where no dropping is on)."""
+    p = np.asarray(p, dtype=np.float64)
+    if cfg.casd:
+        return cfg.casd_range.hi - (cfg.casd_range.hi - cfg.casd_range.lo) * p
+    if cfg.rd:
+        return np.full_like(p, cfg.rd_prob)
+    return np.zeros_like(p)
+
+
+def loss_weight(p: np.ndarray, cfg: SlimmingConfig) -> np.ndarray:
+    """Per-image CAL weight (1 where CAL is off)."""
+    p = np.asarray(p, dtype=np.float64)
+    return _lerp(p, cfg.cal_range) if cfg.cal else np.ones_like(p)
+
+
+def quantize_size(height: int, width: int, ratio: float, quantum: int, min_size: int = 0) -> tuple[int, int]:
+    """Scale (height, width) by ``ratio`` and round each side to the nearest multiple of ``quantum``.
+
+    Never upsamples past the stored size rounded down to the quantum, and never goes
+    below ``max(quantum, min_size)`` rounded up to the quantum.
+    """
+    if quantum < 1:
+        raise ValueError("quantum must be >= 1")
+    floor_q = max(quantum, int(math.ceil(min_size / quantum)) * quantum)
+
+    def side(n: int) -> int:
+        top = max(floor_q, (n // quantum) * quantum)
+        q = int(round(n * ratio / quantum)) * quantum
+        return int(min(top, max(floor_q, q)))
+
+    return side(height), side(width)
+
+
+def dance_sizes(
+    image_sizes: list[tuple[int, int]],
+    p: np.ndarray,
+    cfg: SlimmingConfig,
+    quantum: int,
+    min_size: int = 0,
+) -> list[tuple[int, int]]:
+    """Per-image (height, width) the network sees: stored (height, width) scaled by the CAD ratio, quantised."""
+    ratios = cad_ratio(p, cfg)
+    return [quantize_size(h, w, float(r), quantum, min_size) for (h, w), r in zip(image_sizes, ratios)]
