@@ -1,0 +1,82 @@
+"""`dance data synth|stats|score` end to end through the console entry point, and its errors."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from orchestrator.cli import main
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    assert main(["data", "synth", str(root), "--train", "12", "--val", "4", "--size", "64x128", "--seed", "3"]) == 0
+    return root
+
+
+def test_stats_json_counts_classes(synth_root, capsys):
+    assert main(["data", "stats", "--dataset", "cityscapes", "--root", str(synth_root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 12 and out["sizes"] == {"64x128": 12}
+    assert "road" in out["class_pixels"] and out["class_pixels"]["road"] > 0
+    total = sum(out["class_pixels"].values()) + out["ignored_pixels"]
+    assert total == 12 * 64 * 128
+
+
+def test_score_writes_csv_and_prints_fit(synth_root, tmp_path, capsys):
+    out_csv = tmp_path / "scores.csv"
+    args = ["data", "score", "--dataset", "cityscapes", "--root", str(synth_root), "--out", str(out_csv)]
+    env_cache = ["--no-cache"]
+    assert main(args + env_cache) == 0
+    text = capsys.readouterr().out
+    assert "loc=" in text and "scale=" in text
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 12 and set(rows[0]) == {"image", "sc_mean", "p"}
+    sc = np.array([float(r["sc_mean"]) for r in rows])
+    p = np.array([float(r["p"]) for r in rows])
+    assert (p >= 0).all() and (p <= 1).all()
+    order = np.argsort(sc)
+    assert (np.diff(p[order]) >= -1e-12).all()  # p is monotone in SC
+
+
+def test_score_from_config(synth_root, tmp_path, capsys):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"data:\n  kind: cityscapes\n  root: {synth_root}\n  cache_dir: {tmp_path / 'cache'}\n")
+    assert main(["data", "score", str(cfg)]) == 0
+    assert "Maxwell fit" in capsys.readouterr().out
+    assert list((tmp_path / "cache" / "complexity").glob("*.npz"))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["data", "stats", "--dataset", "cityscapes", "--root", "/nonexistent/dir"], "/nonexistent/dir"),
+    (["data", "score", "--dataset", "nosuchkind", "--root", "."], "unknown dataset kind"),
+    (["data", "score"], "name a dataset"),
+])
+def test_bad_input_gives_one_clear_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dance: error:") and needle in err
+
+
+def test_bad_yaml_names_file_and_line(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("data:\n  kind: cityscapes\n   root: [unclosed\n")
+    assert main(["data", "score", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "line" in err
+
+
+def test_bad_value_names_yaml_path(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("slimming:\n  cad_range: {lo: 0.9, hi: 0.2}\ndata:\n  score_batch: 0\n")
+    assert main(["data", "score", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "slimming.cad_range" in err and "data.score_batch" in err
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "data", "score", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--out" in out.stdout
