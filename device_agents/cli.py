@@ -1,0 +1,599 @@
+"""Command line: ``python3 -m device_agents measure|power|probe|emulate``.
+
+Every command writes one JSON document (to ``--out`` or stdout) carrying
+``schema_version``; a failure exits non-zero with ``ok: false``, ``error`` (the
+reason) and ``error_kind`` in that JSON.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import sys
+import time
+
+from . import SCHEMA_VERSION, __version__, protocol
+from .errors import AgentError
+from .sampler import Sampler
+from .sources import SOURCE_NAMES, make_source
+
+PROG = "python3 -m device_agents"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise AgentError("usage", "%s: %s" % (self.prog, message))
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0: %r" % text)
+    return v
+
+
+def _nonneg_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0: %r" % text)
+    return v
+
+
+def _add_power_args(p):
+    g = p.add_argument_group("power source")
+    g.add_argument("--power", default="auto", metavar="SOURCE",
+                   help="auto (default), %s, or a comma list of counters such as "
+                        "rapl,nvml" % ", ".join(SOURCE_NAMES))
+    g.add_argument("--fs-root", default="/", metavar="DIR",
+                   help="directory standing in for / when reading sys/, proc/, etc/ "
+                        "and board tools (default /)")
+    g.add_argument("--rails", default=None, metavar="A,B",
+                   help="only these rails (error if one is missing); the total is the "
+                        "input rail if kept, else their sum")
+    g.add_argument("--interval-ms", type=_positive_float, default=10.0, metavar="MS",
+                   help="sampling interval (default 10 ms = 100 Hz)")
+    g.add_argument("--min-samples", type=int, default=50, metavar="N",
+                   help="minimum power samples per window (default 50)")
+    g.add_argument("--require-energy", action="store_true",
+                   help="fail (exit 5) when --power auto finds no power source")
+    g.add_argument("--tegrastats", default=None, metavar="PATH",
+                   help="tegrastats executable (default <fs-root>/usr/bin/tegrastats)")
+    g.add_argument("--nvml-lib", default=None, metavar="PATH",
+                   help="NVML library (default libnvidia-ml.so.1)")
+
+
+def _add_window_args(p, duration, repeats):
+    g = p.add_argument_group("protocol")
+    g.add_argument("--duration", type=_positive_float, default=duration, metavar="S",
+                   help="minimum timed window per repeat, seconds (default %g)" % duration)
+    g.add_argument("--repeats", type=int, default=repeats, metavar="K",
+                   help="timed windows (default %d)" % repeats)
+    g.add_argument("--cv-warn", type=_nonneg_float, default=0.05, metavar="X",
+                   help="warn when the repeats' coefficient of variation exceeds X "
+                        "(default 0.05)")
+
+
+def build_parser():
+    p = _Parser(prog=PROG, description="DANCE device agent: energy and latency "
+                "measured on the board (schema %d)." % SCHEMA_VERSION)
+    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    m = sub.add_parser("measure", help="measure a model's inference or training steps",
+                       description="Idle baseline, warm-up, then timed repeats of a "
+                       "model's inference (or SGD training steps) while power is sampled.")
+    src = m.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="FILE", help="ONNX or TorchScript model file")
+    src.add_argument("--manifest", metavar="FILE",
+                     help="export manifest.json: one measurement per resolution bucket")
+    m.add_argument("--runtime", required=True,
+                   choices=("onnxruntime", "trtexec", "torchscript"))
+    m.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="onnxruntime execution provider / torch device (default cpu)")
+    m.add_argument("--input-shape", default=None, metavar="NxCxHxW",
+                   help="input shape for dynamic dims or TorchScript, e.g. 1x3x512x1024")
+    m.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="batch size for manifest buckets (default 1; 2 for training)")
+    m.add_argument("--train-steps", type=int, default=0, metavar="N",
+                   help="TorchScript only: time SGD training steps (at least N per "
+                        "repeat) instead of inference; reports energy per step")
+    m.add_argument("--lr", type=_positive_float, default=0.01, help="SGD learning rate")
+    m.add_argument("--num-classes", type=int, default=None, metavar="C",
+                   help="expected class count (training labels are drawn from it)")
+    m.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="intra-op threads for onnxruntime/torch (default: runtime's)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--warmup", type=_nonneg_float, default=2.0, metavar="S",
+                   help="warm-up seconds, discarded (default 2)")
+    m.add_argument("--warmup-iters", type=int, default=3, metavar="N",
+                   help="minimum warm-up steps (default 3)")
+    m.add_argument("--idle", type=_nonneg_float, default=3.0, metavar="S",
+                   help="idle baseline seconds before the run; 0 = none, net energy "
+                        "null (default 3)")
+    m.add_argument("--cooldown", type=_nonneg_float, default=0.0, metavar="S",
+                   help="pause between repeats (default 0)")
+    g = m.add_argument_group("trtexec")
+    g.add_argument("--trtexec", default=None, metavar="PATH",
+                   help="trtexec (default <fs-root>/usr/src/tensorrt/bin/trtexec)")
+    g.add_argument("--fp16", action="store_true", help="build the TensorRT engine in FP16")
+    g.add_argument("--trtexec-arg", action="append", default=[], metavar="ARG",
+                   help="extra trtexec argument (repeatable), e.g. --trtexec-arg=--useSpinWait")
+    g.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="engine cache (default ~/.cache/dance_agent/engines)")
+    _add_power_args(m)
+    _add_window_args(m, duration=5.0, repeats=3)
+    _add_output_args(m)
+
+    pw = sub.add_parser("power", help="average power and energy over a window, no workload")
+    _add_power_args(pw)
+    _add_window_args(pw, duration=5.0, repeats=1)
+    _add_output_args(pw)
+
+    pr = sub.add_parser("probe", help="print what the board has")
+    pr.add_argument("--fs-root", default="/", metavar="DIR")
+    pr.add_argument("--quick", action="store_true",
+                    help="do not import runtimes, only check they are installed")
+    pr.add_argument("--tegrastats", default=None, metavar="PATH")
+    pr.add_argument("--nvml-lib", default=None, metavar="PATH")
+    _add_output_args(pr)
+
+    sub.add_parser("emulate", help="emulated sysfs trees and waveform writer "
+                   "(python3 -m device_agents emulate --help)", add_help=False)
+    return p
+
+
+def _add_output_args(p):
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write the JSON result here (default: stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+# ------------------------------------------------------------------------------------
+def _now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM) in MB, or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, IOError, ValueError):
+        pass
+    return None
+
+
+def _envelope(command):
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "agent_version": __version__,
+        "command": command,
+        "ok": True,
+        "started_at": _now_iso(),
+    }
+
+
+def _clean(obj):
+    """NaN/inf are not JSON: they become null (not measured)."""
+    if isinstance(obj, float):
+        if obj != obj or obj in (float("inf"), float("-inf")):
+            return None
+        return obj
+    if isinstance(obj, dict):
+        return dict((k, _clean(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_json(doc, path):
+    text = json.dumps(_clean(doc), indent=2, sort_keys=False, allow_nan=False)
+    if not path:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        os.makedirs(d)
+    tmp = os.path.join(d, ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+
+
+def _logger(quiet):
+    t0 = time.monotonic()
+
+    def log(msg):
+        if not quiet:
+            sys.stderr.write("[agent %6.1fs] %s\n" % (time.monotonic() - t0, msg))
+            sys.stderr.flush()
+    return log
+
+
+def _config(args, log):
+    return protocol.Config(
+        duration_s=args.duration, repeats=args.repeats,
+        warmup_s=getattr(args, "warmup", 0.0), warmup_iters=getattr(args, "warmup_iters", 0),
+        idle_s=getattr(args, "idle", 0.0), min_samples=args.min_samples,
+        interval_s=args.interval_ms / 1000.0, cv_warn=args.cv_warn,
+        cooldown_s=getattr(args, "cooldown", 0.0), fs_root=args.fs_root, log=log)
+
+
+def _source(args):
+    rails = [r.strip() for r in args.rails.split(",") if r.strip()] if args.rails else None
+    return make_source(args.power, args.fs_root, args.interval_ms / 1000.0, rails=rails,
+                       tegrastats=args.tegrastats, nvml_lib=args.nvml_lib,
+                       require=args.require_energy)
+
+
+def _agent_info(sampler, source):
+    info = {"python": platform.python_version(), "pid": os.getpid(),
+            "peak_rss_mb": peak_rss_mb()}
+    if sampler is not None:
+        info.update({
+            "sample_interval_s": sampler.interval_s if not source.blocking else None,
+            "samples_total": sampler.total,
+            "achieved_rate_hz": sampler.achieved_rate_hz(),
+            "missed_ticks": sampler.missed,
+            "samples_with_unreadable_rails": sampler.read_errors,
+            "sampler_cpu_s": sampler.cpu_s,
+            "sampler_cpu_fraction": sampler.cpu_fraction(),
+            "sampler_nice": sampler.nice,
+        })
+    return info
+
+
+def _sampler_warnings(sampler, source, cfg):
+    out = []
+    if source.kind == "none":
+        return out
+    if sampler.read_errors:
+        out.append("%d of %d samples had unreadable rails (left out, never zero)"
+                   % (sampler.read_errors, sampler.total))
+    rate = sampler.achieved_rate_hz()
+    if not source.blocking and rate is not None:
+        if rate < 0.5 / cfg.interval_s:
+            out.append("sampler reached %.1f Hz of the %.1f Hz asked (busy machine or "
+                       "slow source)" % (rate, 1.0 / cfg.interval_s))
+    return out
+
+
+# ------------------------------------------------------------------------------------
+def _check_runtime_installed(runtime, args):
+    """Fail fast (before the idle baseline) when the runtime is clearly missing."""
+    import importlib.util
+    if runtime == "trtexec":
+        from .sources import find_tool
+        from .trtexec import TRTEXEC_PATHS
+        exe = args.trtexec or find_tool(args.fs_root, TRTEXEC_PATHS, "trtexec")
+        if not exe or not os.path.isfile(exe):
+            raise AgentError("missing_runtime", "trtexec not found (looked for %s)"
+                             % (args.trtexec or os.path.join(args.fs_root, TRTEXEC_PATHS[0])))
+        return
+    mod = {"onnxruntime": "onnxruntime", "torchscript": "torch"}.get(runtime)
+    if mod:
+        try:
+            spec = importlib.util.find_spec(mod)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            raise AgentError("missing_runtime", "%s is not installed for %s (Python %s)"
+                             % (mod, sys.executable, platform.python_version()))
+
+
+def _make_workload(args, model, shape, log):
+    if args.runtime == "onnxruntime":
+        from .workloads import OnnxRuntimeWorkload
+        return OnnxRuntimeWorkload(model, device=args.device, input_shape=shape,
+                                   threads=args.threads, seed=args.seed)
+    if args.runtime == "torchscript":
+        from .workloads import TorchScriptWorkload
+        return TorchScriptWorkload(model, device=args.device, input_shape=shape,
+                                   train=args.train_steps > 0, lr=args.lr,
+                                   num_classes=args.num_classes, threads=args.threads,
+                                   seed=args.seed)
+    from .trtexec import TrtexecWorkload
+    return TrtexecWorkload(model, fs_root=args.fs_root, trtexec=args.trtexec,
+                           fp16=args.fp16, extra_args=args.trtexec_arg,
+                           work_dir=args.work_dir, input_shape=shape, log=log)
+
+
+_FIGURES = ("duration_s", "power_w_mean", "idle_power_w", "energy_j_gross", "energy_j_net",
+            "energy_j_per_image_gross", "energy_j_per_image_net",
+            "energy_j_per_step_gross", "energy_j_per_step_net", "latency_ms",
+            "throughput_ips", "images", "steps", "samples", "samples_min_per_repeat", "cv",
+            "cv_of", "cv_detail", "rails")
+
+
+def cmd_measure(args, log):
+    from .manifest import check_runtime, load_manifest
+    from .workloads import check_model_file, parse_shape
+    if args.train_steps < 0:
+        raise AgentError("usage", "--train-steps must be >= 0")
+    if args.train_steps and args.runtime != "torchscript":
+        raise AgentError("usage", "--train-steps needs --runtime torchscript")
+    if args.repeats < 1:
+        raise AgentError("usage", "--repeats must be at least 1")
+    train = args.train_steps > 0
+    batch = args.batch or (2 if train else 1)
+    jobs = []
+    manifest = None
+    if args.manifest:
+        manifest = load_manifest(args.manifest)
+        check_runtime(manifest, args.runtime)
+        for b in manifest["buckets"]:
+            jobs.append((b, b["path"], (batch, 3, b["height"], b["width"])))
+        if args.num_classes is None and manifest.get("num_classes") is not None:
+            args.num_classes = int(manifest["num_classes"])
+    else:
+        jobs.append((None, args.model, parse_shape(args.input_shape)))
+    for _, path, _ in jobs:
+        check_model_file(path)
+    _check_runtime_installed(args.runtime, args)
+    cfg = _config(args, log)
+    cfg.min_steps = max(1, args.train_steps)
+    source, notes = _source(args)
+    log("power source: %s (rails: %s; total: %s)" % (
+        source.name, ", ".join(source.rails) or "none", source.total_label()))
+    doc = _envelope("measure")
+    doc.update({"power_source": source.name})
+    sampler = Sampler(source, cfg.interval_s) if source.kind != "none" else None
+    results = []
+    idle = None
+    if sampler is not None:
+        sampler.start()
+    try:
+        idle = protocol.measure_idle(source, sampler, cfg)
+        if idle and sampler is not None:
+            sampler.trim(idle["t_end_monotonic"] - 1.0)
+        for bucket, path, shape in jobs:
+            label = "%dx%d" % (bucket["height"], bucket["width"]) if bucket else path
+            log("model %s (%s, %s)" % (label, args.runtime, "train" if train else "inference"))
+            wl = _make_workload(args, path, shape, log)
+            wl.prepare()
+            try:
+                res = protocol.measure_workload(wl, source, sampler, cfg, idle)
+                res["workload"] = wl.describe()
+            finally:
+                wl.close()
+            res["model"] = path
+            if bucket:
+                res["height"] = bucket["height"]
+                res["width"] = bucket["width"]
+                res["file"] = bucket["file"]
+                res["fraction"] = bucket["fraction"]
+            results.append(res)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    warnings = []
+    if sampler is not None:
+        warnings.extend(_sampler_warnings(sampler, source, cfg))
+    if manifest:
+        agg = protocol.aggregate_buckets(results)
+        fsum = agg.pop("fraction_sum")
+        if any(b.get("fraction") is None for b in results):
+            warnings.append("some buckets have no fraction: buckets weighted equally")
+        elif abs(fsum - 1.0) > 1e-3:
+            warnings.append("bucket fractions sum to %.4f, not 1: normalised" % fsum)
+        for b in results:
+            for w in b.get("warnings", []):
+                warnings.append("bucket %dx%d: %s" % (b["height"], b["width"], w))
+        for b in results:
+            b.pop("latencies_ms_all", None)
+        top = agg
+        top["buckets"] = results
+        top["manifest"] = manifest["path"]
+        top["format"] = manifest["format"]
+        top["num_classes"] = manifest.get("num_classes")
+        top["cdf"] = manifest.get("cdf")
+        top["max_temp_c"] = max([b["max_temp_c"] for b in results
+                                 if b.get("max_temp_c") is not None] or [None])
+    else:
+        top = results[0]
+        top.pop("latencies_ms_all", None)
+        warnings.extend(top.pop("warnings", []))
+    _latency_fallback(top, warnings)
+    if manifest:
+        for b in results:
+            _latency_fallback(b, [])
+    doc.update(_order(top))
+    doc["mode"] = "train" if train else "inference"
+    doc["runtime"] = args.runtime
+    doc["idle"] = idle
+    doc["power"] = source.describe()
+    doc["power_notes"] = notes
+    doc["settings"] = _settings(args, cfg, batch)
+    doc["host"] = _host(args.fs_root)
+    doc["agent"] = _agent_info(sampler, source)
+    doc["warnings"] = _dedupe(warnings)
+    doc["finished_at"] = _now_iso()
+    return doc
+
+
+def _latency_fallback(res, warnings):
+    """trtexec without an exportTimes trace: take its printed summary."""
+    lat = res.get("latency_ms")
+    if not isinstance(lat, dict) or lat.get("p50") is not None:
+        return
+    reps = [r for r in res.get("repeats", []) if r.get("trtexec")]
+    if not reps:
+        return
+    from .stats import mean
+    out = {}
+    for k in ("p50", "p90", "p99", "mean"):
+        out[k] = mean([r["trtexec"]["latency_ms"].get(k) for r in reps])
+    res["latency_ms"] = out
+    warnings.append("latency from trtexec's printed summary (no per-query trace)")
+
+
+def _order(res):
+    out = {}
+    for k in _FIGURES:
+        if k in res:
+            out[k] = res[k]
+    for k, v in res.items():
+        if k not in out:
+            out[k] = v
+    return out
+
+
+def _dedupe(items):
+    seen = set()
+    out = []
+    for x in items:
+        if x not in seen:
+            seen.add(x)
+            out.append(x)
+    return out
+
+
+def _settings(args, cfg, batch=None):
+    s = {"duration_s": cfg.duration_s, "repeats": cfg.repeats,
+         "interval_s": cfg.interval_s, "min_samples": cfg.min_samples,
+         "fs_root": args.fs_root, "power": args.power, "rails": args.rails}
+    for k in ("warmup", "warmup_iters", "idle", "cooldown", "device", "train_steps",
+              "threads", "input_shape", "runtime", "fp16"):
+        if hasattr(args, k):
+            s[k] = getattr(args, k)
+    if batch is not None and getattr(args, "manifest", None):
+        s["batch"] = batch
+    return s
+
+
+def _host(fs_root):
+    from .probe import board_model, l4t_release
+    l4t = l4t_release(fs_root)
+    return {"hostname": platform.node(), "board_model": board_model(fs_root),
+            "l4t": l4t.get("version") if l4t else None,
+            "python": platform.python_version(), "machine": platform.machine()}
+
+
+def cmd_power(args, log):
+    cfg = _config(args, log)
+    source, notes = _source(args)
+    log("power source: %s (rails: %s; total: %s)" % (
+        source.name, ", ".join(source.rails) or "none", source.total_label()))
+    doc = _envelope("power")
+    doc["power_source"] = source.name
+    sampler = Sampler(source, cfg.interval_s) if source.kind != "none" else None
+    if sampler is not None:
+        sampler.start()
+    try:
+        res = protocol.measure_power(source, sampler, cfg)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    warnings = res.pop("warnings")
+    if sampler is not None:
+        warnings.extend(_sampler_warnings(sampler, source, cfg))
+    doc.update(_order(res))
+    doc["power"] = source.describe()
+    doc["power_notes"] = notes
+    doc["settings"] = _settings(args, cfg)
+    doc["host"] = _host(args.fs_root)
+    doc["agent"] = _agent_info(sampler, source)
+    doc["warnings"] = _dedupe(warnings)
+    doc["finished_at"] = _now_iso()
+    return doc
+
+
+def cmd_probe(args, log):
+    from .probe import probe
+    return probe(args.fs_root, quick=args.quick, tegrastats=args.tegrastats,
+                 nvml_lib=args.nvml_lib)
+
+
+# ------------------------------------------------------------------------------------
+def _argv_out(argv):
+    """--out FILE from a command line that may not parse."""
+    for i, a in enumerate(argv):
+        if a == "--out" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--out="):
+            return a[len("--out="):]
+    return None
+
+
+def _on_signal(signum, frame):
+    raise AgentError("interrupted", "stopped by signal %d" % signum)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "emulate":
+        from .emulate import main as emulate_main
+        return emulate_main(argv[1:])
+    command = next((a for a in argv if a in ("measure", "power", "probe")), None)
+    out_path = _argv_out(argv)
+    quiet = "--quiet" in argv
+    log = _logger(quiet)
+    try:
+        signal.signal(signal.SIGTERM, _on_signal)
+    except ValueError:  # not the main thread (embedded use)
+        pass
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help / --version
+            return e.code if isinstance(e.code, int) else 0
+        if args.command == "measure":
+            doc = cmd_measure(args, log)
+        elif args.command == "power":
+            doc = cmd_power(args, log)
+        else:
+            doc = cmd_probe(args, log)
+        write_json(doc, out_path)
+        if out_path and not quiet:
+            _summary(doc, log)
+        return 0
+    except (AgentError, KeyboardInterrupt) as e:
+        if isinstance(e, KeyboardInterrupt):
+            e = AgentError("interrupted", "interrupted")
+        doc = _envelope(command or "unknown")
+        doc.update({"ok": False, "error": e.message, "error_kind": e.kind,
+                    "exit_code": e.exit_code})
+        _emit_failure(doc, out_path)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - the JSON must say what happened
+        import traceback
+        doc = _envelope(command or "unknown")
+        doc.update({"ok": False, "error": "%s: %s" % (e.__class__.__name__, e),
+                    "error_kind": "internal", "exit_code": 1,
+                    "traceback": traceback.format_exc().splitlines()[-8:]})
+        _emit_failure(doc, out_path)
+        return 1
+
+
+def _emit_failure(doc, out_path):
+    sys.stderr.write("error (%s): %s\n" % (doc["error_kind"], doc["error"]))
+    try:
+        write_json(doc, out_path)
+    except (OSError, IOError) as e:
+        sys.stderr.write("cannot write %s: %s\n" % (out_path, e))
+        write_json(doc, None)
+
+
+def _summary(doc, log):
+    def f(x, unit, scale=1.0, fmt="%.4g"):
+        return "null" if x is None else (fmt % (x * scale)) + unit
+    lat = doc.get("latency_ms") or {}
+    log("done: power %s, energy/image gross %s net %s, p50 %s, samples %s, cv %s, "
+        "%d warning(s)" % (
+            f(doc.get("power_w_mean"), " W"),
+            f(doc.get("energy_j_per_image_gross"), " J"),
+            f(doc.get("energy_j_per_image_net"), " J"),
+            f(lat.get("p50"), " ms"), doc.get("samples"),
+            f(doc.get("cv"), ""), len(doc.get("warnings") or [])))
