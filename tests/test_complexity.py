@@ -102,3 +102,10 @@ def test_scorer_names_corrupt_file(tmp_path):
     bad.write_bytes(b"\x89PNG not really")
     with pytest.raises(DatasetError, match="bad.png"):
         score_paths(paths + [bad], cache_dir=tmp_path / "c")
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 7, 1000])
+def test_strip_size_does_not_change_the_result(rows):
+    rng = np.random.default_rng(5)
+    batch = torch.from_numpy(rng.integers(0, 256, (2, 9, 11, 3), dtype=np.uint8))
+    np.testing.assert_allclose(sc_mean(batch, strip_rows=rows).numpy(), sc_mean(batch, strip_rows=9).numpy(), rtol=1e-6)

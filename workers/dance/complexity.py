@@ -10,61 +10,68 @@ import numpy as np
 import torch
 
 BT601 = (0.299, 0.587, 0.114)
+CPU_STRIP_ROWS = 64  # rows per pass on the CPU: a strip's temporaries stay in cache
 
 
 def luma(rgb: torch.Tensor) -> torch.Tensor:
     """BT.601 luma of a (N, H, W, 3) RGB batch (channels last, as decoded) → (N, H, W) float32."""
     if rgb.ndim != 4 or rgb.shape[-1] != 3:
         raise ValueError(f"expected a (N, H, W, 3) RGB batch, got shape {tuple(rgb.shape)}")
-    # Planar copy first: strided channel reads of an HWC uint8 buffer are ~2x slower.
-    planes = rgb.permute(0, 3, 1, 2).contiguous()
+    planes = rgb.permute(0, 3, 1, 2).to(torch.float32)
     gray = planes[:, 0] * BT601[0]
-    gray.add_(planes[:, 1], alpha=BT601[1]).add_(planes[:, 2], alpha=BT601[2])
-    return gray
+    return gray.add_(planes[:, 1], alpha=BT601[1]).add_(planes[:, 2], alpha=BT601[2])
 
 
-def _replicate_diff(gray: torch.Tensor, dim: int) -> torch.Tensor:
-    """Central difference x[i+1] − x[i−1] along ``dim`` with replicate padding at both ends."""
-    n = gray.shape[dim]
-    out = torch.empty_like(gray)
-    torch.sub(gray.narrow(dim, 2, n - 2), gray.narrow(dim, 0, n - 2), out=out.narrow(dim, 1, n - 2))
-    torch.sub(gray.narrow(dim, 1, 1), gray.narrow(dim, 0, 1), out=out.narrow(dim, 0, 1))
-    torch.sub(gray.narrow(dim, n - 1, 1), gray.narrow(dim, n - 2, 1), out=out.narrow(dim, n - 1, 1))
-    return out
+def _padded_strip(rgb: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+    """Luma of rows [r0, r1) with a one-pixel replicate-padded border → (N, r1−r0+2, W+2)."""
+    height = rgb.shape[1]
+    gray = luma(rgb[:, max(r0 - 1, 0):min(r1 + 1, height)])
+    rows = [gray]
+    if r0 == 0:
+        rows.insert(0, gray[:, :1])
+    if r1 == height:
+        rows.append(gray[:, -1:])
+    gray = torch.cat(rows, dim=1) if len(rows) > 1 else gray
+    return torch.cat([gray[:, :, :1], gray, gray[:, :, -1:]], dim=2)
 
 
-def _replicate_smooth(d: torch.Tensor, dim: int) -> torch.Tensor:
-    """[1, 2, 1] smoothing along ``dim`` with replicate padding."""
-    n = d.shape[dim]
-    out = torch.empty_like(d)
-    mid = out.narrow(dim, 1, n - 2)
-    torch.add(d.narrow(dim, 0, n - 2), d.narrow(dim, 2, n - 2), out=mid).add_(d.narrow(dim, 1, n - 2), alpha=2.0)
-    first, last = d.narrow(dim, 0, 1), d.narrow(dim, n - 1, 1)
-    out.narrow(dim, 0, 1).copy_(first).mul_(3.0).add_(d.narrow(dim, 1, 1))
-    out.narrow(dim, n - 1, 1).copy_(last).mul_(3.0).add_(d.narrow(dim, n - 2, 1))
-    return out
+def _magnitude(padded: torch.Tensor) -> torch.Tensor:
+    """sqrt(s_h² + s_v²) of a padded (N, h+2, w+2) block → (N, h, w).
 
-
-def sobel_magnitude(gray: torch.Tensor) -> torch.Tensor:
-    """sqrt(s_h² + s_v²) of a (N, H, W) batch, 3×3 Sobel with replicate padding.
-
-    The Sobel kernels are separable ([1, 2, 1] smoothing × [−1, 0, 1] difference), and
-    with replicate padding a padded row/column equals its neighbour, which is what the
-    edge cases of the two helpers encode. Images must be at least 2×2.
+    The Sobel kernels are separable: a [−1, 0, 1] difference along one axis smoothed by
+    [1, 2, 1] along the other.
     """
-    if gray.shape[-1] < 2 or gray.shape[-2] < 2:
-        raise ValueError(f"images must be at least 2x2 for Sobel filtering, got {tuple(gray.shape[-2:])}")
-    s_h = _replicate_smooth(_replicate_diff(gray, dim=2), dim=1)
-    s_v = _replicate_smooth(_replicate_diff(gray, dim=1), dim=2)
+    dx = padded[:, :, 2:] - padded[:, :, :-2]
+    s_h = dx[:, :-2] + dx[:, 2:]
+    s_h.add_(dx[:, 1:-1], alpha=2.0)
+    dy = padded[:, 2:] - padded[:, :-2]
+    s_v = dy[:, :, :-2] + dy[:, :, 2:]
+    s_v.add_(dy[:, :, 1:-1], alpha=2.0)
     return s_h.mul_(s_h).addcmul_(s_v, s_v).sqrt_()
 
 
+def sobel_magnitude(rgb: torch.Tensor) -> torch.Tensor:
+    """The per-pixel gradient magnitude map of a (N, H, W, 3) batch (for inspection and plots)."""
+    return _magnitude(_padded_strip(rgb, 0, rgb.shape[1]))
+
+
 @torch.no_grad()
-def sc_mean(rgb: torch.Tensor) -> torch.Tensor:
-    """SC_mean (Eq. 1) of each image in a (N, H, W, 3) RGB batch → (N,) float64 on the CPU."""
-    mag = sobel_magnitude(luma(rgb))
-    pixels = mag.shape[1] * mag.shape[2]
-    return (mag.sum(dim=(1, 2), dtype=torch.float64) / pixels).cpu()
+def sc_mean(rgb: torch.Tensor, strip_rows: int | None = None) -> torch.Tensor:
+    """SC_mean (Eq. 1) of each image in a (N, H, W, 3) RGB batch → (N,) float64 on the CPU.
+
+    On the CPU the image is processed in horizontal strips (2–3× faster than whole
+    planes, which spill out of cache); on a GPU in one pass.
+    """
+    if rgb.ndim != 4 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected a (N, H, W, 3) RGB batch, got shape {tuple(rgb.shape)}")
+    n, height, width, _ = rgb.shape
+    if strip_rows is None:
+        strip_rows = CPU_STRIP_ROWS if rgb.device.type == "cpu" else height
+    total = torch.zeros(n, dtype=torch.float64, device=rgb.device)
+    for r0 in range(0, height, strip_rows):
+        r1 = min(r0 + strip_rows, height)
+        total += _magnitude(_padded_strip(rgb, r0, r1)).sum(dim=(1, 2), dtype=torch.float64)
+    return (total / (height * width)).cpu()
 
 
 def sc_mean_numpy(rgb: np.ndarray) -> float:
