@@ -45,7 +45,7 @@ def test_ranks_agree_and_shards_are_disjoint(world):
             s.set_epoch(epoch)
             per_rank.append(list(s))
         assert len({len(b) for b in per_rank}) == 1  # same number of steps on every rank (DDP)
-        seen = [i for batches in per_rank for b in batches for i in b]
+        seen = [i for batches in per_rank for b in batches for i, _ in b]
         assert len(seen) == len(set(seen))  # no image twice in an epoch, across ranks
         dropped = set(np.flatnonzero(drop_mask(probs, 11, epoch)).tolist())
         assert not dropped & set(seen)  # dropped images never appear
@@ -54,7 +54,15 @@ def test_ranks_agree_and_shards_are_disjoint(world):
         for batches in per_rank:
             for b in batches:
                 assert len(b) >= 2
-                assert len({sizes[i] for i in b}) == 1  # one size per batch
+                assert len({size for _, size in b}) == 1  # one size per batch
+                for i, (h, w) in b:  # an image is never trained larger than its own CAD size
+                    assert h <= sizes[i][0] and w <= sizes[i][1]
+        assert [[b[0][1] for b in batches] for batches in per_rank][0] == per_rank_sizes(per_rank)
+
+
+def per_rank_sizes(per_rank):
+    """The size of each step as rank 1 (or 0) sees it: all ranks must agree step by step."""
+    return [b[0][1] for b in per_rank[-1]]
 
 
 def test_no_batch_of_one_even_when_buckets_are_tiny():
@@ -62,7 +70,20 @@ def test_no_batch_of_one_even_when_buckets_are_tiny():
     plan = plan_epoch(sizes, np.zeros(len(sizes)), 2, seed=0, epoch=0, world_size=2)
     for step in plan.batches:
         assert all(len(b) >= 2 for b in step)
-    assert plan.unbatched == 3 + 1 + 1
+    # the three 64x64 images move down into the 48x48 bucket; only the single 32x32 image waits
+    assert plan.unbatched == 1 and plan.moved == 3
+    assert sorted(plan.sizes) == [(48, 48), (48, 48)]
+
+
+def test_small_buckets_are_not_starved():
+    # every image in a bucket of its own: without moving leftovers down nothing would train
+    sizes = [(32 + 8 * k, 64) for k in range(40)]
+    plan = plan_epoch(sizes, np.zeros(40), 4, seed=1, epoch=0, world_size=2)
+    trained = [i for step in plan.batches for part in step for i in part]
+    assert len(trained) + plan.unbatched == 40 and plan.unbatched < 2 * 2
+    for step, size in zip(plan.batches, plan.sizes):
+        for part in step:
+            assert all(size[0] <= sizes[i][0] for i in part)
 
 
 def test_resume_continues_with_the_same_batches():

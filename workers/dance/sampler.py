@@ -6,9 +6,16 @@ decisions. Kept images are bucketed by their CAD size (one size per batch, never
 back up), each bucket is cut into *global* batches of ``batch_size × world_size``, and
 each global batch is split evenly across ranks: every rank runs the same number of
 steps (DDP needs that), no image appears twice in an epoch, and no rank ever gets a
-batch smaller than ``min_batch`` (BatchNorm cannot train on a batch of one). Images
-left over at the end of a bucket that cannot make such a batch wait for the next epoch
-and are counted as ``unbatched``.
+batch smaller than ``min_batch`` (BatchNorm cannot train on a batch of one).
+
+A bucket's last few images, too few for such a batch, move down to the next smaller
+bucket and are trained at its size (slightly more downsampling than their own CAD
+ratio, never padding); only the leftovers of the smallest bucket wait for the next
+epoch, counted as ``unbatched``. Without the move, a bucket holding fewer than
+``min_batch × world_size`` images would never be trained at all.
+
+The sampler yields ``(index, (height, width))`` pairs so the dataset resizes each image
+to the size of the batch it was placed in.
 """
 from __future__ import annotations
 
@@ -22,12 +29,15 @@ Size = tuple[int, int]
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """What one epoch does: ``batches[step][rank]`` is a list of image indices."""
+    """What one epoch does: ``batches[step][rank]`` is a list of image indices, all
+    trained at ``sizes[step]``; ``moved`` images were placed in a smaller bucket than their own."""
 
     epoch: int
     batches: list[list[list[int]]]
+    sizes: list[Size]
     dropped: int
     unbatched: int
+    moved: int
     total: int
 
     @property
@@ -61,24 +71,28 @@ def plan_epoch(
     buckets: dict[Size, list[int]] = {}
     for i in np.flatnonzero(~dropped).tolist():
         buckets.setdefault(tuple(sizes[i]), []).append(i)
-    global_batches: list[list[list[int]]] = []
-    unbatched = 0
-    for size in sorted(buckets):
-        members = np.asarray(buckets[size])
+    steps: list[tuple[Size, list[list[int]]]] = []
+    carry = np.empty(0, dtype=np.int64)
+    per_global = batch_size * world_size
+    for size in sorted(buckets, key=lambda s: (s[0] * s[1], s), reverse=True):  # largest first
+        own = np.asarray(buckets[size], dtype=np.int64)
         if shuffle:
-            members = rng.permutation(members)
-        per_global = batch_size * world_size
+            own = rng.permutation(own)
+        members = np.concatenate([carry, own])
+        carry = np.empty(0, dtype=np.int64)
         for start in range(0, len(members), per_global):
             chunk = members[start:start + per_global]
             share = len(chunk) // world_size
             if share < min_batch:
-                unbatched += len(chunk)
+                carry = chunk
                 continue
-            unbatched += len(chunk) - share * world_size
-            global_batches.append([chunk[r * share:(r + 1) * share].tolist() for r in range(world_size)])
+            carry = chunk[share * world_size:]
+            steps.append((size, [chunk[r * share:(r + 1) * share].tolist() for r in range(world_size)]))
+    unbatched = len(carry)
     if shuffle:
-        global_batches = [global_batches[i] for i in rng.permutation(len(global_batches))]
-    return EpochPlan(epoch, global_batches, int(dropped.sum()), unbatched, n)
+        steps = [steps[i] for i in rng.permutation(len(steps))]
+    moved = sum(tuple(sizes[i]) != size for size, batch in steps for part in batch for i in part)
+    return EpochPlan(epoch, [b for _, b in steps], [sz for sz, _ in steps], int(dropped.sum()), unbatched, moved, n)
 
 
 class DanceBatchSampler:
@@ -126,9 +140,10 @@ class DanceBatchSampler:
     def __len__(self) -> int:
         return len(self.plan.batches) - self.start_step
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in self.plan.batches[self.start_step:]:
-            yield step[self.rank]
+    def __iter__(self) -> Iterator[list[tuple[int, Size]]]:
+        plan = self.plan
+        for step, size in zip(plan.batches[self.start_step:], plan.sizes[self.start_step:]):
+            yield [(i, size) for i in step[self.rank]]
 
     def state_dict(self, steps_done: int = 0) -> dict:
         """Position to resume from: ``steps_done`` steps of the current epoch are finished."""

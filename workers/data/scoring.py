@@ -129,7 +129,7 @@ def score_paths(
         from workers.data.datasets.base import DatasetError
 
         raise DatasetError(f"{exc.filename}: file not found") from None
-    cache_file = _cache_file(cache_dir or default_cache_dir(), paths)
+    cache_file = _cache_file(Path(cache_dir) if cache_dir else default_cache_dir(), paths)
     sc = np.full(n, np.nan)
     todo = np.arange(n)
     if use_cache:

@@ -49,8 +49,9 @@ class SlimmedTrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> dict:
-        size = self.sizes[i]
+    def __getitem__(self, key: int | tuple[int, tuple[int, int]]) -> dict:
+        """``key`` is an index, or ``(index, (height, width))`` as the DANCE sampler yields it."""
+        i, size = key if isinstance(key, tuple) else (key, self.sizes[key])
         image = resize_rgb(self.dataset.load_image(i), size)
         label = resize_label(self.dataset.load_label(i), size)
         return {
