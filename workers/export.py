@@ -293,8 +293,10 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, fmt: str, buckets: 
                               "section), so the resolution buckets are unknown; give --buckets HxW[,HxW...]")
         if log:
             log("computing resolution buckets from the validation images ...")
-        buckets = buckets_from_config(config, ckpt.cdf, int(getattr(model, "size_quantum", 1)),
-                                      int(getattr(model, "min_size", 0)), progress=progress)
+        # train.size_quantum, when set, coarsened the sizes the model was trained and evaluated at
+        quantum = (config.get("train") or {}).get("size_quantum") or int(getattr(model, "size_quantum", 1))
+        buckets = buckets_from_config(config, ckpt.cdf, int(quantum), int(getattr(model, "min_size", 0)),
+                                      progress=progress)
     if not class_names and isinstance(config, dict) and "data" in config:
         try:
             from workers.config import DataConfig

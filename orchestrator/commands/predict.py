@@ -1,0 +1,77 @@
+"""`dance predict CHECKPOINT --out DIR` — label PNGs in the dataset's own ids.
+
+For Cityscapes the files are ``DIR/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` holding
+``labelIds`` (uint8, image resolution), the layout the official ``cityscapesscripts``
+evaluation (``evalPixelLevelSemanticLabeling`` with ``CITYSCAPES_RESULTS=DIR``) finds by
+the ``<city>_<seq>_<frame>`` prefix. Other datasets keep each image's path below its split
+folder, with a ``.png`` suffix.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.commands.evaluate import add_data_args, default_device, load_run, resolve_inputs
+from orchestrator.errors import UserError
+
+
+def output_name(image: Path, split: str) -> Path:
+    """The prediction's path relative to the output folder."""
+    parts = image.parts
+    if split in parts:
+        k = len(parts) - 1 - parts[::-1].index(split)
+        rel = Path(*parts[k + 1:])
+    else:
+        rel = Path(image.name)
+    return rel.with_suffix(".png")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+
+    from orchestrator.progress import progress_bar
+    from workers.evaluate import predict_batches
+
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    device = default_device(args.device)
+    run = load_run(args.checkpoint, device)
+    with progress_bar("scoring images (Eq. 1)") as bar:
+        ds, sizes, _ = resolve_inputs(run, args, bar)
+    bs = args.batch_size or (run.cfg.train.eval_batch_size if run.cfg is not None else 4)
+    colors = ds.meta.get("colors") if args.color else None
+    written = 0
+    with progress_bar(f"predicting {len(ds)} images") as bar:
+        for idx, preds, _labels in predict_batches(run.checkpoint.model, ds, sizes, batch_size=bs,
+                                                   device=torch.device(device)):
+            for i, pred in zip(idx, preds):
+                train_ids = pred.numpy().astype(np.uint8)
+                rel = output_name(ds.samples[i].image, ds.split)
+                dest = out / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(ds.to_dataset_ids(train_ids).astype(np.uint8)).save(dest)
+                if colors:
+                    palette = np.zeros((256, 3), dtype=np.uint8)
+                    palette[:len(colors)] = np.asarray(colors, dtype=np.uint8)
+                    cdest = out / "color" / rel
+                    cdest.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(palette[train_ids]).save(cdest)
+                written += 1
+            bar(written, len(ds))
+    print(f"wrote {written} label PNGs ({ds.kind} label ids) to {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="write predicted label PNGs in the dataset's own ids",
+                       description="Predict every image of a split and write label PNGs in the dataset's own ids "
+                                   "(Cityscapes: labelIds, readable by the official evaluation scripts).")
+    p.add_argument("checkpoint", type=Path, help="model.pt, or the checkpoint folder holding it")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_data_args(p)
+    p.add_argument("--color", action="store_true", help="also write colourised predictions under OUT/color/")
+    p.set_defaults(func=cmd_predict)

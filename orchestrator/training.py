@@ -1,0 +1,302 @@
+"""One training run: score once, build the ``TorchTrainer``, relay its reports to MLflow.
+
+The driver (this process) validates the config, scores the training set once (cached)
+and fits the CDF (:func:`workers.prepare.worker_config`), then runs
+:func:`workers.train_loop.train_loop` on N Ray Train workers. A Ray Train callback on the
+controller forwards every epoch's report through a Ray queue; the driver logs it to MLflow
+as step ``epoch`` and drives the terminal progress. At the end the last checkpoint
+(model, pruning report) is logged as artifacts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue as _queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.errors import UserError
+from workers.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("epoch", "miou", "train_flops", "infer_flops_per_image", "header_channels_kept",
+            "dropped_fraction", "images_per_s", "epoch_time_s", "energy_j")
+
+
+def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Resolve the config's relative paths against the driver's cwd (workers may run elsewhere)."""
+    def absp(p):
+        return Path(p).expanduser().resolve() if p is not None else None
+
+    data = cfg.data.model_copy(update={"root": absp(cfg.data.root), "cache_dir": absp(cfg.data.cache_dir)})
+    fi = cfg.train.fault_injection
+    train = cfg.train.model_copy(update={
+        "init_checkpoint": absp(cfg.train.init_checkpoint), "storage_path": absp(cfg.train.storage_path),
+        "fault_injection": fi.model_copy(update={"marker": absp(fi.marker)}) if fi is not None else None})
+    model = cfg.model.model_copy(update={"pretrained_backbone": absp(cfg.model.pretrained_backbone)})
+    return cfg.model_copy(update={"data": data, "train": train, "model": model})
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
+    """Join ``address`` (or ``$RAY_ADDRESS``), else start a local Ray instance (DESIGN §5).
+
+    Worker output reaches the terminal only with ``verbose`` (it stays in Ray's session logs);
+    failures still surface through the run's result.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
+                              "configure_logging": True, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def cluster_check(cfg: ExperimentConfig) -> None:
+    """Refuse a run the cluster can never place (it would wait forever)."""
+    import ray
+
+    res = ray.cluster_resources()
+    s = cfg.scaling
+    need_cpu = s.num_workers * s.cpus_per_worker
+    if need_cpu > res.get("CPU", 0) + 1e-9:
+        raise UserError(f"scaling: {s.num_workers} workers × {s.cpus_per_worker} CPUs = {need_cpu:g} CPUs, "
+                        f"but the Ray cluster has {res.get('CPU', 0):g}; lower scaling.cpus_per_worker or num_workers")
+    if s.use_gpu and s.num_workers * s.gpus_per_worker > res.get("GPU", 0) + 1e-9:
+        raise UserError(f"scaling.use_gpu: {s.num_workers} workers × {s.gpus_per_worker} GPUs, "
+                        f"but the Ray cluster has {res.get('GPU', 0):g} GPUs")
+
+
+def _relay_callback(q):
+    from ray.train import UserCallback
+
+    class ReportRelay(UserCallback):
+        """Runs on the Train controller: forward rank 0's report (and failures) to the driver."""
+
+        def __init__(self, queue) -> None:
+            self.queue = queue
+
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            try:
+                self.queue.put({"metrics": dict(metrics[0]) if metrics else {},
+                                "checkpoint": checkpoint.path if checkpoint is not None else None}, timeout=10)
+            except Exception:  # the driver may be gone; never fail the run over progress
+                pass
+
+        def after_exception(self, run_context, worker_exceptions) -> None:
+            try:
+                self.queue.put({"failure": {int(k): f"{type(v).__name__}: {v}"[:500]
+                                            for k, v in worker_exceptions.items()}}, timeout=10)
+            except Exception:
+                pass
+
+    return ReportRelay(q)
+
+
+def build_trainer(cfg: ExperimentConfig, worker_cfg: dict, *, run_name: str, callbacks: list | None = None,
+                  log_level: str = "WARNING", train_fn=None):
+    """The ``TorchTrainer`` for ``cfg`` (Train V2 API names, Ray 2.60)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from workers.train_loop import train_loop
+
+    s, t = cfg.scaling, cfg.train
+    resources: dict[str, float] = {"CPU": s.cpus_per_worker}
+    if s.use_gpu:
+        resources["GPU"] = s.gpus_per_worker
+    backend = None if s.backend == "auto" else s.backend
+    storage = Path(t.storage_path).expanduser().resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    return TorchTrainer(
+        train_fn or train_loop,
+        train_loop_config=worker_cfg,
+        torch_config=TorchConfig(backend=backend),
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_name, storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            callbacks=callbacks or [],
+            logging_config=LoggingConfig(log_level=log_level),
+        ),
+    )
+
+
+@dataclass
+class TrainOutcome:
+    run_name: str
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    checkpoint_dir: Path | None
+    mlflow_run_id: str | None
+    tracking_uri: str | None
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def checkpoint_file(self) -> Path | None:
+        from workers.train_loop import CHECKPOINT_FILE
+
+        return self.checkpoint_dir / CHECKPOINT_FILE if self.checkpoint_dir else None
+
+
+def _artifacts(run_id: str, ckpt_dir: Path | None, cfg: ExperimentConfig, history: list[dict], client) -> None:
+    import tempfile
+
+    import yaml
+
+    from orchestrator.tracking import log_artifacts
+    from workers.pruning_report import plot_pruning_report
+    from workers.train_loop import REPORT_FILE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_p = Path(tmp)
+        (tmp_p / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        (tmp_p / "history.json").write_text(json.dumps(history, indent=1))
+        files = [tmp_p / "config.yaml", tmp_p / "history.json"]
+        if ckpt_dir is not None and (ckpt_dir / REPORT_FILE).is_file():
+            report = json.loads((ckpt_dir / REPORT_FILE).read_text())
+            try:
+                files.append(plot_pruning_report(report, tmp_p / "pruning_report.png"))
+            except Exception as exc:  # a plot must not lose the run's artifacts
+                log.warning("pruning plot failed: %s", exc)
+        log_artifacts(files, run_id, client=client)
+        if ckpt_dir is not None:
+            log_artifacts([ckpt_dir], run_id, "checkpoint", client=client)
+
+
+def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_uri: str | None = None,
+                 run_name: str | None = None, progress: bool | None = None,
+                 on_epoch: Callable[[dict], None] | None = None, print_fn: Callable[[str], None] | None = print,
+                 worker_extra: dict | None = None, log_level: str = "WARNING", verbose: bool = False) -> TrainOutcome:
+    """Score, train on Ray, log to MLflow; returns the final metrics and checkpoint."""
+    from ray.util.queue import Queue
+
+    from orchestrator.progress import progress_bar
+    from orchestrator.tracking import flatten, log_epoch, log_params, resolve_tracking_uri, setup
+    from workers.prepare import worker_config
+
+    cfg = absolute_paths(cfg)
+    name = run_name or cfg.tracking.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    if cfg.train.init_checkpoint is not None and not Path(cfg.train.init_checkpoint).is_file():
+        raise UserError(f"train.init_checkpoint: {cfg.train.init_checkpoint}: no such checkpoint file")
+    with progress_bar("scoring train images (Eq. 1)", enabled=progress) as bar_t, \
+            progress_bar("scoring val images (Eq. 1)", enabled=progress) as bar_v:
+        wcfg = worker_config(cfg, progress_train=bar_t, progress_val=bar_v, run_name=name)
+    wcfg.update(worker_extra or {})
+
+    ensure_ray(address, verbose=verbose)
+    cluster_check(cfg)
+
+    client = run_id = uri = None
+    if cfg.tracking.enabled:
+        import mlflow
+
+        uri = resolve_tracking_uri(tracking_uri, cfg.tracking.tracking_uri)
+        exp_id = setup(uri, cfg.tracking.experiment)
+        client = mlflow.MlflowClient()
+        run = client.create_run(exp_id, run_name=name, tags={"dance.kind": "train", "ray.run_name": name})
+        run_id = run.info.run_id
+        params = flatten(cfg.model_dump(mode="json"))
+        if wcfg.get("cdf"):
+            params.update({"cdf.loc": str(wcfg["cdf"]["loc"]), "cdf.scale": str(wcfg["cdf"]["scale"])})
+        params["resolved.lr"], params["resolved.batch_size"] = str(cfg.lr), str(cfg.batch_size)
+        log_params(params, client, run_id)
+
+    q = Queue(actor_options={"num_cpus": 0})
+    trainer = build_trainer(cfg, wcfg, run_name=name, callbacks=[_relay_callback(q)], log_level=log_level)
+    box: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as exc:  # surfaced in the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=fit, name="dance-train-fit", daemon=True)
+    thread.start()
+    history: list[dict] = []
+    failures: list[dict] = []
+    last_ckpt: str | None = None
+    epochs = cfg.train.epochs
+    status = "FAILED"
+    try:
+        with progress_bar(f"training {name}", enabled=progress) as bar:
+            bar(0, epochs)
+
+            def handle(ev: dict) -> None:
+                nonlocal last_ckpt
+                if "failure" in ev:
+                    failures.append(ev["failure"])
+                    if print_fn:
+                        print_fn(f"worker failure {ev['failure']}; Ray Train restarts from the last checkpoint")
+                    return
+                m = ev["metrics"]
+                history.append(m)
+                last_ckpt = ev.get("checkpoint") or last_ckpt
+                if client is not None:
+                    log_epoch(m, int(m.get("epoch", len(history) - 1)), run_id, client)
+                bar(int(m.get("epoch", 0)) + 1, epochs)
+                if on_epoch:
+                    on_epoch(m)
+                if print_fn:
+                    print_fn(format_epoch(m, epochs))
+
+            while thread.is_alive():
+                try:
+                    handle(q.get(block=True, timeout=0.5))
+                except _queue.Empty:
+                    pass
+            while True:
+                try:
+                    handle(q.get_nowait())
+                except _queue.Empty:
+                    break
+        if "error" in box:
+            raise box["error"]
+        result = box["result"]
+        if result.error is not None:
+            raise UserError(f"training failed: {result.error}")
+        status = "FINISHED"
+    finally:
+        try:
+            q.shutdown()
+        except Exception:
+            pass
+        if client is not None and status != "FINISHED":
+            client.set_terminated(run_id, "FAILED")
+    ckpt_dir = Path(result.checkpoint.path) if result.checkpoint is not None else (Path(last_ckpt) if last_ckpt else None)
+    metrics = dict(result.metrics or (history[-1] if history else {}))
+    if client is not None:
+        _artifacts(run_id, ckpt_dir, cfg, history, client)
+        client.set_terminated(run_id, "FINISHED")
+    return TrainOutcome(name, metrics, history, ckpt_dir, run_id, uri, failures)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if abs(v) >= 1e5:
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_epoch(m: dict, epochs: int) -> str:
+    parts = [f"epoch {int(m.get('epoch', 0)) + 1}/{epochs}"]
+    for k in HEADLINE[1:]:
+        if k in m:
+            parts.append(f"{k}={_fmt(m[k])}")
+    if m.get("ans_stage", 0) < m.get("ans_stage_due", 0):
+        parts.append(f"(ANS at stage {m['ans_stage']} of {m['ans_stage_due']} due: the header's BN scales are not "
+                     "separated enough yet; the next stage waits)")
+    return "  ".join(parts)

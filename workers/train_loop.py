@@ -1,0 +1,607 @@
+"""The per-worker DANCE training loop (paper Algorithm 1 with data slimming, DESIGN §3–5).
+
+:func:`train_loop` is the ``train_loop_per_worker`` of a ``ray.train.torch.TorchTrainer``;
+:func:`run_local` runs the very same code in this process at world size 1 (the
+Ray-overhead benchmark and the fast ablation tests use it). The loop sees its
+surroundings only through a :class:`~workers.runtime.Runtime`.
+
+One epoch, on every rank:
+
+1. the DANCE sampler plans the epoch for all ranks (CASD/RD drops from a (seed, epoch)
+   generator, CAD size buckets, equal step counts per rank) and this rank takes its share;
+2. each step: poly learning rate, forward at the bucket's size, the CAL-weighted loss
+   (Eq. 2) plus ``λ·Σ|γ|`` over the header's BatchNorm scales while ANS is active,
+   backward (DDP all-reduces), SGD step, and the counted FLOPs (forward + backward) of
+   the current structure at that size × the batch;
+3. whenever Algorithm 1's schedule says a stage is due (``t mod (t_max/S) = 0``, in
+   iterations), pruning the measured-safe way (DESIGN §5): unwrap, rank 0 plans from the
+   synchronised weights and broadcasts the plan, identical surgery on every rank,
+   re-wrap with ``prepare_model``, a new optimizer;
+4. BatchNorm statistics are broadcast from rank 0, the val set is scored at its DANCE
+   sizes (confusion matrices summed over ranks), and everything is reported with
+   ``ray.train.report``; rank 0 attaches a checkpoint (architecture, weights, optimizer,
+   epoch, pruning stage, sampler position, CDF).
+
+Co-optimization runs data slimming and ANS in the same iterations; the separate modes of
+paper Table 4 run ANS in one half of the epochs and data slimming in the other.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from workers.config import ExperimentConfig
+from workers.runtime import LocalRuntime, Runtime
+
+log = logging.getLogger("dance.train")
+
+CHECKPOINT_FILE = "model.pt"
+REPORT_FILE = "pruning_report.json"
+METRIC_NAMES = ("epoch", "miou", "train_flops", "infer_flops_per_image", "header_channels_kept",
+                "dropped_fraction", "images_per_s", "epoch_time_s")  # + energy_j where NVML measured it
+
+
+# --------------------------------------------------------------------------- entry points
+def train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker`` for Ray Train (``config`` from :func:`workers.prepare.worker_config`)."""
+    from workers.runtime import RayRuntime
+
+    Trainer(config, RayRuntime()).run()
+
+
+def run_local(config: dict[str, Any], checkpoint_root: str | Path | None = None,
+              resume_from: str | Path | None = None, device: str = "cpu") -> LocalRuntime:
+    """The same loop without Ray (world size 1); returns the runtime with ``reports``/``checkpoints``."""
+    rt = LocalRuntime(device=device, checkpoint_root=checkpoint_root, resume_from=resume_from)
+    Trainer(config, rt).run()
+    return rt
+
+
+# --------------------------------------------------------------------------- helpers
+def _dist() -> Any | None:
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
+    """Reduce a few numbers over ranks (identity at world size 1)."""
+    dist = _dist()
+    if dist is None:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.cpu().tolist()
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's BatchNorm statistics everywhere (DDP leaves each rank's last local update)."""
+    dist = _dist()
+    if dist is None:
+        return
+    for b in model.buffers():
+        dist.broadcast(b, 0)
+
+
+def param_checksum(model: nn.Module, buffers: bool = True) -> str:
+    """SHA-1 of every parameter (and buffer) in order: equal across ranks iff they agree bit for bit."""
+    import hashlib
+
+    h = hashlib.sha1()
+    tensors = list(model.named_parameters()) + (list(model.named_buffers()) if buffers else [])
+    for name, t in tensors:
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def poly_lr(base: float, step: int, total: int, power: float) -> float:
+    return base * max(0.0, 1.0 - step / max(total, 1)) ** power
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+
+
+class CachedDataset(Dataset):
+    """Memoise decoded, resized samples (``train.cache_samples``; small datasets only)."""
+
+    def __init__(self, inner: Dataset) -> None:
+        self.inner, self.cache = inner, {}
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int) -> Any:
+        if i not in self.cache:
+            self.cache[i] = self.inner[i]
+        return self.cache[i]
+
+
+@dataclass
+class DataPhase:
+    """One setting of data slimming: sizes, weights and drop probabilities per training image."""
+
+    slimmed: bool
+    sizes: list[tuple[int, int]]
+    weights: np.ndarray
+    drop_prob: np.ndarray
+    sampler: Any
+    loader: DataLoader
+
+
+def reset_classifier(model: nn.Module, num_classes: int) -> bool:
+    """Replace the classifier's output layer when the class count changes (adaptation). True if replaced."""
+    from workers.models.base import get_parts
+
+    parts = get_parts(model)
+    if getattr(model, "num_classes", None) == num_classes:
+        return False
+    holder_name, last = None, None
+    for name, m in parts.classifier.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            holder_name, last = name, m
+    if last is None:
+        raise ValueError("the classifier has no Conv2d/Linear output layer to resize")
+    if isinstance(last, nn.Conv2d):
+        new = nn.Conv2d(last.in_channels, num_classes, last.kernel_size, last.stride, last.padding, last.dilation,
+                        bias=last.bias is not None)
+    else:
+        new = nn.Linear(last.in_features, num_classes, bias=last.bias is not None)
+    full = parts.classifier_name + (f".{holder_name}" if holder_name else "")
+    parent_name, _, child = full.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+    model.num_classes = num_classes
+    if isinstance(getattr(model, "spec", None), dict):
+        model.spec["num_classes"] = num_classes
+    return True
+
+
+# --------------------------------------------------------------------------- the loop
+class Trainer:
+    """State of one worker's run; :meth:`run` is the whole loop."""
+
+    def __init__(self, config: dict[str, Any], runtime: Runtime) -> None:
+        self.raw = config
+        self.probe = Path(config["probe_dir"]) if config.get("probe_dir") else None
+        self.cfg = ExperimentConfig.model_validate(config["experiment"])
+        self.rt = runtime
+        self.rank, self.world = runtime.rank, runtime.world_size
+        self.device = runtime.device
+        self.amp = bool(self.cfg.scaling.amp and self.device.type == "cuda")
+        threads = self.cfg.scaling.torch_threads or max(1, int(self.cfg.scaling.cpus_per_worker))
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads)
+
+    # ------------------------------------------------------------ schedule
+    def data_on(self, epoch: int) -> bool:
+        """Whether data slimming acts in ``epoch`` (co: always; separate modes: one half)."""
+        mode, half = self.cfg.train.mode, self.cfg.train.epochs // 2
+        if mode == "network_then_data":
+            return epoch >= half
+        if mode == "data_then_network":
+            return epoch < half
+        return True
+
+    def ans_window(self) -> tuple[int, int]:
+        """[start, end) epochs over which the S pruning stages are spread (and λ·Σ|γ| is on)."""
+        mode, e = self.cfg.train.mode, self.cfg.train.epochs
+        if mode == "network_then_data":
+            return 0, e // 2
+        if mode == "data_then_network":
+            return e // 2, e
+        return 0, e
+
+    def ans_active(self, epoch: int) -> bool:
+        lo, hi = self.ans_window()
+        return self.cfg.ans.enabled and self.slimmer is not None and lo <= epoch < hi
+
+    def due_stage(self, progress_epochs: float) -> int:
+        from workers.dance.ans import due_stage
+
+        lo, hi = self.ans_window()
+        done = min(max(progress_epochs - lo, 0.0), hi - lo)
+        return due_stage(done, hi - lo, self.cfg.ans.stages)
+
+    # ------------------------------------------------------------ setup
+    def _open_data(self) -> None:
+        from workers.data.datasets import open_dataset
+        from workers.evaluate import stored_sizes
+
+        d = self.cfg.data
+        self.train_ds = open_dataset(d.kind, d.root, d.train_split)
+        self.val_ds = open_dataset(d.kind, d.root, d.val_split)
+        self.train_stored = stored_sizes(self.train_ds)
+        self.val_stored = stored_sizes(self.val_ds)
+        tp, vp = self.raw.get("train_p"), self.raw.get("val_p")
+        self.train_p = np.asarray(tp, dtype=np.float64) if tp is not None else None
+        self.val_p = np.asarray(vp, dtype=np.float64) if vp is not None else None
+        if self.train_p is not None and len(self.train_p) != len(self.train_ds):
+            raise ValueError(f"worker config has p for {len(self.train_p)} training images, the dataset has {len(self.train_ds)}")
+        if self.val_p is not None and len(self.val_p) != len(self.val_ds):
+            raise ValueError(f"worker config has p for {len(self.val_p)} val images, the dataset has {len(self.val_ds)}")
+        if self.cfg.slimming.uses_p and self.train_p is None:
+            raise ValueError("data slimming needs complexity scores: build the worker config with workers.prepare.worker_config")
+        from workers.dance.cdf import MaxwellCDF
+
+        self.cdf = MaxwellCDF.from_dict(self.raw["cdf"]) if self.raw.get("cdf") else None
+
+    def _build_model(self, resume: dict | None) -> None:
+        from workers.checkpoint import load_checkpoint
+        from workers.dance.ans import NetworkSlimmer
+        from workers.models import build_model
+
+        m = self.cfg.model
+        nc = self.train_ds.num_classes
+        _seed_everything(self.cfg.seed)
+        self.header_base: int | None = None
+        init_state = None
+        if resume is not None:
+            model = resume["model"]
+            init_state = resume["extra"].get("slimmer")
+            self.header_base = resume["extra"].get("header_base_channels")
+            self.adapted_from = resume["extra"].get("adapted_from")
+        elif self.cfg.train.init_checkpoint is not None:
+            ck = load_checkpoint(self.cfg.train.init_checkpoint, map_location="cpu")
+            model = ck.model
+            if reset_classifier(model, nc):
+                log.info("adaptation: classifier re-initialised for %d classes", nc)
+            prior = ck.extra.get("slimmer") or {}
+            if prior.get("original_channels"):
+                self.header_base = int(sum(prior["original_channels"].values()))
+            self.adapted_from = str(self.cfg.train.init_checkpoint)
+        else:
+            model = build_model(m.name, nc, m.variant,
+                                pretrained_backbone=str(m.pretrained_backbone) if m.pretrained_backbone else None,
+                                **m.options)
+        model.train()
+        self.quantum = int(getattr(model, "size_quantum", 32))
+        sq = self.cfg.train.size_quantum
+        if sq is not None:
+            if sq % self.quantum:
+                raise ValueError(f"train.size_quantum ({sq}) must be a multiple of the model's size quantum ({self.quantum})")
+            self.quantum = sq
+        self.min_size = int(getattr(model, "min_size", 2 * self.quantum))
+        self.slimmer = None
+        try:
+            self.slimmer = NetworkSlimmer(model, self.cfg.ans)
+        except (ValueError, TypeError) as exc:
+            if self.cfg.ans.enabled:
+                raise
+            log.warning("no prunable header (%s); header_channels_kept is reported as 1.0", exc)
+        if self.slimmer is not None and init_state is not None:
+            self.slimmer.load_state_dict(init_state)
+        if self.slimmer is not None and self.header_base is None:
+            self.header_base = int(sum(self.slimmer.original_channels.values()))
+        self.inner = model
+        self.model = self.rt.prepare_model(model)
+
+    def _param_groups(self) -> list[dict]:
+        from workers.models.base import get_parts
+
+        parts = get_parts(self.inner)
+        backbone = {id(p) for p in parts.backbone.parameters()}
+        bb = [p for p in self.inner.parameters() if id(p) in backbone and p.requires_grad]
+        rest = [p for p in self.inner.parameters() if id(p) not in backbone and p.requires_grad]
+        lr = self.cfg.lr
+        groups = []
+        if bb:
+            groups.append({"params": bb, "lr": lr * self.cfg.optim.backbone_lr_mult, "lr_mult": self.cfg.optim.backbone_lr_mult})
+        groups.append({"params": rest, "lr": lr, "lr_mult": 1.0})
+        return groups
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        return torch.optim.SGD(self._param_groups(), lr=self.cfg.lr, momentum=o.momentum,
+                               weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0)
+
+    def _phase(self, slimmed: bool) -> DataPhase:
+        from workers.dance.sampler import DanceBatchSampler
+        from workers.dance.slimming import dance_sizes, drop_probability, loss_weight
+        from workers.data.slimmed import SlimmedTrainSet
+
+        s = self.cfg.slimming
+        n = len(self.train_ds)
+        if slimmed and self.train_p is not None:
+            p = self.train_p
+            sizes = dance_sizes(self.train_stored, p, s, self.quantum, self.min_size)
+            weights = loss_weight(p, s)
+            drop = drop_probability(p, s)
+        else:
+            off = s.model_copy(update={"cad": False, "cal": False, "casd": False, "rd": False})
+            sizes = dance_sizes(self.train_stored, np.ones(n), off, self.quantum, self.min_size)
+            weights = np.ones(n)
+            drop = drop_probability(np.zeros(n), s) if (slimmed and s.rd) else np.zeros(n)
+        sampler = DanceBatchSampler(sizes, drop, self.cfg.batch_size, seed=self.cfg.seed, rank=self.rank,
+                                    world_size=self.world, min_batch=self.cfg.train.min_batch)
+        ds: Dataset = SlimmedTrainSet(self.train_ds, sizes, weights)
+        if self.cfg.train.cache_samples:
+            ds = CachedDataset(ds)
+        workers = self.cfg.train.loader_workers
+        loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
+                            pin_memory=self.device.type == "cuda")
+        return DataPhase(slimmed, sizes, np.asarray(weights), np.asarray(drop), sampler, loader)
+
+    def _phase_for(self, epoch: int) -> DataPhase:
+        on = self.data_on(epoch)
+        if on not in self.phases:
+            self.phases[on] = self._phase(on)
+        return self.phases[on]
+
+    def _eval_sizes(self) -> list[tuple[int, int]]:
+        from workers.evaluate import inference_sizes
+
+        return inference_sizes(self.val_stored, self.val_p, self.cfg.slimming, self.quantum, self.min_size)
+
+    # ------------------------------------------------------------ pruning
+    def _agreed_plan(self):
+        """Rank 0's plan (or its refusal), the same object on every rank."""
+        from workers.dance.ans import PrunePlan, PruningNotReadyError
+
+        box: list[Any] = [None]
+        if self.rank == 0:
+            try:
+                box[0] = {"plan": self.slimmer.plan_stage().to_dict()}
+            except PruningNotReadyError as exc:
+                box[0] = {"error": str(exc)}
+        dist = _dist()
+        if dist is not None:
+            dist.broadcast_object_list(box, src=0)
+        if "error" in box[0]:
+            return None, box[0]["error"]
+        return PrunePlan.from_dict(box[0]["plan"]), None
+
+    def prune_until(self, due: int) -> int:
+        """Run the stages up to ``due``; returns how many were applied now."""
+        applied = 0
+        while self.slimmer.stage < due:
+            plan, err = self._agreed_plan()
+            if plan is None:
+                if not self._warned_not_ready:
+                    log.warning("ANS stage %d postponed: %s", self.slimmer.stage + 1, err)
+                    self._warned_not_ready = True
+                break
+            # DESIGN §5: drop the DDP wrapper, identical surgery everywhere, re-wrap, new optimizer.
+            self.model = None
+            self.slimmer.apply(plan)
+            self.model = self.rt.prepare_model(self.inner)
+            self.optimizer = self._new_optimizer()
+            self.stage_log.append({"stage": plan.stage, "epoch": self.epoch, "step": self.global_step,
+                                   "channels_after": plan.channels_after, "digest": plan.digest()})
+            self._warned_not_ready = False
+            applied += 1
+            self._probe("prune")
+        return applied
+
+    def _probe(self, event: str) -> None:
+        """With ``probe_dir`` in the worker config: append this rank's checksums (verification aid).
+
+        At a prune the parameters are compared (BatchNorm statistics are rank-local between
+        DDP's per-forward syncs); at an epoch end, after the buffer broadcast, everything is.
+        """
+        if self.probe is None:
+            return
+        from workers.checkpoint import model_structure
+
+        self.probe.mkdir(parents=True, exist_ok=True)
+        rec = {"event": event, "epoch": self.epoch, "step": self.global_step, "rank": self.rank,
+               "stage": self.slimmer.stage if self.slimmer is not None else 0,
+               "header_channels": self.slimmer.header_channels() if self.slimmer is not None else None,
+               "params": param_checksum(self.inner, buffers=False),
+               "all": param_checksum(self.inner, buffers=True) if event == "epoch_end" else None,
+               "structure": {k: v["shapes"] for k, v in model_structure(self.inner).items()} if event == "epoch_end" else None}
+        with open(self.probe / f"rank{self.rank}.jsonl", "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+    def _maybe_fault(self, epoch: int, step: int) -> None:
+        fi = self.cfg.train.fault_injection
+        if fi is None or epoch != fi.epoch or step != fi.step or self.rank != fi.rank or Path(fi.marker).exists():
+            return
+        Path(fi.marker).parent.mkdir(parents=True, exist_ok=True)
+        Path(fi.marker).write_text(f"rank {self.rank} killed at epoch {epoch} step {step}\n")
+        log.warning("fault injection: rank %d exits at epoch %d step %d", self.rank, epoch, step)
+        time.sleep(fi.delay_s)
+        logging.shutdown()
+        os._exit(1)
+
+    def header_channels_kept(self) -> float:
+        if self.slimmer is None or not self.header_base:
+            return 1.0
+        return self.slimmer.header_channels() / self.header_base
+
+    # ------------------------------------------------------------ checkpoint
+    def _checkpoint_dir(self, epoch: int, metrics: dict) -> Path | None:
+        from workers.checkpoint import save_checkpoint
+
+        if self.rank != 0:
+            return None
+        d = Path(tempfile.mkdtemp(prefix="dance-ckpt-"))
+        extra = {
+            "epoch": epoch + 1,  # epochs completed
+            "global_step": self.global_step,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "slimmer": self.slimmer.state_dict() if self.slimmer is not None else None,
+            "sampler": self._phase_for(epoch).sampler.state_dict(len(self._phase_for(epoch).sampler)),
+            "train_flops": self.train_flops,
+            "header_base_channels": self.header_base,
+            "history": self.history,
+            "stage_log": self.stage_log,
+            "config": self.raw["experiment"],
+            "dataset": {"kind": self.cfg.data.kind, "root": str(self.cfg.data.root),
+                        "num_classes": self.train_ds.num_classes},
+            "adapted_from": getattr(self, "adapted_from", None),
+            "world_size": self.world,
+        }
+        save_checkpoint(d / CHECKPOINT_FILE, self.inner, self.cdf, extra, class_names=list(self.train_ds.class_names))
+        if self.slimmer is not None:
+            (d / REPORT_FILE).write_text(json.dumps(self.slimmer.report(), indent=1))
+        (d / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        return d
+
+    def _load_resume(self) -> dict | None:
+        from workers.checkpoint import load_checkpoint
+
+        with self.rt.resume_dir() as d:
+            if d is None:
+                return None
+            ck = load_checkpoint(Path(d) / CHECKPOINT_FILE, map_location="cpu")
+        return {"model": ck.model, "extra": ck.extra}
+
+    # ------------------------------------------------------------ main
+    def run(self) -> dict[str, Any]:
+        from workers.cost import count_flops
+        from workers.dance.loss import weighted_loss
+        from workers.energy import EnergyMeter
+        from workers.evaluate import evaluate
+
+        cfg = self.cfg
+        self._open_data()
+        resume = self._load_resume()
+        self._build_model(resume)
+        self._warned_not_ready = False
+        self.phases: dict[bool, DataPhase] = {}
+        self.optimizer = self._new_optimizer()
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.start_epoch, self.global_step, self.train_flops = 0, 0, 0.0
+        self.history: list[dict] = []
+        self.stage_log: list[dict] = []
+        if resume is not None:
+            ex = resume["extra"]
+            self.start_epoch, self.global_step = int(ex["epoch"]), int(ex["global_step"])
+            self.train_flops = float(ex["train_flops"])
+            self.history, self.stage_log = list(ex.get("history") or []), list(ex.get("stage_log") or [])
+            self.optimizer.load_state_dict(ex["optimizer"])
+            if self.scaler is not None and ex.get("scaler"):
+                self.scaler.load_state_dict(ex["scaler"])
+            log.info("rank %d resumed after epoch %d (stage %s)", self.rank, self.start_epoch,
+                     self.slimmer.stage if self.slimmer else "-")
+        else:
+            self.train_flops = float(self.raw.get("scoring_flops") or 0)
+        # Poly schedule over the iterations the whole run will actually take (drops included).
+        self.steps_per_epoch = []
+        for e in range(cfg.train.epochs):
+            sampler = self._phase_for(e).sampler
+            sampler.set_epoch(e)
+            self.steps_per_epoch.append(len(sampler.plan.batches))
+        self.total_steps = max(1, sum(self.steps_per_epoch))
+        eval_sizes = self._eval_sizes()
+        meter = EnergyMeter(self.device)
+        result: dict[str, Any] = {}
+
+        for epoch in range(self.start_epoch, cfg.train.epochs):
+            self.epoch = epoch
+            phase = self._phase_for(epoch)
+            phase.sampler.set_epoch(epoch)
+            plan = phase.sampler.plan
+            steps = len(plan.batches)
+            ans_on = self.ans_active(epoch)
+            # Dropout etc. draw from a generator seeded by (seed, epoch, rank): a resumed run replays it.
+            _seed_everything((cfg.seed * 1_000_003 + epoch * 1_009 + self.rank) & 0x7FFFFFFF)
+            self.inner.train()
+            epoch_flops, epoch_images, loss_sum, acct_time = 0.0, 0, 0.0, 0.0
+            last_lr = cfg.lr * poly_lr(1.0, self.global_step, self.total_steps, cfg.optim.poly_power)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self._maybe_fault(epoch, 0)  # before the first step: fires even in an epoch without steps
+            meter.start()
+            t0 = time.perf_counter()
+            for step, batch in enumerate(phase.loader):
+                if step:
+                    self._maybe_fault(epoch, step)
+                lr_scale = poly_lr(1.0, self.global_step, self.total_steps, cfg.optim.poly_power)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = cfg.lr * g.get("lr_mult", 1.0) * lr_scale
+                last_lr = cfg.lr * lr_scale
+                x = batch["image"].to(self.device, non_blocking=True)
+                y = batch["label"].to(self.device, non_blocking=True)
+                w = batch["weight"].to(self.device, non_blocking=True)
+                with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+                    logits = self.model(x)
+                loss = weighted_loss(logits.float(), y, w)
+                if ans_on:
+                    loss = loss + self.slimmer.l1_penalty()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    self.optimizer.step()
+                n, h, wd = x.shape[0], x.shape[2], x.shape[3]
+                # Counting is instrumentation, not training: its time (a meta-device trace per new
+                # (structure, size), cached after) is kept out of epoch_time_s and reported apart.
+                ta = time.perf_counter()
+                epoch_flops += count_flops(self.inner, h, wd, batch=1, backward=True).train * n
+                acct_time += time.perf_counter() - ta
+                epoch_images += n
+                loss_sum = loss_sum + loss.detach().float() * n  # stays on the device: no per-step sync
+                self.global_step += 1
+                if ans_on:
+                    self.prune_until(self.due_stage(epoch + (step + 1) / max(steps, 1)))
+            if ans_on:  # an epoch with no steps (everything dropped) still reaches its stage
+                self.prune_until(self.due_stage(epoch + 1))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            train_time = time.perf_counter() - t0 - acct_time
+            energy = meter.stop()
+            broadcast_buffers(self.inner)
+            self._probe("epoch_end")
+
+            flops_sum, images_sum, loss_total, e_sum, e_ok = all_reduce(
+                [epoch_flops, epoch_images, float(loss_sum), energy or 0.0, 1.0 if energy is not None else 0.0], self.device)
+            epoch_time, acct_max = all_reduce([train_time, acct_time], self.device, op="max")
+            self.train_flops += flops_sum
+            metrics: dict[str, Any] = {
+                "epoch": epoch,
+                "train_flops": self.train_flops,
+                "epoch_train_flops": flops_sum,
+                "header_channels_kept": self.header_channels_kept(),
+                "dropped_fraction": plan.dropped_fraction,
+                "unbatched_fraction": plan.unbatched / plan.total if plan.total else 0.0,
+                "images_per_s": images_sum / epoch_time if epoch_time > 0 else 0.0,
+                "epoch_time_s": epoch_time,
+                "flop_counting_s": acct_max,
+                "train_loss": loss_total / images_sum if images_sum else float("nan"),
+                "train_images": images_sum,
+                "ans_stage": self.slimmer.stage if self.slimmer is not None else 0,
+                "lr": last_lr,
+                "ans_stage_due": self.due_stage(epoch + 1) if self.slimmer is not None and self.cfg.ans.enabled else 0,
+                "data_slimming": float(phase.slimmed),
+            }
+            if e_ok == self.world:  # every rank measured: the sum is real; otherwise absent
+                metrics["energy_j"] = e_sum
+            last = epoch == cfg.train.epochs - 1
+            if (epoch + 1) % cfg.train.eval_every == 0 or last:
+                res = evaluate(self.inner, self.val_ds, eval_sizes, batch_size=cfg.train.eval_batch_size,
+                               device=self.device, rank=self.rank, world_size=self.world, amp=self.amp,
+                               count_scoring=bool(cfg.slimming.cad and self.val_p is not None),
+                               stored=self.val_stored)
+                metrics.update(res.metrics())
+            self.history.append({k: v for k, v in metrics.items() if not k.startswith("iou_")})
+            ckpt_dir = self._checkpoint_dir(epoch, metrics)
+            try:
+                self.rt.report(metrics, ckpt_dir, name=f"checkpoint_epoch_{epoch:04d}")
+            finally:
+                if ckpt_dir is not None:
+                    shutil.rmtree(ckpt_dir, ignore_errors=True)
+            if self.rank == 0:
+                log.debug("epoch %d: %s", epoch, {k: metrics[k] for k in METRIC_NAMES if k in metrics})
+            result = metrics
+        return result
