@@ -83,7 +83,19 @@ def test_small_buckets_are_not_starved():
     assert len(trained) + plan.unbatched == 40 and plan.unbatched < 2 * 2
     for step, size in zip(plan.batches, plan.sizes):
         for part in step:
-            assert all(size[0] <= sizes[i][0] for i in part)
+            assert all(size[0] <= sizes[i][0] and size[1] <= sizes[i][1] for i in part)
+
+
+def test_leftovers_never_enlarge_a_side():
+    # portrait and landscape buckets: a smaller area is not smaller on both sides
+    sizes = [(480, 352)] * 3 + [(352, 480)] * 4 + [(320, 320)] * 4
+    plan = plan_epoch(sizes, np.zeros(len(sizes)), 2, seed=0, epoch=0, world_size=2, shuffle=False)
+    for step, size in zip(plan.batches, plan.sizes):
+        for part in step:
+            for i in part:
+                assert size[0] <= sizes[i][0] and size[1] <= sizes[i][1], (i, sizes[i], size)
+    trained = sorted(i for step in plan.batches for part in step for i in part)
+    assert len(trained) + plan.unbatched == len(sizes) and len(set(trained)) == len(trained)
 
 
 def test_resume_continues_with_the_same_batches():

@@ -9,9 +9,9 @@ steps (DDP needs that), no image appears twice in an epoch, and no rank ever get
 batch smaller than ``min_batch`` (BatchNorm cannot train on a batch of one).
 
 A bucket's last few images, too few for such a batch, move down to the next smaller
-bucket and are trained at its size (slightly more downsampling than their own CAD
-ratio, never padding); only the leftovers of the smallest bucket wait for the next
-epoch, counted as ``unbatched``. Without the move, a bucket holding fewer than
+bucket that is no larger on either side, and are trained at its size (slightly more
+downsampling than their own CAD ratio; never padding, never enlarging a side); what
+finds no such bucket waits for the next epoch, counted as ``unbatched``. Without the move, a bucket holding fewer than
 ``min_batch × world_size`` images would never be trained at all.
 
 The sampler yields ``(index, (height, width))`` pairs so the dataset resizes each image
@@ -72,23 +72,24 @@ def plan_epoch(
     for i in np.flatnonzero(~dropped).tolist():
         buckets.setdefault(tuple(sizes[i]), []).append(i)
     steps: list[tuple[Size, list[list[int]]]] = []
-    carry = np.empty(0, dtype=np.int64)
+    waiting: list[int] = []  # leftovers looking for a bucket no larger on either side than their own size
     per_global = batch_size * world_size
     for size in sorted(buckets, key=lambda s: (s[0] * s[1], s), reverse=True):  # largest first
+        fits = [i for i in waiting if sizes[i][0] >= size[0] and sizes[i][1] >= size[1]]
+        waiting = [i for i in waiting if not (sizes[i][0] >= size[0] and sizes[i][1] >= size[1])]
         own = np.asarray(buckets[size], dtype=np.int64)
         if shuffle:
             own = rng.permutation(own)
-        members = np.concatenate([carry, own])
-        carry = np.empty(0, dtype=np.int64)
+        members = np.concatenate([np.asarray(fits, dtype=np.int64), own])
         for start in range(0, len(members), per_global):
             chunk = members[start:start + per_global]
             share = len(chunk) // world_size
             if share < min_batch:
-                carry = chunk
+                waiting.extend(chunk.tolist())
                 continue
-            carry = chunk[share * world_size:]
+            waiting.extend(chunk[share * world_size:].tolist())
             steps.append((size, [chunk[r * share:(r + 1) * share].tolist() for r in range(world_size)]))
-    unbatched = len(carry)
+    unbatched = len(waiting)
     if shuffle:
         steps = [steps[i] for i in rng.permutation(len(steps))]
     moved = sum(tuple(sizes[i]) != size for size, batch in steps for part in batch for i in part)
