@@ -77,3 +77,46 @@ def test_matrices_merge_like_one_pass():
 def test_out_of_range_label_is_an_error():
     with pytest.raises(ValueError, match="label values"):
         ConfusionMatrix(2).update(torch.tensor([0]), torch.tensor([7]))
+
+
+def _global_batch():
+    torch.manual_seed(0)
+    return torch.randn(4, 3, 5, 5), torch.randint(0, 3, (4, 5, 5)), torch.tensor([0.9, 0.1, 0.5, 0.2])
+
+
+def _rank_grads(rank, world, port, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    feats, target, weights = _global_batch()
+    param = torch.ones(3, 1, 1, requires_grad=True)  # a weight shared by both ranks, as under DDP
+    part = slice(2 * rank, 2 * rank + 2)
+    weighted_loss(feats[part] * param, target[part], weights[part], across_ranks=True).backward()
+    grad = param.grad.clone()
+    dist.all_reduce(grad)  # DDP sums the ranks' gradients ...
+    out[rank] = (grad / world).numpy()  # ... and averages them
+    dist.destroy_process_group()
+
+
+def test_loss_across_ranks_equals_eq2_over_the_global_batch():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_rank_grads, args=(2, port, out), nprocs=2, join=True)
+    feats, target, weights = _global_batch()
+    param = torch.ones(3, 1, 1, requires_grad=True)
+    weighted_loss(feats * param, target, weights).backward()
+    np.testing.assert_allclose(out[0], param.grad.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out[1], param.grad.numpy(), rtol=1e-5)
+    # the naive per-rank normalisation would differ (weights are unbalanced between the ranks)
+    naive = []
+    for part in (slice(0, 2), slice(2, 4)):
+        p = torch.ones(3, 1, 1, requires_grad=True)
+        weighted_loss(feats[part] * p, target[part], weights[part]).backward()
+        naive.append(p.grad)
+    assert not np.allclose(((naive[0] + naive[1]) / 2).numpy(), param.grad.numpy(), rtol=1e-3)

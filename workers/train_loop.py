@@ -533,7 +533,7 @@ class Trainer:
                 w = batch["weight"].to(self.device, non_blocking=True)
                 with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
                     logits = self.model(x)
-                loss = weighted_loss(logits.float(), y, w)
+                loss = weighted_loss(logits.float(), y, w, across_ranks=True)
                 if ans_on:
                     loss = loss + self.slimmer.l1_penalty()
                 self.optimizer.zero_grad(set_to_none=True)

@@ -16,16 +16,30 @@ def per_image_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int =
 
 
 def weighted_loss(
-    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, ignore_index: int = IGNORE_INDEX
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    *,
+    across_ranks: bool = False,
 ) -> torch.Tensor:
     """Σ wᵢ·lᵢ / Σ wᵢ; images without a labelled pixel carry no weight.
 
-    When every weight is zero (e.g. CAL's default range gives p = 0 images weight 0) the
-    batch contributes a zero loss that still has a graph, so DDP's backward stays in step.
+    With ``across_ranks`` (under DDP), Σ wᵢ is all-reduced and the loss scaled by the
+    world size, so that DDP's gradient *average* equals the gradient of Eq. 2 over the
+    whole global batch — not an average of per-rank ratios. When every weight is zero
+    (CAL's default range gives p = 0 images weight 0) the loss is a zero that still has
+    a graph, so every rank's backward stays in step.
     """
     losses, has_pixels = per_image_ce(logits, target, ignore_index)
     w = weights.to(losses.dtype) * has_pixels.to(losses.dtype)
     total = w.sum()
-    if total <= 0:
-        return (losses * 0.0).sum()
-    return (w * losses).sum() / total
+    scale = 1.0
+    if across_ranks:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            total = total.detach().clone()
+            dist.all_reduce(total)
+            scale = float(dist.get_world_size())
+    return (w * losses).sum() * scale / total.clamp_min(torch.finfo(losses.dtype).tiny)
