@@ -76,16 +76,17 @@ def nvml_index(device) -> int | None:
         if local < len(ids):
             try:
                 return int(ids[local])
-            except ValueError:  # UUIDs: cannot map without NVML UUID lookups; fall back to the local index
-                return local
+            except ValueError:  # UUIDs: no reliable mapping here, and a guessed GPU is no measurement
+                return None
     return local
 
 
 class EnergyMeter:
     """Energy of one GPU between :meth:`start` and :meth:`stop`, in joules (None when unmeasurable)."""
 
-    def __init__(self, device) -> None:
-        self.index = nvml_index(device)
+    def __init__(self, device, exclusive: bool = True) -> None:
+        # A GPU shared by several workers would have its whole energy counted once per worker.
+        self.index = nvml_index(device) if exclusive else None
         self._start: int | None = None
         self.available = self.index is not None and total_energy_mj(self.index) is not None
 

@@ -501,7 +501,7 @@ class Trainer:
             self.steps_per_epoch.append(len(sampler.plan.batches))
         self.total_steps = max(1, sum(self.steps_per_epoch))
         eval_sizes = self._eval_sizes()
-        meter = EnergyMeter(self.device)
+        meter = EnergyMeter(self.device, exclusive=cfg.scaling.gpus_per_worker >= 1)
         result: dict[str, Any] = {}
 
         for epoch in range(self.start_epoch, cfg.train.epochs):
