@@ -29,14 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from workers.checkpoint import CheckpointError
     from workers.data.datasets.base import DatasetError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, DatasetError) as exc:
+    except (UserError, DatasetError, CheckpointError) as exc:
         print(f"dance: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # full disk, read-only folder, a folder where a file was expected, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"dance: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dance: interrupted", file=sys.stderr)

@@ -175,6 +175,36 @@ def _artifacts(run_id: str, ckpt_dir: Path | None, cfg: ExperimentConfig, histor
             log_artifacts([ckpt_dir], run_id, "checkpoint", client=client)
 
 
+def preflight(cfg: ExperimentConfig) -> None:
+    """Check on the driver what would otherwise fail inside every worker (and be retried)."""
+    from workers.checkpoint import CheckpointError, read_checkpoint
+
+    if cfg.train.init_checkpoint is not None:
+        if not Path(cfg.train.init_checkpoint).is_file():
+            raise UserError(f"train.init_checkpoint: {cfg.train.init_checkpoint}: no such checkpoint file")
+        try:
+            read_checkpoint(cfg.train.init_checkpoint)
+        except CheckpointError as exc:
+            raise UserError(f"train.init_checkpoint: {exc}") from None
+    weights = cfg.model.pretrained_backbone
+    if weights is not None and not Path(weights).is_file():
+        raise UserError(f"model.pretrained_backbone: {weights}: no such weights file")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The first worker's own error, in one line, out of Ray Train's wrapped exceptions."""
+    inner: BaseException = exc
+    failures = getattr(exc, "worker_failures", None)
+    if failures:
+        inner = failures[min(failures)]
+    inner = getattr(inner, "controller_failure", None) or inner
+    while getattr(inner, "cause", None) is not None and inner.cause is not inner:  # RayTaskError wrappers
+        inner = inner.cause
+    text = str(inner).strip().splitlines()
+    last = next((line.strip() for line in reversed(text) if line.strip()), type(inner).__name__)
+    return f"{type(inner).__name__}: {last}" if not last.startswith(type(inner).__name__) else last
+
+
 def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_uri: str | None = None,
                  run_name: str | None = None, progress: bool | None = None,
                  on_epoch: Callable[[dict], None] | None = None, print_fn: Callable[[str], None] | None = print,
@@ -188,8 +218,7 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_
 
     cfg = absolute_paths(cfg)
     name = run_name or cfg.tracking.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    if cfg.train.init_checkpoint is not None and not Path(cfg.train.init_checkpoint).is_file():
-        raise UserError(f"train.init_checkpoint: {cfg.train.init_checkpoint}: no such checkpoint file")
+    preflight(cfg)
     with progress_bar("scoring train images (Eq. 1)", enabled=progress) as bar_t, \
             progress_bar("scoring val images (Eq. 1)", enabled=progress) as bar_v:
         wcfg = worker_config(cfg, progress_train=bar_t, progress_val=bar_v, run_name=name)
@@ -263,7 +292,10 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_
                 except _queue.Empty:
                     break
         if "error" in box:
-            raise box["error"]
+            exc = box["error"]
+            if isinstance(exc, (KeyboardInterrupt, UserError)):
+                raise exc
+            raise UserError(f"training failed after {len(history)} epoch(s): {failure_reason(exc)}") from exc
         result = box["result"]
         if result.error is not None:
             raise UserError(f"training failed: {result.error}")

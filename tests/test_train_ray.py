@@ -150,3 +150,24 @@ def test_killed_worker_resumes_with_same_architecture(full_run, faulty_run):
     assert end["stage"] == end_full["stage"] == 2
     assert end["all"] == end_full["all"]  # CPU + gloo is deterministic: bit-identical weights
     assert out.history[-1]["train_flops"] == pytest.approx(out_full.history[-1]["train_flops"])
+
+
+def test_corrupt_image_mid_training_is_one_clear_error(env, tmp_path, capsys):
+    """A file that breaks only when a worker decodes it: the run fails with the file's name, no traceback."""
+    import shutil
+
+    tmp, root = env
+    broken = tmp_path / "synth"
+    shutil.copytree(root, broken)
+    victim = sorted((broken / "leftImg8bit" / "train").rglob("*.png"))[3]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated PNG: header fine, pixels gone
+    args = ["train", str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")]
+    for o in _overrides(broken, tmp_path) + ["slimming.cad=false", "slimming.casd=false", "slimming.cal=false",
+                                              "ans.enabled=false", "train.epochs=1", "train.max_failures=0",
+                                              "scaling.num_workers=1", "tracking.enabled=false"]:
+        args += ["--set", o]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("dance: error: training failed") and victim.name in last
+    assert "Traceback" not in err

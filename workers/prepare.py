@@ -32,11 +32,12 @@ def worker_config(cfg: ExperimentConfig, *, progress_train: Progress | None = No
 
     out: dict[str, Any] = {"experiment": cfg.model_dump(mode="json"), "cdf": None, "train_p": None, "val_p": None,
                            "scoring_flops": 0, "run_name": run_name or cfg.name}
-    if not needs_scores(cfg):
-        return out
     d = cfg.data
+    # Opened even when nothing is scored: layout and pairing errors surface here, not in a worker.
     train = open_dataset(d.kind, d.root, d.train_split)
     val = open_dataset(d.kind, d.root, d.val_split)
+    if not needs_scores(cfg):
+        return out
     sc_train = score_dataset(train, cache_dir=d.cache_dir, batch_size=d.score_batch, progress=progress_train)
     try:
         cdf = MaxwellCDF.fit(sc_train)

@@ -24,6 +24,19 @@ class LoadedRun:
     cfg: Any  # ExperimentConfig | None
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def checkpoint_file(path: Path) -> Path:
     """A checkpoint file, or a directory holding ``model.pt`` (a Ray Train checkpoint folder)."""
     from workers.train_loop import CHECKPOINT_FILE
@@ -63,7 +76,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", metavar="KIND", help="dataset kind (default: the one the checkpoint was trained on)")
     p.add_argument("--root", type=Path, help="dataset root (default: the one the checkpoint was trained on)")
     p.add_argument("--full-res", action="store_true", help="run every image at its stored size (no CAD at inference)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per forward (default: train.eval_batch_size)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per forward (default: train.eval_batch_size)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-cache", action="store_true", help="recompute complexity scores instead of reusing the cache")
 

@@ -25,7 +25,7 @@ give --buckets.
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, one file per size bucket",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path, help="checkpoint file written by training (workers.checkpoint)")
+    p.add_argument("checkpoint", type=Path, help="checkpoint written by training: model.pt or the checkpoint folder holding it")
     p.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx",
                    help="output format (default onnx)")
     p.add_argument("--out", type=Path, required=True, help="output folder (created; files are overwritten)")
@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         buckets = parse_buckets(args.buckets) if args.buckets is not None else None
     except ExportError as exc:
         raise UserError(str(exc)) from None
-    if not args.checkpoint.is_file():
-        raise UserError(f"{args.checkpoint}: no such checkpoint file")
+    from orchestrator.commands.evaluate import checkpoint_file
+
+    args.checkpoint = checkpoint_file(args.checkpoint)  # a file, or a Ray checkpoint folder holding model.pt
     if args.opset > 13 or args.opset < 7:
         raise UserError(f"--opset must lie in [7, 13] (TensorRT 8.2 on a TX2 reads at most 13), got {args.opset}")
 
