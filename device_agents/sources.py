@@ -552,10 +552,14 @@ class RaplSource(PowerSource):
         self._last = [None] * len(self.files)
         self._offset = [0.0] * len(self.files)
         self.wraps = [0] * len(self.files)
+        self._lost = [False] * len(self.files)
 
     def read(self):
         out = []
         for i, f in enumerate(self.files):
+            if self._lost[i]:
+                out.append(NAN)
+                continue
             try:
                 raw = read_number(f)
             except (OSError, IOError, ValueError):
@@ -565,9 +569,10 @@ class RaplSource(PowerSource):
             if last is not None and raw < last:
                 rng = self.max_ranges[i]
                 if rng is None or rng <= 0:
-                    # cannot unwrap without the range: the energy is unknown from here
+                    # Cannot unwrap without the range: every later value is off by an unknown
+                    # amount, so the counter stays unknown (NaN) rather than splice across the gap.
+                    self._lost[i] = True
                     out.append(NAN)
-                    self._last[i] = raw
                     continue
                 self._offset[i] += rng
                 self.wraps[i] += 1

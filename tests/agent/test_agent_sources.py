@@ -206,6 +206,21 @@ def test_rapl_wraps_at_max_energy_range(tmp_path):
     assert src.wraps[0] == 2  # package-0 passed 10 J and 20 J
 
 
+def test_rapl_wrap_without_known_range_stays_unknown(tmp_path):
+    root = str(tmp_path / "rapl")
+    tw = emulate.TreeWriter(root, "rapl", max_range_uj=10.0e6)
+    tw.write_power(0, energy_j=0.0)
+    src = RaplSource(root)
+    src.max_ranges = [None] * len(src.max_ranges)  # as when max_energy_range_uj cannot be read
+    src.open()
+    totals = []
+    for e in (0.0, 4.0, 8.0, 12.0, 14.0, 16.0):  # package-0 (0.8 E) wraps at 10 J between 12 and 14
+        tw.write_power(0, energy_j=e)
+        totals.append(src.read()[0])
+    assert all(v == v for v in totals[:3])  # finite before the wrap
+    assert all(v != v for v in totals[4:])  # NaN from the wrap on: never spliced across the gap
+
+
 def test_rapl_unreadable_counter_means_no_energy(tmp_path):
     root = str(tmp_path / "rapl")
     emulate.build_tree(root, "rapl")
