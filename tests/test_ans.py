@@ -21,14 +21,6 @@ BUILTIN = ["deeplabv3plus", "pspnet", "icnet", "bisenet"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def sparse_trained(model: nn.Module, seed: int = 0) -> nn.Module:
     """Stand-in for sparse training: distinct random BN scales, so the |γ| ranking is defined."""
     g = torch.Generator().manual_seed(seed)

@@ -19,14 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ["deeplabv3plus", "pspnet", "icnet", "bisenet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def pruned(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = build_model(name, num_classes=5, variant="small")

@@ -22,14 +22,6 @@ MANIFEST_KEYS = {"schema", "format", "num_classes", "class_names", "cdf", "model
 BUILTIN = ["deeplabv3plus", "pspnet", "icnet", "bisenet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def pruned(name: str) -> nn.Module:
     torch.manual_seed(0)
     model = build_model(name, num_classes=5, variant="small")

@@ -31,15 +31,6 @@ BUILTIN = ["bisenet", "deeplabv3plus", "icnet", "pspnet"]
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CI box has two cores shared by several jobs; one thread is fastest for these tiny models.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def small_models() -> dict[str, SegmentationModel]:
     torch.manual_seed(0)

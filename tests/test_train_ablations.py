@@ -22,14 +22,6 @@ from workers.train_loop import CHECKPOINT_FILE, METRIC_NAMES, Trainer, reset_cla
 FULL = (64, 128)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from workers.data.synth import generate_dataset
