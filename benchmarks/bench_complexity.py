@@ -63,7 +63,7 @@ def peak_rss_mb(paths: list[Path], tmp: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--rss-child", nargs=2)
     args = ap.parse_args()
     if args.rss_child:
@@ -90,8 +90,8 @@ def main() -> None:
         def decode_pool():
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 list(pool.map(read_rgb, paths))
-        t_pool_decode = timed(decode_pool, repeats=2)
-        t_e2e = timed(lambda: score_paths(paths, use_cache=False, batch_size=4, threads=threads), repeats=2)
+        t_pool_decode = timed(decode_pool, repeats=3)
+        t_e2e = timed(lambda: score_paths(paths, use_cache=False, threads=threads), repeats=3)
         print(f"\n[pipelined, {threads} decode thread + scoring on the main thread, 2 cores]")
         print(f"  decode only:            {len(paths) / t_pool_decode:6.1f} img/s")
         print(f"  decode + Eq. 1 (e2e):   {len(paths) / t_e2e:6.1f} img/s")

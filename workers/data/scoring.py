@@ -143,6 +143,8 @@ def score_paths(
         progress(done, n)
     if len(todo):
         threads = threads or max(1, min(4, (os.cpu_count() or 2) - 1))
+        if torch.device(device).type == "cpu":
+            batch_size = 1  # no stacking copy; on the CPU, Eq. 1 gains nothing from batches
         for idx, batch in _batches(paths, todo.tolist(), batch_size, threads):
             sc[idx] = sc_mean(batch.to(device)).numpy()
             done += len(idx)
