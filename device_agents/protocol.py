@@ -87,6 +87,18 @@ def _wait_window_end(sampler, source, t1, cfg, warnings):
                         "value was held" % timeout)
 
 
+def _quiet_window(sampler, t0, min_s, min_samples, cap, tick):
+    """Wait with no workload until the window from t0 lasts min_s and holds min_samples (or cap passes)."""
+    while True:
+        time.sleep(tick)
+        now = time.monotonic()
+        _check_sampler(sampler)
+        if now - t0 >= min_s and (min_samples <= 0 or sampler.count_between(t0, now) >= min_samples):
+            return
+        if now > cap:
+            return
+
+
 def _check_sampler(sampler):
     if sampler is None:
         return
@@ -110,15 +122,8 @@ def measure_idle(source, sampler, cfg):
         return None
     cfg.log("idle baseline: %.1f s" % cfg.idle_s)
     t0 = time.monotonic()
-    cap = t0 + cfg.max_window_s()
-    while True:
-        time.sleep(min(0.05, max(cfg.idle_s / 20.0, 0.005)))
-        now = time.monotonic()
-        _check_sampler(sampler)
-        if now - t0 >= cfg.idle_s and sampler.count_between(t0, now) >= cfg.min_samples:
-            break
-        if now > cap:
-            break
+    _quiet_window(sampler, t0, cfg.idle_s, cfg.min_samples, t0 + cfg.max_window_s(),
+                  min(0.05, max(cfg.idle_s / 20.0, 0.005)))
     t1 = time.monotonic()
     warnings = []
     _wait_window_end(sampler, source, t1, cfg, warnings)
@@ -376,17 +381,8 @@ def measure_power(source, sampler, cfg):
     for r in range(cfg.repeats):
         cfg.log("power window %d/%d: %.1f s" % (r + 1, cfg.repeats, cfg.duration_s))
         t0 = time.monotonic()
-        cap = t0 + cfg.max_window_s()
-        while True:
-            time.sleep(min(0.05, max(cfg.duration_s / 50.0, 0.002)))
-            now = time.monotonic()
-            _check_sampler(sampler)
-            if now - t0 >= cfg.duration_s and (
-                    source.kind == "none"
-                    or sampler.count_between(t0, now) >= cfg.min_samples):
-                break
-            if now > cap:
-                break
+        _quiet_window(sampler, t0, cfg.duration_s, 0 if source.kind == "none" else cfg.min_samples,
+                      t0 + cfg.max_window_s(), min(0.05, max(cfg.duration_s / 50.0, 0.002)))
         win = {"t0": t0, "t1": time.monotonic(), "latencies_ms": [], "steps": 0,
                "images": 0}
         rep = _repeat_figures(source, sampler, win, None, cfg, warnings, r)
