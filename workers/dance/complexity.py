@@ -50,11 +50,6 @@ def _magnitude(padded: torch.Tensor) -> torch.Tensor:
     return s_h.mul_(s_h).addcmul_(s_v, s_v).sqrt_()
 
 
-def sobel_magnitude(rgb: torch.Tensor) -> torch.Tensor:
-    """The per-pixel gradient magnitude map of a (N, H, W, 3) batch (for inspection and plots)."""
-    return _magnitude(_padded_strip(rgb, 0, rgb.shape[1]))
-
-
 @torch.no_grad()
 def sc_mean(rgb: torch.Tensor, strip_rows: int | None = None) -> torch.Tensor:
     """SC_mean (Eq. 1) of each image in a (N, H, W, 3) RGB batch → (N,) float64 on the CPU.
