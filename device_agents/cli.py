@@ -413,9 +413,14 @@ def cmd_measure(args, log):
     doc["mode"] = "train" if train else "inference"
     doc["runtime"] = args.runtime
     doc["idle"] = idle
+    return _finish(doc, args, source, notes, sampler, warnings, _settings(args, cfg, batch))
+
+
+def _finish(doc, args, source, notes, sampler, warnings, settings):
+    """The fields every measuring command ends its JSON with."""
     doc["power"] = source.describe()
     doc["power_notes"] = notes
-    doc["settings"] = _settings(args, cfg, batch)
+    doc["settings"] = settings
     doc["host"] = _host(args.fs_root)
     doc["agent"] = _agent_info(sampler, source)
     doc["warnings"] = _dedupe(warnings)
@@ -500,14 +505,7 @@ def cmd_power(args, log):
     if sampler is not None:
         warnings.extend(_sampler_warnings(sampler, source, cfg))
     doc.update(_order(res))
-    doc["power"] = source.describe()
-    doc["power_notes"] = notes
-    doc["settings"] = _settings(args, cfg)
-    doc["host"] = _host(args.fs_root)
-    doc["agent"] = _agent_info(sampler, source)
-    doc["warnings"] = _dedupe(warnings)
-    doc["finished_at"] = _now_iso()
-    return doc
+    return _finish(doc, args, source, notes, sampler, warnings, _settings(args, cfg))
 
 
 def cmd_probe(args, log):

@@ -386,13 +386,9 @@ def start_writer(root, layout, waveform, rate_hz=200.0, duration=None, python=No
 
 
 def stop_writer(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from .sources import stop_process
+
+    stop_process(proc, 5)
 
 
 def read_presented(root):

@@ -94,6 +94,17 @@ def is_nc_label(label):
     return any(t == "NC" or re.match(r"^NC\d*$", t) for t in tokens)
 
 
+def stop_process(proc, timeout):
+    """Terminate a child process, killing it if it does not exit within ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class PowerSource(object):
     """Base class.  Subclasses fill ``rails`` (names, in read() order)."""
 
@@ -451,13 +462,7 @@ class TegrastatsSource(PowerSource):
     def close(self):
         proc, self.proc = self.proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=2.0)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, 2.0)
             if proc.stdout is not None:
                 proc.stdout.close()
         self.reader = None
