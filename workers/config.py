@@ -38,7 +38,7 @@ class DataConfig(Strict):
     train_split: str = "train"
     val_split: str = "val"
     cache_dir: Path | None = Field(default=None, description="complexity-score cache; default $DANCE_CACHE_DIR or ~/.cache/dance")
-    score_batch: int = Field(default=4, ge=1)
+    score_batch: int = Field(default=4, ge=1, description="images per Eq. 1 batch on a GPU; the CPU scores image by image")
 
 
 class ModelConfig(Strict):

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -102,12 +103,21 @@ def _batches(
                 pending.append((nxt, pool.submit(read_rgb, paths[nxt])))
             img = fut.result()
             if group and (img.shape != group[0].shape or len(group) == batch_size):
-                yield group_idx, torch.from_numpy(np.stack(group))
+                yield group_idx, _as_batch(group)
                 group_idx, group = [], []
             group_idx.append(i)
             group.append(img)
         if group:
-            yield group_idx, torch.from_numpy(np.stack(group))
+            yield group_idx, _as_batch(group)
+
+
+def _as_batch(images: list[np.ndarray]) -> torch.Tensor:
+    """(N, H, W, 3) tensor; a single image is viewed, not copied."""
+    if len(images) > 1:
+        return torch.from_numpy(np.stack(images))
+    with warnings.catch_warnings():  # decoded arrays are read-only; Eq. 1 only reads them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(images[0])[None]
 
 
 def score_paths(
