@@ -99,6 +99,14 @@ def _quiet_window(sampler, t0, min_s, min_samples, cap, tick):
             return
 
 
+def _spread_warning(n_repeats, spread, what, cfg, warnings):
+    """Warn when the spread across repeats is unknown (one repeat) or above cfg.cv_warn."""
+    if n_repeats == 1:
+        warnings.append("one repeat only: the spread (cv) is unknown")
+    elif spread is not None and spread > cfg.cv_warn:
+        warnings.append("high spread across %s = %.3f > %.3f" % (what, spread, cfg.cv_warn))
+
+
 def _check_sampler(sampler):
     if sampler is None:
         return
@@ -354,11 +362,7 @@ def summarise(repeats, source, idle, cfg, warnings, mode):
         out["energy_j_per_step_net"] = m("energy_j_per_step_net") if net_ok else None
     if source.kind == "none":
         warnings.append("no power source: energy not measured (null), latency only")
-    if len(repeats) == 1:
-        warnings.append("one repeat only: the spread (cv) is unknown")
-    elif spread is not None and spread > cfg.cv_warn:
-        warnings.append("high spread across repeats: cv of %s = %.3f > %.3f"
-                        % (cv_of, spread, cfg.cv_warn))
+    _spread_warning(len(repeats), spread, "repeats: cv of %s" % cv_of, cfg, warnings)
     if idle is None and source.kind != "none":
         warnings.append("no idle baseline (--idle 0): net energy not measured (null)")
     if idle:
@@ -411,11 +415,7 @@ def measure_power(source, sampler, cfg):
     spread = stats.cv([r["power_w_mean"] for r in repeats]) if gross_ok else None
     if source.kind == "none":
         warnings.append("no power source: nothing measured (null)")
-    if len(repeats) == 1:
-        warnings.append("one repeat only: the spread (cv) is unknown")
-    elif spread is not None and spread > cfg.cv_warn:
-        warnings.append("high spread across windows: cv of power_w_mean = %.3f > %.3f"
-                        % (spread, cfg.cv_warn))
+    _spread_warning(len(repeats), spread, "windows: cv of power_w_mean", cfg, warnings)
     return {
         "duration_s": stats.mean([r["duration_s"] for r in repeats]),
         "power_w_mean": stats.mean([r["power_w_mean"] for r in repeats]) if gross_ok
