@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orchestrator.errors import UserError
+from orchestrator.storage import Storage, is_uri, resolve_storage
 from workers.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     data = cfg.data.model_copy(update={"root": absp(cfg.data.root), "cache_dir": absp(cfg.data.cache_dir)})
     fi = cfg.train.fault_injection
     train = cfg.train.model_copy(update={
-        "init_checkpoint": absp(cfg.train.init_checkpoint), "storage_path": absp(cfg.train.storage_path),
+        "init_checkpoint": absp(cfg.train.init_checkpoint),
+        "storage_path": cfg.train.storage_path if is_uri(cfg.train.storage_path) else str(absp(cfg.train.storage_path)),
         "fault_injection": fi.model_copy(update={"marker": absp(fi.marker)}) if fi is not None else None})
     model = cfg.model.model_copy(update={"pretrained_backbone": absp(cfg.model.pretrained_backbone)})
     return cfg.model_copy(update={"data": data, "train": train, "model": model})
@@ -104,8 +106,8 @@ def _relay_callback(q):
 
 
 def build_trainer(cfg: ExperimentConfig, worker_cfg: dict, *, run_name: str, callbacks: list | None = None,
-                  log_level: str = "WARNING", train_fn=None):
-    """The ``TorchTrainer`` for ``cfg`` (Train V2 API names, Ray 2.60)."""
+                  log_level: str = "WARNING", train_fn=None, storage: Storage | None = None):
+    """The ``TorchTrainer`` for ``cfg`` (Train V2 API names, Ray 2.60); ``storage`` defaults to train.storage_path."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -116,15 +118,14 @@ def build_trainer(cfg: ExperimentConfig, worker_cfg: dict, *, run_name: str, cal
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
     backend = None if s.backend == "auto" else s.backend
-    storage = Path(t.storage_path).expanduser().resolve()
-    storage.mkdir(parents=True, exist_ok=True)
+    storage = storage or resolve_storage(t.storage_path)
     return TorchTrainer(
         train_fn or train_loop,
         train_loop_config=worker_cfg,
         torch_config=TorchConfig(backend=backend),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=run_name, storage_path=str(storage),
+            name=run_name, storage_path=storage.path, storage_filesystem=storage.filesystem,
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             callbacks=callbacks or [],

@@ -101,7 +101,9 @@ class TrainConfig(Strict):
     cache_samples: bool = Field(default=False, description="keep decoded, resized samples in memory (small datasets)")
     max_failures: int = Field(default=3, ge=-1, description="worker failures Ray Train recovers from (from the last checkpoint)")
     keep_checkpoints: int | None = Field(default=2, ge=1, description="checkpoints kept by Ray Train (None = all)")
-    storage_path: Path = Field(default=Path(".dance/ray_results"), description="Ray Train results and checkpoints")
+    storage_path: str = Field(default=".dance/ray_results", description=(
+        "Ray Train/Tune results and checkpoints: a folder (shared by every node on a cluster) or a URI such as "
+        "s3://bucket/prefix?endpoint_override=host:port&scheme=http for an S3-compatible server"))
     fault_injection: FaultInjection | None = None
 
     def resolved_batch(self, model: str) -> int:
