@@ -23,8 +23,13 @@ def needs_scores(cfg: ExperimentConfig) -> bool:
 
 
 def worker_config(cfg: ExperimentConfig, *, progress_train: Progress | None = None,
-                  progress_val: Progress | None = None, run_name: str | None = None) -> dict[str, Any]:
-    """The plain dict :func:`workers.train_loop.train_loop` receives (JSON-able)."""
+                  progress_val: Progress | None = None, run_name: str | None = None,
+                  score: bool | None = None) -> dict[str, Any]:
+    """The plain dict :func:`workers.train_loop.train_loop` receives (JSON-able).
+
+    ``score`` forces scoring on (a sweep scores once for every trial, some of which use p)
+    or off; by default only a config whose slimming uses p is scored.
+    """
     from workers.dance.cdf import MaxwellCDF
     from workers.data.datasets import open_dataset
     from workers.data.scoring import score_dataset
@@ -36,7 +41,7 @@ def worker_config(cfg: ExperimentConfig, *, progress_train: Progress | None = No
     # Opened even when nothing is scored: layout and pairing errors surface here, not in a worker.
     train = open_dataset(d.kind, d.root, d.train_split)
     val = open_dataset(d.kind, d.root, d.val_split)
-    if not needs_scores(cfg):
+    if not (needs_scores(cfg) if score is None else score):
         return out
     sc_train = score_dataset(train, cache_dir=d.cache_dir, batch_size=d.score_batch, progress=progress_train)
     try:
