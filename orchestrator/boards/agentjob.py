@@ -1,0 +1,181 @@
+"""One measurement on a leased board: ship the agent and the model (by hash), run the agent
+with a deadline, fetch its JSON, clean the job folder, and turn failures into typed errors.
+
+Board layout under ``workdir``::
+
+    agent/<sha256>.zip      the device_agents package, run with PYTHONPATH=<zip> (zipimport)
+    blobs/<sha256>.<ext>    model files, content-addressed (sent once, reused by later jobs)
+    jobs/<job id>/          one job's folder (pid, result.json, engine cache): removed afterwards
+    board.lock              held (flock) by the running agent: one measurement per board
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from orchestrator.boards.errors import AGENT_EXIT_KINDS, BoardError
+from orchestrator.boards.inventory import Board, Measure
+from orchestrator.boards.transport import Transport, sha256_file
+
+AGENT_DIR = Path(__file__).resolve().parents[2] / "device_agents"
+
+
+@dataclass
+class Job:
+    """A unit of board work. ``kind``: ``measure`` (a model), ``power`` (no workload) or ``probe``.
+
+    ``labels``: the board must carry all of them; ``board``: pin to one board by name.
+    ``key``: identity for the journal (same key = same job, never run twice).
+    """
+
+    kind: str = "measure"
+    model: str | None = None            # local path of the model file
+    model_sha256: str | None = None
+    runtime: str | None = None          # default: the board's runtime
+    input_shape: list[int] | None = None
+    train_steps: int = 0
+    num_classes: int | None = None
+    labels: list[str] = field(default_factory=list)
+    board: str | None = None
+    measure: dict[str, Any] | None = None   # overrides of the inventory's Measure settings
+    deadline_s: float | None = None         # default: the board's job_deadline_s
+    meta: dict[str, Any] = field(default_factory=dict)  # carried through untouched (bucket, purpose, …)
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("measure", "power", "probe"):
+            raise ValueError(f"job kind must be measure, power or probe, not {self.kind!r}")
+        if self.kind == "measure":
+            if not self.model:
+                raise ValueError("a measure job needs a model file")
+            if self.model_sha256 is None:
+                self.model_sha256 = sha256_file(self.model)
+        if self.key is None:
+            spec = {k: v for k, v in asdict(self).items() if k not in ("key", "model", "meta", "deadline_s")}
+            spec["meta"] = self.meta
+            self.key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Job":
+        return cls(**d)
+
+
+@lru_cache(maxsize=1)
+def agent_zip() -> tuple[bytes, str]:
+    """The agent package as a deterministic zip (fixed timestamps) and its sha256."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(AGENT_DIR.glob("*.py")):
+            info = zipfile.ZipInfo(f"device_agents/{f.name}", date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, f.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+    data = buf.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def ensure_agent(t: Transport, cache_dir: Path) -> str:
+    """The board path of the agent zip (uploaded only if the board lacks this version)."""
+    data, sha = agent_zip()
+    local = cache_dir / f"agent-{sha[:16]}.zip"
+    if not local.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(local)
+    remote = f"{t.board.workdir}/agent/{sha}.zip"
+    t.put(local, remote, sha)
+    return remote
+
+
+def _flags(m: Measure) -> list[str]:
+    return ["--duration", f"{m.duration:g}", "--repeats", str(m.repeats), "--min-samples", str(m.min_samples),
+            "--interval-ms", f"{m.interval_ms:g}"]
+
+
+def agent_argv(job: Job, board: Board, measure: Measure, model_remote: str | None) -> list[str]:
+    """The agent's command line for a job (each item one argv word; quoted by the transport)."""
+    base = [board.python, "-m", "device_agents"]
+    if job.kind == "probe":
+        return base + ["probe", "--fs-root", board.fs_root, "--out", "result.json"]
+    if job.kind == "power":
+        return base + ["power", "--power", board.power, "--fs-root", board.fs_root, *_flags(measure),
+                       "--out", "result.json", "--quiet"]
+    runtime = job.runtime or board.runtime
+    argv = base + ["measure", "--model", model_remote, "--runtime", runtime, "--power", board.power,
+                   "--fs-root", board.fs_root, "--device", board.device, *_flags(measure),
+                   "--idle", f"{measure.idle:g}", "--warmup", f"{measure.warmup:g}",
+                   "--warmup-iters", str(measure.warmup_iters), "--work-dir", "engines",
+                   "--out", "result.json", "--quiet"]
+    if measure.threads:
+        argv += ["--threads", str(measure.threads)]
+    if job.input_shape:
+        argv += ["--input-shape", "x".join(str(int(v)) for v in job.input_shape)]
+    if job.train_steps:
+        argv += ["--train-steps", str(job.train_steps)]
+    if job.num_classes:
+        argv += ["--num-classes", str(job.num_classes)]
+    return argv + list(measure.extra_args)
+
+
+def run_job(t: Transport, job: Job, job_id: str, measure: Measure, cache_dir: Path) -> dict[str, Any]:
+    """Run one job on a connected transport; returns the agent's JSON (``ok: true``) or raises BoardError."""
+    board = t.board
+    settings = measure.model_copy(update=job.measure or {})
+    t.connect()
+    agent = ensure_agent(t, cache_dir)
+    model_remote = None
+    if job.kind == "measure":
+        model_remote = f"{board.workdir}/blobs/{job.model_sha256}{Path(job.model).suffix}"
+        if not Path(job.model).is_file():
+            raise BoardError("bad_model", board.name, f"model file {job.model} no longer exists on this host")
+        t.put(job.model, model_remote, job.model_sha256)
+    cwd = f"{board.workdir}/jobs/{job_id}"
+    deadline = job.deadline_s or board.job_deadline_s
+    argv = agent_argv(job, board, settings, model_remote)
+    try:
+        res = t.run(argv, cwd, deadline, env={"PYTHONPATH": agent, "PYTHONDONTWRITEBYTECODE": "1"})
+        raw = t.read(f"{cwd}/result.json")
+    finally:
+        try:
+            t.remove(cwd)  # the job folder never outlives the job (the blobs stay: they are the upload cache)
+        except BoardError:
+            pass
+    doc = None
+    if raw:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+    if res.timed_out:
+        raise BoardError("timeout", board.name, f"job {job_id} ran past its {deadline:g} s deadline; the agent's process "
+                         f"group was stopped{_stderr_tail(res.stderr)}")
+    if res.rc == 75:
+        raise BoardError("timeout", board.name, f"board lock {t.lock_path} stayed held for {deadline:g} s")
+    if res.rc == 0 and doc and doc.get("ok"):
+        throttle = [w for w in doc.get("warnings", []) if w.startswith("thermal throttling")]
+        if throttle:
+            raise BoardError("thermal", board.name, "; ".join(throttle))
+        return doc
+    if doc and doc.get("ok") is False:
+        kind = doc.get("error_kind")
+        kind = {"workload_failed": "agent_crash", "internal": "agent_crash", "interrupted": "timeout"}.get(kind, kind)
+        raise BoardError(kind or AGENT_EXIT_KINDS.get(res.rc or 1, "agent_crash"), board.name,
+                         f"agent exit {res.rc}: {doc.get('error')}")
+    if res.rc == 127:
+        raise BoardError("missing_runtime", board.name, f"{board.python} or flock not found on the board{_stderr_tail(res.stderr)}")
+    raise BoardError("agent_crash", board.name, f"agent ended with exit {res.rc} and no JSON result"
+                     f"{_stderr_tail(res.stderr)}")
+
+
+def _stderr_tail(text: str) -> str:
+    text = (text or "").strip()
+    return f"; stderr: …{text[-400:]}" if text else ""

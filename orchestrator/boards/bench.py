@@ -1,0 +1,513 @@
+"""``dance bench``: checkpoint → export per resolution bucket → boards → expected J/image → MLflow.
+
+Boards with the same label set are one *kind* (interchangeable hardware, by inventory
+convention): each bucket is measured once per kind, on whichever board of that kind is
+free, so a board that drops hands its jobs to its twin. Metrics are named after the kind:
+the board's name when the kind has one board, else its labels joined by ``+``.
+
+Expected energy per image on a kind = Σ_k fraction_k · J_k over the export manifest's buckets
+(the dataset's bucket distribution) + the cost of scoring Eq. 1 at the stored image sizes
+(when the checkpoint's config has CAD on and its dataset is on this machine). Figures that
+were not measured are absent, never 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.boards.agentjob import Job
+from orchestrator.boards.cache import DEFAULT_PATH as DEFAULT_CACHE, MeasurementCache, board_facts, cache_key
+from orchestrator.boards.inventory import Board, Inventory
+from orchestrator.boards.transport import sha256_file
+from orchestrator.errors import UserError
+
+DEFAULT_JOURNAL = Path(".dance/board-journal.sqlite")
+DEFAULT_EXPORTS = Path(".dance/bench")
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+FORMAT_OF = {"onnxruntime": "onnx", "trtexec": "onnx", "torchscript": "torchscript"}
+
+
+@dataclass
+class Kind:
+    """Interchangeable boards (same label set)."""
+
+    name: str
+    labels: list[str]
+    boards: list[Board]
+
+    @property
+    def first(self) -> Board:
+        return self.boards[0]
+
+
+@dataclass
+class Measurement:
+    kind: str
+    purpose: str          # infer | train | score
+    height: int
+    width: int
+    fraction: float
+    result: dict[str, Any] | None = None
+    board: str | None = None
+    cached: bool = False
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class BenchResult:
+    run_id: str | None
+    tracking_uri: str | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    measurements: list[Measurement]
+    boards_contacted: bool
+    jobs_run: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def board_address(b: Board) -> str:
+    return f"ssh:{b.user}@{b.host}:{b.port}:{b.workdir}:{b.fs_root}" if b.transport == "ssh" else f"local:{b.fs_root}"
+
+
+def kinds_of(boards: list[Board]) -> list[Kind]:
+    groups: dict[tuple[str, ...], list[Board]] = {}
+    for b in boards:
+        groups.setdefault(tuple(sorted(set(b.labels))) or (f"board:{b.name}",), []).append(b)
+    out = []
+    for labels, bs in groups.items():
+        name = bs[0].name if len(bs) == 1 else "+".join(labels)
+        out.append(Kind(name, [] if labels[0].startswith("board:") else list(labels), bs))
+    return out
+
+
+# -- the checkpoint ------------------------------------------------------------------------------------------------
+def resolve_target(target: str, tracking_uri: str | None) -> tuple[Path, str | None]:
+    """(checkpoint file, MLflow run id or None) from a checkpoint path or a training run's id."""
+    from orchestrator.commands.evaluate import checkpoint_file
+
+    p = Path(target).expanduser()
+    if p.exists():
+        return checkpoint_file(p), None
+    if not RUN_ID.match(target):
+        raise UserError(f"{target}: neither a checkpoint file/folder nor an MLflow run id (32 hex digits)")
+    import mlflow
+
+    from orchestrator.tracking import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(target)
+    except Exception as exc:
+        raise UserError(f"run {target}: not found in {mlflow.get_tracking_uri()} ({exc.__class__.__name__})") from None
+    dest = DEFAULT_EXPORTS / "runs" / target
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        local = Path(client.download_artifacts(target, "checkpoint", str(dest)))
+    except Exception as exc:
+        raise UserError(f"run {target} has no 'checkpoint' artifact to bench ({exc.__class__.__name__}: {exc})") from None
+    return checkpoint_file(local), target
+
+
+def export_for(ckpt: Path, fmt: str, buckets_arg: str | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """Export (or reuse the export of) this checkpoint; returns the manifest with absolute file paths."""
+    from workers.checkpoint import CheckpointError
+    from workers.export import ExportError, export_checkpoint, parse_buckets
+
+    sha = sha256_file(ckpt)
+    tag = hashlib.sha256(f"{sha}|{fmt}|{buckets_arg}".encode()).hexdigest()[:16]
+    out = DEFAULT_EXPORTS / "exports" / tag
+    man_path = out / "manifest.json"
+    if not man_path.is_file():
+        try:
+            buckets = parse_buckets(buckets_arg) if buckets_arg else None
+            with tempfile.TemporaryDirectory(dir=DEFAULT_EXPORTS.as_posix() if DEFAULT_EXPORTS.exists() else None) as tmp:
+                export_checkpoint(ckpt, tmp, fmt, buckets, log=log)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                Path(tmp).rename(out)  # whole export appears at once: a crash never leaves half a manifest
+        except (CheckpointError, ExportError) as exc:
+            raise UserError(str(exc)) from None
+    else:
+        log(f"  reusing the {fmt} export in {out}")
+    man = json.loads(man_path.read_text())
+    for b in man["buckets"]:
+        b["path"] = str((out / b["file"]).resolve())
+    man["dir"] = str(out.resolve())
+    return man
+
+
+# -- the figures ---------------------------------------------------------------------------------------------------
+def _mix_quantile(parts: list[tuple[float, dict[str, Any]]], q: float) -> float | None:
+    """Quantile q of a mixture of per-bucket latency distributions, each known by its min, p50, p90,
+    p99 and max (piecewise-linear CDF through them); solved by bisection. None if any is missing."""
+    cdfs = []
+    for frac, lat in parts:
+        pts = [(lat.get("min"), 0.0), (lat.get("p50"), 0.5), (lat.get("p90"), 0.9), (lat.get("p99"), 0.99),
+               (lat.get("max"), 1.0)]
+        pts = [(x, p) for x, p in pts if x is not None]
+        if len(pts) < 2:
+            return None
+        pts.sort()
+        cdfs.append((frac, pts))
+
+    def cdf(x: float) -> float:
+        total = 0.0
+        for frac, pts in cdfs:
+            if x <= pts[0][0]:
+                v = 0.0
+            elif x >= pts[-1][0]:
+                v = 1.0
+            else:
+                v = 0.0
+                for (x0, p0), (x1, p1) in zip(pts, pts[1:]):
+                    if x0 <= x <= x1:
+                        v = p0 if x1 == x0 else p0 + (p1 - p0) * (x - x0) / (x1 - x0)
+                        break
+            total += frac * v
+        return total
+
+    lo = min(p[0][0] for _, p in cdfs)
+    hi = max(p[-1][0] for _, p in cdfs)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def _weighted(ms: list[Measurement], key: str) -> float | None:
+    """Σ fraction · value over buckets (fractions normalised); None unless every bucket has a value."""
+    vals = [(m.fraction, (m.result or {}).get(key)) for m in ms]
+    if not vals or any(v is None for _, v in vals):
+        return None
+    total = sum(f for f, _ in vals)
+    return sum(f * v for f, v in vals) / total if total > 0 else None
+
+
+def figures(kind: str, ms: list[Measurement]) -> dict[str, float]:
+    """The metrics of one kind; a figure nothing measured is left out."""
+    infer = [m for m in ms if m.purpose == "infer"]
+    train = [m for m in ms if m.purpose == "train"]
+    score = [m for m in ms if m.purpose == "score"]
+    out: dict[str, float | None] = {}
+    p = f"device.{kind}."
+    j_net = _weighted(infer, "energy_j_per_image_gross")
+    j_score = _weighted(score, "energy_j_per_image_gross") if score else 0.0
+    out[p + "energy_j_per_image"] = None if j_net is None or j_score is None else j_net + j_score
+    out[p + "network_energy_j_per_image"] = j_net
+    if score:
+        out[p + "scoring_energy_j_per_image"] = j_score
+    jn = _weighted(infer, "energy_j_per_image_net")
+    jsn = _weighted(score, "energy_j_per_image_net") if score else 0.0
+    out[p + "energy_j_per_image_net"] = None if jn is None or jsn is None else jn + jsn
+    if infer and all(m.result for m in infer):
+        parts = [(m.fraction, m.result.get("latency_ms") or {}) for m in infer]
+        out[p + "latency_ms_p50"] = _mix_quantile(parts, 0.5)
+        out[p + "latency_ms_p90"] = _mix_quantile(parts, 0.9)
+    if train:
+        out[p + "train_energy_j_per_step"] = _weighted(train, "energy_j_per_step_gross")
+    for m in infer:
+        lat = (m.result or {}).get("latency_ms") or {}
+        b = f"{p}b{m.height}x{m.width}."
+        out[b + "energy_j_per_image"] = (m.result or {}).get("energy_j_per_image_gross")
+        out[b + "latency_ms_p50"] = lat.get("p50")
+        out[b + "latency_ms_p90"] = lat.get("p90")
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+# -- the command ---------------------------------------------------------------------------------------------------
+def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = None, fresh: bool = False,
+              buckets: str | None = None, train_steps: int = 0, tracking_uri: str | None = None,
+              experiment: str = "dance-bench", journal: str | Path = DEFAULT_JOURNAL,
+              cache_path: str | Path = DEFAULT_CACHE, use_ray: bool = True,
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> BenchResult:
+    t_start = time.monotonic()
+    boards = inventory.matching(labels)
+    if not boards:
+        raise UserError(f"{inventory.source}: no board carries labels {labels} "
+                        f"(boards: {', '.join(f'{b.name} {b.labels}' for b in inventory.boards)})")
+    kinds = kinds_of(boards)
+    ckpt, run_id = resolve_target(target, tracking_uri)
+    from workers.checkpoint import read_checkpoint
+
+    log(f"dance bench: {ckpt} on {len(boards)} board(s) in {len(kinds)} kind(s): "
+        + ", ".join(f"{k.name} [{', '.join(b.name for b in k.boards)}]" for k in kinds))
+    formats = sorted({FORMAT_OF[b.runtime] for b in boards} | ({"torchscript"} if train_steps else set()))
+    manifests = {fmt: export_for(ckpt, fmt, buckets, log) for fmt in formats}
+    notes: list[str] = []
+    config = None
+    try:
+        config = (read_checkpoint(ckpt).get("extra") or {}).get("config")
+    except Exception:
+        config = None
+    man0 = next(iter(manifests.values()))
+    num_classes = man0.get("num_classes")
+    score_sizes = None
+    if man0.get("cdf"):
+        score_sizes = __import__("orchestrator.boards.scoring", fromlist=["stored_sizes"]).stored_sizes(config)
+    if score_sizes is None:
+        notes.append("scoring cost (Eq. 1) not counted: the checkpoint's config has no CAD or its dataset "
+                     "is not on this machine")
+
+    cache = MeasurementCache(cache_path)
+    pool = None
+    contacted = False
+    jobs_run = 0
+
+    def get_pool():
+        nonlocal pool, contacted
+        contacted = True
+        if pool is None:
+            from orchestrator.boards.pool import BoardPool, start_pool_actor
+
+            if use_ray:
+                from orchestrator.training import ensure_ray
+
+                ensure_ray()
+                pool = start_pool_actor(inventory, journal)
+            else:
+                pool = _LocalClient(BoardPool(inventory, journal))
+        return pool
+
+    try:
+        # 1. board facts (probe), from the cache unless --fresh
+        facts: dict[str, dict[str, Any]] = {}
+        probes: dict[str, dict[str, Any]] = {}
+        need = []
+        for b in boards:
+            f = None if fresh else cache.facts(board_address(b))
+            if f is None:
+                need.append(b)
+            else:
+                probes[b.name] = f
+        if need:
+            # a probe is not cached by the journal across benches: --fresh must really probe again
+            nonce = f"{time.time_ns()}" if fresh else None
+            ids = get_pool().submit([Job(kind="probe", board=b.name, meta={"probe": board_address(b), "nonce": nonce})
+                                     for b in need])
+            for b, out in zip(need, _wait_with_progress(get_pool(), ids, log)):
+                if out["state"] != "done":
+                    err = out["error"] or {}
+                    raise UserError(f"board {b.name}: probe failed: {err.get('kind')}: {err.get('message')}")
+                probes[b.name] = out["result"]
+                cache.put_facts(board_address(b), b.name, out["result"])
+        for b in boards:
+            facts[b.name] = board_facts(probes[b.name], b.runtime)
+
+        # 2. one job per (kind, purpose, bucket), answered from the cache where possible
+        todo: list[tuple[Measurement, Job, Kind]] = []
+        measurements: list[Measurement] = []
+        for k in kinds:
+            rt = k.first.runtime
+            plan = [("infer", manifests[FORMAT_OF[rt]], rt, 0)]
+            if train_steps:
+                plan.append(("train", manifests["torchscript"], "torchscript", train_steps))
+            specs = []
+            for purpose, man, runtime, steps in plan:
+                for bk in man["buckets"]:
+                    shape = [2 if steps else 1, 3, bk["height"], bk["width"]]
+                    specs.append((purpose, bk["height"], bk["width"], bk["fraction"], bk["path"], runtime, steps, shape))
+            for h, w, frac in score_sizes or []:
+                path = DEFAULT_EXPORTS / "scoring" / f"eq1_{h}x{w}.onnx"
+                if not path.is_file():
+                    from orchestrator.boards.scoring import build_scoring_onnx
+
+                    build_scoring_onnx(path, h, w)
+                specs.append(("score", h, w, frac, str(path.resolve()), "onnxruntime" if rt == "torchscript" else rt, 0,
+                              [1, 3, h, w]))
+            for purpose, h, w, frac, path, runtime, steps, shape in specs:
+                m = Measurement(k.name, purpose, h, w, frac)
+                measurements.append(m)
+                sha = sha256_file(path)
+                key, _ = cache_key(sha, shape, runtime, steps, k.first.device, facts[k.first.name])
+                hit = None if fresh else cache.get(key)
+                if hit is not None:
+                    m.result, m.board, m.cached = hit["result"], hit["board"], True
+                    log(f"  cached   {k.name:<14} {purpose:<5} {h}x{w}")
+                    continue
+                nonce = f"{time.time_ns()}" if fresh else None
+                job = Job(model=path, model_sha256=sha, runtime=runtime, input_shape=shape if steps or purpose == "score"
+                          else None, train_steps=steps, num_classes=num_classes if steps else None,
+                          labels=k.labels, board=k.first.name if not k.labels else None,
+                          meta={"kind": k.name, "purpose": purpose, "bucket": f"{h}x{w}", "nonce": nonce})
+                todo.append((m, job, k))
+
+        # 3. measure what the cache did not answer
+        if todo:
+            ids = get_pool().submit([j for _, j, _ in todo])
+            for (m, job, k), out in zip(todo, _wait_with_progress(get_pool(), ids, log)):
+                jobs_run += 1
+                m.board = out["board"]
+                if out["state"] == "done":
+                    m.result = out["result"]
+                    f = facts.get(m.board) or facts[k.first.name]
+                    key, parts = cache_key(job.model_sha256, job.input_shape or _shape_of(m), job.runtime, job.train_steps,
+                                           k.first.device, f)
+                    cache.put(key, parts, {"result": m.result, "board": m.board}, m.board)
+                else:
+                    m.error = out["error"]
+    finally:
+        if pool is not None:
+            pool.close()
+        cache.close()
+
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {"dance.kind": "bench", "dance.bench.checkpoint": str(ckpt.resolve())}
+    for k in kinds:
+        ms = [m for m in measurements if m.kind == k.name]
+        metrics.update(figures(k.name, ms))
+        f = facts[k.first.name]
+        ran = sorted({m.board for m in ms if m.board})
+        tags.update({f"device.{k.name}.board": ",".join(ran or [b.name for b in k.boards]),
+                     f"device.{k.name}.board_model": str(f.get("board_model")),
+                     f"device.{k.name}.l4t": str(f.get("l4t")),
+                     f"device.{k.name}.power_mode": str(f.get("power_mode")),
+                     f"device.{k.name}.tensorrt": str(f.get("tensorrt")),
+                     f"device.{k.name}.runtime": k.first.runtime,
+                     f"device.{k.name}.power_source": str(next((m.result.get("power_source") for m in ms if m.result),
+                                                                None))})
+        failed = [m for m in ms if m.error]
+        for m in failed:
+            notes.append(f"{k.name} {m.purpose} {m.height}x{m.width}: not measured ({m.error.get('kind')}: "
+                         f"{m.error.get('message')})")
+    run_id, uri = _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experiment, notes)
+    return BenchResult(run_id, uri, metrics, tags, measurements, contacted, jobs_run, time.monotonic() - t_start, notes)
+
+
+def _shape_of(m: Measurement) -> list[int]:
+    return [1, 3, m.height, m.width]
+
+
+class _LocalClient:
+    """The in-process pool behind the same calls as :class:`~.pool.PoolClient`."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def submit(self, jobs):
+        return self.pool.submit_many(jobs)
+
+    def wait(self, job_id, timeout=None):
+        return self.pool.wait(job_id, timeout)
+
+    def events(self, cursor=0):
+        return self.pool.events(cursor)
+
+    def finished(self, ids):
+        return self.pool.finished(ids)
+
+    def close(self):
+        self.pool.close()
+
+
+def _wait_with_progress(pool, ids: list[str], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Wait for the jobs, printing one line per job as it starts, retries, finishes or fails."""
+    pending = set(ids)
+    done: dict[str, dict[str, Any]] = {}
+    cursor = 0
+    n = len(ids)
+    while pending:
+        events, cursor = pool.events(cursor)
+        for ev in events:
+            jid = ev.get("job")
+            if jid not in pending and ev["event"] != "offline":
+                continue
+            meta = ev.get("meta") or {}
+            what = f"{meta.get('kind', '')} {meta.get('purpose', 'probe')} {meta.get('bucket', '')}".strip()
+            if ev["event"] == "start":
+                log(f"  [{len(done) + 1}/{n}] {ev['board']}: {what} started (attempt {ev.get('attempt', 1)})")
+            elif ev["event"] == "retry":
+                log(f"  [{len(done) + 1}/{n}] {ev['board']}: {ev.get('kind')}: {ev['message'][:200]} (will retry)")
+            elif ev["event"] == "offline":
+                log(f"  board {ev['board']} is OFFLINE: {ev['message'][:200]}")
+        finished = pool.finished(sorted(pending))
+        for jid, out in finished.items():
+            pending.discard(jid)
+            done[jid] = out
+            meta = out.get("meta") or {}
+            what = f"{meta.get('kind', '')} {meta.get('purpose', 'probe')} {meta.get('bucket', '')}".strip()
+            if out["state"] == "done":
+                r = out["result"] or {}
+                lat = (r.get("latency_ms") or {}).get("p50")
+                e = r.get("energy_j_per_image_gross")
+                extra = (f"  p50 {lat:.2f} ms" if lat is not None else "") + (
+                    f", {e:.4g} J/image" if e is not None else (", energy null" if "energy_j_per_image_gross" in r else ""))
+                log(f"  [{len(done)}/{n}] {out['board']}: {what} done{extra}")
+            else:
+                err = out["error"] or {}
+                log(f"  [{len(done)}/{n}] {out['board'] or '-'}: {what} FAILED: {err.get('kind')}: {err.get('message')}")
+        if pending:
+            time.sleep(0.2)
+    return [done[i] for i in ids]
+
+
+def _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experiment, notes):
+    import mlflow
+    from mlflow.entities import Metric, RunTag
+
+    from orchestrator.tracking import resolve_tracking_uri, setup
+
+    uri = resolve_tracking_uri(tracking_uri)
+    exp_id = setup(uri, experiment)
+    client = mlflow.MlflowClient()
+    new = run_id is None
+    if new:
+        run_id = client.create_run(exp_id, run_name=f"bench-{ckpt.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                   tags={"dance.kind": "bench"}).info.run_id
+    ts = int(time.time() * 1000)
+    items = [Metric(k, v, ts, 0) for k, v in metrics.items()]
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i:i + 500])
+    client.log_batch(run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "device"
+        for m in measurements:
+            if m.result is None:
+                continue
+            d = root / m.kind
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{m.purpose}_{m.height}x{m.width}.json").write_text(json.dumps(m.result, indent=1))
+        if notes:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "notes.txt").write_text("\n".join(notes) + "\n")
+        if root.exists():
+            client.log_artifacts(run_id, str(root), "device")
+    if new:
+        client.set_terminated(run_id, "FINISHED")
+    return run_id, uri
+
+
+def table(result: BenchResult) -> str:
+    """The terminal table: one row per bucket and board kind, then the expected figures per kind."""
+    rows = [("kind", "purpose", "bucket", "share", "board", "p50 ms", "p90 ms", "J/image", "J/step", "source")]
+
+    def fmt(v, f="{:.4g}"):
+        return "-" if v is None else f.format(v)
+
+    for m in result.measurements:
+        r = m.result or {}
+        lat = r.get("latency_ms") or {}
+        src = "cache" if m.cached else ("FAILED " + str((m.error or {}).get("kind")) if m.error else "measured")
+        rows.append((m.kind, m.purpose, f"{m.height}x{m.width}", f"{100 * m.fraction:.1f}%", m.board or "-",
+                     fmt(lat.get("p50"), "{:.2f}"), fmt(lat.get("p90"), "{:.2f}"),
+                     fmt(r.get("energy_j_per_image_gross")), fmt(r.get("energy_j_per_step_gross")), src))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    kinds = sorted({m.kind for m in result.measurements})
+    lines.append("")
+    for k in kinds:
+        p = f"device.{k}."
+        g = result.metrics.get
+        lines.append(f"{k}: expected {fmt(g(p + 'energy_j_per_image'))} J/image (scoring included: "
+                     f"{'yes' if p + 'scoring_energy_j_per_image' in result.metrics else 'no'}), "
+                     f"p50 {fmt(g(p + 'latency_ms_p50'), '{:.2f}')} ms, p90 {fmt(g(p + 'latency_ms_p90'), '{:.2f}')} ms, "
+                     f"train {fmt(g(p + 'train_energy_j_per_step'))} J/step")
+    return "\n".join(lines)

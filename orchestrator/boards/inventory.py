@@ -1,0 +1,147 @@
+"""``configs/boards.yaml``: the board inventory, validated by a pydantic schema (DESIGN §6).
+
+No file → one ``local`` board (this host runs the agent as a subprocess), so ``dance bench``
+works anywhere: latency always, energy where this host has a sensor, else ``null``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.config import format_validation_error
+from orchestrator.errors import UserError
+
+DEFAULT_FILE = Path("configs/boards.yaml")
+DEFAULT_KNOWN_HOSTS = Path(".dance/known_hosts")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # also an MLflow metric-name segment
+
+
+class Measure(BaseModel):
+    """The agent's protocol settings for every job (passed as its flags)."""
+
+    model_config = ConfigDict(extra="forbid")
+    duration: float = Field(5.0, gt=0, description="seconds per timed window")
+    repeats: int = Field(3, ge=1)
+    idle: float = Field(3.0, ge=0, description="idle-baseline seconds (0: net energy null)")
+    warmup: float = Field(2.0, ge=0)
+    warmup_iters: int = Field(3, ge=0)
+    min_samples: int = Field(50, ge=1)
+    interval_ms: float = Field(10.0, gt=0)
+    threads: int = Field(0, ge=0, description="runtime intra-op threads (0: the runtime's default)")
+    extra_args: list[str] = Field(default_factory=list, description="more agent flags, e.g. [--fp16]")
+
+
+class Board(BaseModel):
+    """One board: how to reach it and how to run the agent there."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN)
+    transport: Literal["ssh", "local"] = "ssh"
+    host: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    key_file: Path | None = None
+    python: str | None = Field(None, description="the board's Python; default python3 (ssh) or this interpreter (local)")
+    power: str = "auto"
+    runtime: Literal["onnxruntime", "trtexec", "torchscript"] = "onnxruntime"
+    device: Literal["cpu", "cuda"] = "cpu"
+    labels: list[str] = Field(default_factory=list)
+    workdir: str = "/tmp/dance-agent"
+    fs_root: str = "/"
+    connect_timeout_s: float = Field(10.0, gt=0)
+    keepalive_s: int = Field(15, ge=0)
+    job_deadline_s: float = Field(900.0, gt=0, description="wall-clock limit of one measurement")
+
+    @model_validator(mode="after")
+    def _ssh_needs_host(self) -> "Board":
+        if self.python is None:
+            import sys
+
+            self.python = "python3" if self.transport == "ssh" else sys.executable
+        if self.transport == "ssh":
+            missing = [k for k in ("host", "user") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"transport ssh needs {' and '.join(missing)}")
+        return self
+
+    @field_validator("workdir", "fs_root")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"must be an absolute path on the board, got {v!r}")
+        return v.rstrip("/") or "/"
+
+    @property
+    def label_set(self) -> set[str]:
+        return set(self.labels) | {self.name}
+
+    def key_path(self) -> str | None:
+        return str(Path(os.path.expanduser(str(self.key_file)))) if self.key_file else None
+
+
+class Inventory(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid")
+    known_hosts: Path = DEFAULT_KNOWN_HOSTS
+    measure: Measure = Field(default_factory=Measure)
+    boards: list[Board] = Field(min_length=1)
+    source: str = Field("embedded default", exclude=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Inventory":
+        seen: set[str] = set()
+        for b in self.boards:
+            if b.name in seen:
+                raise ValueError(f"board name {b.name!r} appears twice")
+            seen.add(b.name)
+        return self
+
+    def board(self, name: str) -> Board:
+        for b in self.boards:
+            if b.name == name:
+                return b
+        raise UserError(f"{self.source}: no board named {name!r} (boards: {', '.join(b.name for b in self.boards)})")
+
+    def matching(self, labels: list[str] | None) -> list[Board]:
+        """Boards carrying every label (a board's name counts as one of its labels)."""
+        want = set(labels or [])
+        return [b for b in self.boards if want <= b.label_set]
+
+    def known_hosts_path(self) -> Path:
+        return Path(os.path.expanduser(str(self.known_hosts))).resolve()
+
+
+def default_inventory() -> Inventory:
+    """The embedded default: this host, as a ``local`` board running onnxruntime."""
+    return Inventory(boards=[Board(name="local", transport="local", labels=["local"])], source="embedded default")
+
+
+def load_inventory(path: str | Path | None = None) -> Inventory:
+    """Read ``path`` (default ``configs/boards.yaml`` if it exists, else the embedded default)."""
+    if path is None:
+        if not DEFAULT_FILE.is_file():
+            return default_inventory()
+        path = DEFAULT_FILE
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: boards file not found")
+    try:
+        tree = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"{p}: the top level must be a mapping with a 'boards' list")
+    tree.pop("source", None)
+    try:
+        inv = Inventory.model_validate(tree)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, str(p))) from None
+    inv.source = str(p)
+    return inv
