@@ -30,10 +30,15 @@ HEADLINE = ("epoch", "miou", "train_flops", "infer_flops_per_image", "header_cha
             "dropped_fraction", "images_per_s", "epoch_time_s", "energy_j")
 
 
-def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Resolve the config's relative paths against the driver's cwd (workers may run elsewhere)."""
+def absolute_paths(cfg: ExperimentConfig, cwd: Path | None = None) -> ExperimentConfig:
+    """Resolve the config's relative paths against ``cwd`` (default: the driver's); workers may run elsewhere."""
+    base = Path.cwd() if cwd is None else Path(cwd)
+
     def absp(p):
-        return Path(p).expanduser().resolve() if p is not None else None
+        if p is None:
+            return None
+        p = Path(p).expanduser()
+        return (p if p.is_absolute() else base / p).resolve()
 
     data = cfg.data.model_copy(update={"root": absp(cfg.data.root), "cache_dir": absp(cfg.data.cache_dir)})
     fi = cfg.train.fault_injection
@@ -151,7 +156,7 @@ class TrainOutcome:
         return self.checkpoint_dir / CHECKPOINT_FILE if self.checkpoint_dir else None
 
 
-def _artifacts(run_id: str, ckpt_dir: Path | None, cfg: ExperimentConfig, history: list[dict], client) -> None:
+def log_run_artifacts(run_id: str, ckpt_dir: Path | None, cfg: ExperimentConfig, history: list[dict], client) -> None:
     import tempfile
 
     import yaml
@@ -311,7 +316,7 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_
     ckpt_dir = Path(result.checkpoint.path) if result.checkpoint is not None else (Path(last_ckpt) if last_ckpt else None)
     metrics = dict(result.metrics or (history[-1] if history else {}))
     if client is not None:
-        _artifacts(run_id, ckpt_dir, cfg, history, client)
+        log_run_artifacts(run_id, ckpt_dir, cfg, history, client)
         client.set_terminated(run_id, "FINISHED")
     return TrainOutcome(name, metrics, history, ckpt_dir, run_id, uri, failures)
 

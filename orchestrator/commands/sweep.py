@@ -1,0 +1,77 @@
+"""`dance sweep CONFIG` — a Ray Tune sweep of DANCE, every trial a child run in MLflow."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def pareto_table(rows: list[dict], names: list[str]):
+    """The trials as a rich table, front first."""
+    from rich.table import Table
+
+    from orchestrator.sweep.live import _fmt
+
+    t = Table(title="trials (★ = Pareto front)", title_justify="left")
+    for col in ("", "trial", "components", "status", "epochs", *names, "rank"):
+        t.add_column(col)
+    for r in sorted(rows, key=lambda r: (r["pareto_rank"], r["trial"])):
+        t.add_row("★" if r["is_pareto"] else "", r["trial"], r["label"], r["status"], str(r["epochs"]),
+                  *[_fmt(r.get(k)) for k in names], str(r["pareto_rank"]))
+    return t
+
+
+def ui_command(uri: str) -> str:
+    if uri.startswith("sqlite:///"):
+        from orchestrator.tracking import DEFAULT_ARTIFACTS
+
+        db = Path(uri[len("sqlite:///"):])
+        return (f"mlflow ui --backend-store-uri {uri} --default-artifact-root {db.parent / DEFAULT_ARTIFACTS} "
+                "--host 127.0.0.1 --port 5000")
+    return f"open {uri} in a browser"
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from orchestrator.sweep.runner import run_sweep
+    from orchestrator.sweep.space import count_trials, load_sweep
+
+    spec = load_sweep(args.config, args.set or [])  # every problem of the file, together, before Ray starts
+    if args.dry_run:
+        print(f"{args.config}: valid; {count_trials(spec.sweep)} trial(s), search {spec.sweep.search}")
+        return 0
+    out = run_sweep(spec, address=args.address, tracking_uri=args.tracking_uri, resume=args.resume,
+                    live=None if not args.plain else False, verbose=args.verbose,
+                    print_fn=lambda line: print(line, file=sys.stderr, flush=True))
+    names = [o.metric for o in spec.sweep.objectives]
+    Console().print(pareto_table(out.rows, names))
+    if out.hypervolume is not None:
+        print(f"hypervolume of the front: {out.hypervolume:.6g}")
+    for v in out.registered:
+        print(f"registered model version: {v}")
+    print(f"sweep:  {out.sweep_id}  (MLflow experiment {out.experiment!r}, parent run {out.parent_run_id})")
+    print(f"compare: dance runs {out.parent_run_id}")
+    print(f"browse:  {ui_command(out.tracking_uri)}")
+    failed = [r for r in out.rows if r["status"] == "FAILED"]
+    if failed:
+        print(f"{len(failed)} trial(s) failed; their errors are in the runs' dance.error tag "
+              f"(dance runs {out.parent_run_id})", file=sys.stderr)
+    return 1 if out.rows and len(failed) == len(out.rows) else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="a Ray Tune sweep of DANCE, trials compared in MLflow",
+                       description="Sweep pruning ratio, stages, probability ranges, learning rate... (the config's "
+                                   "sweep: section) with Ray Tune; every trial is a Ray Train run and an MLflow child "
+                                   "run of one parent run per sweep. See docs/sweeps.md.")
+    p.add_argument("config", type=Path, help="sweep YAML: an experiment config plus a sweep: section")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable), "
+                                                                        "e.g. sweep.num_samples=4 or train.epochs=2")
+    p.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS, else start a local one)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--resume", metavar="SWEEP", help="continue the stopped sweep SWEEP (its id, printed at the start)")
+    p.add_argument("--dry-run", action="store_true", help="check the config and count the trials; start nothing")
+    p.add_argument("--plain", action="store_true", help="plain progress lines instead of the live table")
+    p.add_argument("--verbose", action="store_true", help="show the workers' output")
+    p.set_defaults(func=cmd_sweep)

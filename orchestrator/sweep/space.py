@@ -1,0 +1,324 @@
+"""Load a sweep YAML, check every point of its space before Ray starts, build Tune's space.
+
+A sweep file is an experiment YAML (optionally ``base: other.yaml`` to start from another
+experiment file, paths relative to this one) plus a ``sweep:`` section. Every problem —
+an unknown path, a value the schema refuses anywhere in the space, a missing dataset, a
+search or objective that cannot work — is collected and reported together, each with its
+YAML path, as one :class:`~orchestrator.errors.UserError`.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.config import apply_overrides, format_validation_error
+from orchestrator.errors import UserError
+from orchestrator.training import absolute_paths
+from orchestrator.sweep.schema import DISCRETE, SweepConfig
+from workers.config import ExperimentConfig
+
+# Metrics a trial reports every epoch (workers/train_loop.py, workers/evaluate.py).
+TRIAL_METRICS = ("miou", "pixel_acc", "train_flops", "epoch_train_flops", "infer_flops_per_image",
+                 "infer_network_flops_per_image", "header_channels_kept", "dropped_fraction", "unbatched_fraction",
+                 "images_per_s", "epoch_time_s", "eval_time_s", "train_loss", "train_images", "ans_stage", "lr",
+                 "energy_j", "batch_fill", "gamma_spread")
+# Sweeping these would mean scoring more than one dataset; a sweep scores one, once.
+FIXED_PATHS = ("data.kind", "data.root", "data.train_split", "data.val_split", "data.cache_dir", "data",
+               "tracking", "name")
+# Above this many corner combinations only each axis is checked on its own.
+MAX_COMBINATIONS = 4096
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep: the experiment tree, its typed base config and the sweep section.
+
+    ``cwd`` is the driver's working folder: relative paths of every trial resolve against it
+    (Tune runs each trial in a folder of its own, and on other nodes).
+    """
+
+    source: str
+    tree: dict[str, Any]
+    base: ExperimentConfig
+    sweep: SweepConfig
+    cwd: str = "."
+
+    def resolve(self, params: dict[str, Any]) -> ExperimentConfig:
+        """The experiment config of one trial (``params``: path → value, as Tune sampled them)."""
+        cfg = ExperimentConfig.model_validate(apply_point(self.tree, decode_params(params)))
+        return absolute_paths(cfg, Path(self.cwd))
+
+    def label(self, params: dict[str, Any]) -> str:
+        """A short text for a trial: its swept values, ``ans.stages=4 optim.lr=0.0123``."""
+        parts = []
+        for k, v in decode_params(params).items():
+            if k not in self.sweep.space:
+                continue
+            if isinstance(v, float):
+                v = f"{v:.4g}"
+            elif isinstance(v, dict):
+                v = ",".join(f"{a}={b}" for a, b in v.items())
+            parts.append(f"{k}={v}")
+        return " ".join(parts) or "base"
+
+
+
+# ---------------------------------------------------------------- reading
+def _read_yaml(p: Path) -> dict:
+    if not p.is_file():
+        raise UserError(f"{p}: config file not found")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The YAML at ``path`` with its ``base:`` chain merged in (the file's own keys win)."""
+    path = path.resolve()
+    if path in _seen:
+        raise UserError(f"{path}: 'base' chain loops back to itself")
+    tree = _read_yaml(path)
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str):
+        raise UserError(f"{path}: base: expected a file path, got {type(base).__name__}")
+    return deep_merge(read_tree((path.parent / base), _seen + (path,)), tree)
+
+
+# ---------------------------------------------------------------- points
+def encode_value(v: Any) -> Any:
+    """Tune (and Optuna's categorical) take scalars: a mapping or list travels as JSON text."""
+    return "json:" + json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+
+
+def decode_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.loads(v[5:]) if isinstance(v, str) and v.startswith("json:") else v for k, v in params.items()}
+
+
+def apply_point(tree: dict, point: dict[str, Any]) -> dict:
+    """``tree`` with each dotted path set; a mapping merged into a section, anything else replacing."""
+    out = copy.deepcopy(tree)
+    for dotted, value in point.items():
+        keys = dotted.split(".")
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        last = keys[-1]
+        if isinstance(value, dict) and isinstance(node.get(last), dict):
+            node[last] = deep_merge(node[last], value)
+        else:
+            node[last] = copy.deepcopy(value)
+    return out
+
+
+def _path_error(dotted: str) -> str | None:
+    """Why ``dotted`` is not a path of the experiment schema (None when it is)."""
+    model: type[BaseModel] | None = ExperimentConfig
+    keys = dotted.split(".")
+    for i, k in enumerate(keys):
+        if model is None:  # inside a free-form mapping (model.options): any key
+            return None
+        fields = model.model_fields
+        if k not in fields:
+            where = ".".join(keys[:i]) or "the top level"
+            return f"unknown key '{k}' in {where} (known: {', '.join(sorted(fields))})"
+        ann = fields[k].annotation
+        sub = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                   None)
+        if sub is None and i < len(keys) - 1 and not (ann is dict or getattr(ann, "__origin__", None) is dict):
+            return f"'{'.'.join(keys[:i + 1])}' is a value, not a section"
+        model = sub
+    return None
+
+
+def _validate_point(tree: dict, point: dict[str, Any]) -> list[str]:
+    try:
+        ExperimentConfig.model_validate(apply_point(tree, point))
+        return []
+    except ValidationError as exc:
+        body = format_validation_error(exc, "x").splitlines()[1:]
+        return [line.strip() for line in body]
+
+
+def check_space(tree: dict, sweep: SweepConfig) -> list[str]:
+    """Every problem of the space, each as ``sweep.space.<path>: ...``."""
+    errors: list[str] = []
+    good: dict[str, list[Any]] = {}
+    for dotted, dom in sweep.space.items():
+        where = f"sweep.space.{dotted}"
+        if dotted in FIXED_PATHS or any(dotted.startswith(p + ".") for p in ("data", "tracking")):
+            errors.append(f"{where}: cannot be swept (a sweep trains on one dataset, scored once, and logs to one "
+                          "experiment)")
+            continue
+        why = _path_error(dotted)
+        if why:
+            errors.append(f"{where}: {why}")
+            continue
+        ok = True
+        for i, v in enumerate(dom.probe_points()):
+            label = f"{where}.{dom.kind}[{i}]" if dom.kind in DISCRETE else f"{where}.{dom.kind} bound {v!r}"
+            for msg in _validate_point(tree, {dotted: v}):
+                errors.append(f"{label} = {json.dumps(v)}: {msg}")
+                ok = False
+        if ok:
+            good[dotted] = dom.probe_points()
+    # Values that pass alone can clash together (casd on one axis, rd on another): check corners.
+    if len(good) > 1 and not errors:
+        n = 1
+        for vals in good.values():
+            n *= len(vals)
+        if n <= MAX_COMBINATIONS:
+            seen: set[str] = set()
+            for combo in itertools.product(*good.values()):
+                point = dict(zip(good, combo))
+                for msg in _validate_point(tree, point):
+                    if msg not in seen:
+                        seen.add(msg)
+                        errors.append(f"sweep.space (combination {json.dumps(point)}): {msg}")
+    return errors
+
+
+def check_search(sweep: SweepConfig, base: ExperimentConfig | None) -> list[str]:
+    errors: list[str] = []
+    known = set(TRIAL_METRICS)
+    for i, o in enumerate(sweep.objectives):
+        if o.metric not in known:
+            errors.append(f"sweep.objectives[{i}].metric: unknown metric {o.metric!r} (trials report: "
+                          f"{', '.join(TRIAL_METRICS)})")
+    names = [o.metric for o in sweep.objectives]
+    if len(set(names)) != len(names):
+        errors.append("sweep.objectives: a metric is listed twice")
+    if not sweep.objectives:
+        errors.append("sweep.objectives: at least one objective is needed (the Pareto front is built from them)")
+    kinds = {d.kind for d in sweep.space.values()}
+    if sweep.search == "optuna":
+        if "grid" in kinds:
+            grids = [p for p, d in sweep.space.items() if d.kind == "grid"]
+            errors.append(f"sweep.search: optuna samples its own points and cannot take grid domains "
+                          f"({', '.join(grids)}); use choice, or search: grid")
+        if not sweep.space:
+            errors.append("sweep.search: optuna needs a non-empty sweep.space")
+    elif sweep.search == "grid" and kinds - {"grid"} and sweep.num_samples == 1 and "grid" not in kinds:
+        pass  # random domains with grid search: Ray draws num_samples points; fine
+    sch = sweep.scheduler
+    if sch.kind == "asha":
+        if sch.metric not in known:
+            errors.append(f"sweep.scheduler.metric: unknown metric {sch.metric!r}")
+        if base is not None:
+            if base.train.eval_every != 1 and sch.metric in ("miou", "pixel_acc", "infer_flops_per_image"):
+                errors.append(f"sweep.scheduler: ASHA compares {sch.metric} after every epoch, but train.eval_every "
+                              f"is {base.train.eval_every}; set train.eval_every: 1")
+            if sch.grace_period >= base.train.epochs:
+                errors.append(f"sweep.scheduler.grace_period ({sch.grace_period}) must be below train.epochs "
+                              f"({base.train.epochs}), or ASHA never stops anything")
+    if sweep.hypervolume_reference is not None and len(sweep.hypervolume_reference) != len(sweep.objectives):
+        errors.append(f"sweep.hypervolume_reference: {len(sweep.hypervolume_reference)} values for "
+                      f"{len(sweep.objectives)} objectives")
+    return errors
+
+
+def check_dataset(base: ExperimentConfig) -> list[str]:
+    from workers.data.datasets import open_dataset
+    from workers.data.datasets.base import DatasetError
+
+    d = base.data
+    if not Path(d.root).exists():
+        return [f"data.root: {d.root}: no such folder (make one with `dance data synth {d.root}`)"]
+    errors = []
+    for key, split in (("data.train_split", d.train_split), ("data.val_split", d.val_split)):
+        try:
+            open_dataset(d.kind, d.root, split)
+        except (DatasetError, OSError, ValueError) as exc:
+            errors.append(f"{key}: {exc}")
+    return errors
+
+
+def load_sweep(path: Path | str, overrides: Sequence[str] = (), *, check_data: bool = True) -> SweepSpec:
+    """Read and check a sweep file; raises one :class:`UserError` listing every problem."""
+    path = Path(path)
+    tree = read_tree(path)
+    apply_overrides(tree, overrides)
+    raw_sweep = tree.pop("sweep", None)
+    errors: list[str] = []
+    sweep = None
+    if raw_sweep is None:
+        errors.append("sweep: missing section (what to sweep: space, search, objectives; see docs/sweeps.md)")
+    else:
+        try:
+            sweep = SweepConfig.model_validate(raw_sweep)
+        except ValidationError as exc:
+            errors += ["sweep." + line.strip() for line in format_validation_error(exc, "x").splitlines()[1:]]
+    base = None
+    try:
+        base = ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        errors += [line.strip() for line in format_validation_error(exc, "x").splitlines()[1:]]
+    if sweep is not None:
+        errors += check_search(sweep, base)
+        if base is not None:
+            errors += check_space(tree, sweep)
+    cwd = Path.cwd()
+    if base is not None:
+        base = absolute_paths(base, cwd)
+        if check_data:
+            errors += check_dataset(base)
+    if errors:
+        raise UserError(f"{path}: {len(errors)} problem(s) in the sweep config\n  " + "\n  ".join(errors))
+    return SweepSpec(str(path), tree, base, sweep, str(cwd))
+
+
+def tune_space(sweep: SweepConfig) -> dict[str, Any]:
+    """Ray Tune's ``param_space`` (dotted paths as flat keys; non-scalar values as JSON text)."""
+    from ray import tune
+
+    out: dict[str, Any] = {}
+    for dotted, dom in sweep.space.items():
+        v = dom.values
+        if dom.kind == "grid":
+            out[dotted] = tune.grid_search([encode_value(x) for x in v])
+        elif dom.kind == "choice":
+            out[dotted] = tune.choice([encode_value(x) for x in v])
+        elif dom.kind == "uniform":
+            out[dotted] = tune.uniform(v[0], v[1])
+        elif dom.kind == "loguniform":
+            out[dotted] = tune.loguniform(v[0], v[1])
+        else:
+            out[dotted] = tune.randint(v[0], v[1])
+    return out
+
+
+def count_trials(sweep: SweepConfig) -> int:
+    """How many trials Tune will create: the grid's size × num_samples (optuna: num_samples)."""
+    if sweep.search == "optuna":
+        return sweep.num_samples
+    n = 1
+    for dom in sweep.space.values():
+        if dom.kind == "grid":
+            n *= len(dom.values)
+    return n * sweep.num_samples

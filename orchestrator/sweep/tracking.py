@@ -1,0 +1,194 @@
+"""MLflow for sweeps: one parent run per sweep, one child run per trial (DESIGN §5).
+
+Ray's ``MLflowLoggerCallback`` makes no parent run, ends early-stopped trials FINISHED,
+keeps its trial→run map in memory (a restored sweep opens new runs) and is refused by
+Train V2; so the sweep logs itself from a Tune callback on the driver:
+
+* the child of a trial is found again by tags (``dance.sweep_id``, ``dance.trial_id``) before
+  one is created, so a resumed sweep re-attaches instead of duplicating;
+* params: the whole resolved trial config, flattened (plus the CDF); tags: model, dataset,
+  DANCE components on, trial id, and ``mlflow.parentRunId``;
+* every result is one step (``epoch``) under the names ``dance train`` uses;
+* a trial that stops before its last epoch (ASHA) ends KILLED with ``dance.stop_reason``;
+  one that crashes ends FAILED with ``dance.error``; artifacts (config, history, pruning
+  report and plot, final checkpoint) are logged for every trial that left a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+log = logging.getLogger("dance.sweep")
+
+SWEEP_ID_TAG, TRIAL_ID_TAG, KIND_TAG = "dance.sweep_id", "dance.trial_id", "dance.kind"
+# Keys Tune adds to every result: bookkeeping, not the trial's metrics.
+TUNE_KEYS = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "time_since_restore",
+             "iterations_since_restore", "pid", "done", "trial_id", "date", "hostname", "node_ip",
+             "experiment_tag", "config", "checkpoint_dir_name", "should_checkpoint", "checkpoint_path"}
+
+
+def components(cfg) -> str:
+    """``ANS+CAD+CASD+CAL`` (or ``baseline``): which DANCE components a trial has on."""
+    on = [n for n, v in (("ANS", cfg.ans.enabled), ("CAD", cfg.slimming.cad), ("CASD", cfg.slimming.casd),
+                         ("CAL", cfg.slimming.cal), ("RD", cfg.slimming.rd)) if v]
+    name = "+".join(on) or "baseline"
+    return name if cfg.train.mode == "co" else f"{name} ({cfg.train.mode})"
+
+
+def find_child(client, experiment_id: str, sweep_id: str, trial_id: str):
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and "
+                                                            f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'", max_results=5)
+    return runs[0] if runs else None
+
+
+def sweep_children(client, experiment_id: str, sweep_id: str) -> list:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and "
+                                                            f"tags.`{KIND_TAG}` = 'trial'", max_results=10000)
+
+
+class SweepTracker(Callback):
+    """The Tune callback that keeps the sweep's MLflow runs (picklable: Tune saves it with the sweep)."""
+
+    def __init__(self, *, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_id: str, spec,
+                 storage, prepared_cdf: dict | None) -> None:
+        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
+        self.parent_run_id, self.sweep_id = parent_run_id, sweep_id
+        self.spec, self.storage, self.cdf = spec, storage, prepared_cdf
+        self._runs: dict[str, str] = {}
+        self._client = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_client"], state["_runs"] = None, {}
+        return state
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def client(self):
+        if self._client is None:
+            import mlflow
+
+            mlflow.set_tracking_uri(self.tracking_uri)
+            self._client = mlflow.MlflowClient(self.tracking_uri)
+        return self._client
+
+    def run_id(self, trial) -> str:
+        """The trial's child run: found by its tags, else created (with params) now."""
+        tid = trial.trial_id
+        if tid in self._runs:
+            return self._runs[tid]
+        found = find_child(self.client, self.experiment_id, self.sweep_id, tid)
+        if found is not None:
+            self._runs[tid] = found.info.run_id
+            return found.info.run_id
+        from orchestrator.tracking import flatten, log_params
+
+        cfg = self.spec.resolve(trial.config)
+        comp = components(cfg)
+        tags = {"mlflow.parentRunId": self.parent_run_id, SWEEP_ID_TAG: self.sweep_id, TRIAL_ID_TAG: tid,
+                KIND_TAG: "trial", "dance.model": f"{cfg.model.name}/{cfg.model.variant}",
+                "dance.dataset": f"{cfg.data.kind}:{cfg.data.root}", "dance.components": comp,
+                "dance.ans": str(cfg.ans.enabled).lower(), "dance.cad": str(cfg.slimming.cad).lower(),
+                "dance.casd": str(cfg.slimming.casd).lower(), "dance.cal": str(cfg.slimming.cal).lower(),
+                "dance.rd": str(cfg.slimming.rd).lower(), "dance.train_mode": cfg.train.mode}
+        run = self.client.create_run(self.experiment_id, run_name=f"{tid} {comp}", tags=tags)
+        rid = run.info.run_id
+        params = flatten(cfg.model_dump(mode="json"))
+        if self.cdf and cfg.slimming.uses_p:
+            params.update({"cdf.loc": str(self.cdf["loc"]), "cdf.scale": str(self.cdf["scale"])})
+        params["resolved.lr"], params["resolved.batch_size"] = str(cfg.lr), str(cfg.batch_size)
+        log_params(params, self.client, rid)
+        self._runs[tid] = rid
+        return rid
+
+    # ------------------------------------------------------------ Tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        rid = self.run_id(trial)
+        self.client.update_run(rid, status="RUNNING")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        from orchestrator.tracking import log_epoch
+
+        metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS}
+        if "epoch" not in metrics:
+            return
+        log_epoch(metrics, int(metrics["epoch"]), self.run_id(trial), self.client)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        rid = self.run_id(trial)
+        last = trial.last_result or {}
+        epochs = self.spec.resolve(trial.config).train.epochs
+        done = int(last.get("epoch", -1)) + 1
+        self._log_artifacts(trial, rid)
+        if done < epochs:
+            self.client.set_tag(rid, "dance.stop_reason",
+                                f"stopped by the scheduler after epoch {done} of {epochs} "
+                                f"({self._scheduler_text(last)})")
+            self.client.set_terminated(rid, "KILLED")
+        else:
+            self.client.set_terminated(rid, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        rid = self.run_id(trial)
+        self.client.set_tag(rid, "dance.error", trial_error_text(trial)[:5000])
+        self._log_artifacts(trial, rid)
+        self.client.set_terminated(rid, "FAILED")
+
+    # ------------------------------------------------------------ artifacts
+    def _scheduler_text(self, last: dict) -> str:
+        sch = self.spec.sweep.scheduler
+        value = last.get(sch.metric)
+        shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
+        return f"{sch.kind}: {sch.metric} {shown} below the rung's cut-off"
+
+    def _log_artifacts(self, trial, rid: str) -> None:
+        from orchestrator.training import log_run_artifacts
+        from workers.train_loop import CHECKPOINT_FILE
+
+        ckpt = (trial.last_result or {}).get("checkpoint_path")
+        cfg = self.spec.resolve(trial.config)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = self.storage.download(ckpt, Path(tmp) / "ckpt") if ckpt else None
+                if local is not None and not (Path(local) / CHECKPOINT_FILE).is_file():
+                    local = None
+                history = checkpoint_history(local) if local is not None else []
+                log_run_artifacts(rid, local, cfg, history, self.client)
+        except Exception as exc:  # artifacts must not take the sweep down; the run says what is missing
+            log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
+            self.client.set_tag(rid, "dance.artifacts_error", str(exc)[:500])
+
+
+def checkpoint_history(ckpt_dir: Path) -> list[dict]:
+    """Every epoch's metrics as the checkpoint carries them (complete across resumes)."""
+    from workers.checkpoint import read_checkpoint
+    from workers.train_loop import CHECKPOINT_FILE
+
+    try:
+        extra = read_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE).get("extra") or {}
+    except Exception:
+        return []
+    return list(extra.get("history") or [])
+
+
+def trial_error_text(trial) -> str:
+    """The trial's error in one line (the first worker's own error where Ray Train wrapped it)."""
+    from orchestrator.training import failure_reason
+
+    try:
+        err = trial.get_error()
+    except Exception:
+        err = None
+    if err is not None:
+        inner = getattr(err, "__cause__", None) or err
+        return failure_reason(inner)
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+        return lines[-1] if lines else "unknown error"
+    return "unknown error"
