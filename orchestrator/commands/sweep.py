@@ -45,9 +45,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                     live=None if not args.plain else False, verbose=args.verbose,
                     print_fn=lambda line: print(line, file=sys.stderr, flush=True))
     names = [o.metric for o in spec.sweep.objectives]
-    Console().print(pareto_table(out.rows, names))
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(pareto_table(out.rows, names))
     if out.hypervolume is not None:
-        print(f"hypervolume of the front: {out.hypervolume:.6g}")
+        print(f"hypervolume of the front: {out.hypervolume:.4f} (objectives scaled so the best trial is 0 and the "
+              "reference point 1)")
     for v in out.registered:
         print(f"registered model version: {v}")
     print(f"sweep:  {out.sweep_id}  (MLflow experiment {out.experiment!r}, parent run {out.parent_run_id})")

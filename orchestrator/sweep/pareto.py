@@ -68,6 +68,19 @@ def hypervolume(values: np.ndarray, modes: Sequence[str], reference: Sequence[fl
     return _hv_min(costs, ref)
 
 
+def normalized_hypervolume(values: np.ndarray, modes: Sequence[str], reference: Sequence[float]) -> float:
+    """Hypervolume after mapping each objective's ideal (best observed) value to 0 and the reference to 1.
+
+    Raw hypervolumes multiply FLOPs by mIoU and mean little; this one lies in [0, 1] (1: a
+    single trial at the ideal in every objective) and compares sweeps with the same reference.
+    """
+    costs = to_costs(values, modes)
+    ref = to_costs(np.asarray(reference, dtype=np.float64)[None, :], modes)[0]
+    ideal = costs.min(axis=0)
+    span = np.where(ref > ideal, ref - ideal, 1.0)
+    return _hv_min((costs - ideal) / span, np.ones(len(ref)))
+
+
 def default_reference(values: np.ndarray, modes: Sequence[str], margin: float = 0.1) -> np.ndarray:
     """Each objective's worst value, moved ``margin`` of its range (or of its size) further out."""
     costs = to_costs(values, modes)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 import uuid
@@ -177,6 +178,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, prepared=prepared, storage=storage, sweep_id=sweep_id),
         {"cpu": spec.sweep.trial_cpus})
+    # The old reporter at verbose=0 prints nothing; the new one still prints paths on stdout.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     t0 = time.perf_counter()
     try:
         if resume:
@@ -215,7 +218,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
 # ---------------------------------------------------------------- after the trials
 def finalize(client, exp_id: str, parent_id: str, spec: SweepSpec, sweep_id: str):
     """Rank the trials, log the front to the parent, register the front's models."""
-    from orchestrator.sweep.pareto import default_reference, hypervolume, pareto_ranks, plot_front, write_csv
+    from orchestrator.sweep.pareto import default_reference, normalized_hypervolume, pareto_ranks, plot_front, write_csv
     from orchestrator.sweep.tracking import TRIAL_ID_TAG, sweep_children
     from orchestrator.tracking import log_artifacts, log_epoch
 
@@ -240,7 +243,7 @@ def finalize(client, exp_id: str, parent_id: str, spec: SweepSpec, sweep_id: str
             r["pareto_rank"], r["is_pareto"] = int(k), int(k == 1)
         ref = (np.asarray(spec.sweep.hypervolume_reference, dtype=np.float64) if spec.sweep.hypervolume_reference
                else default_reference(values, modes))
-        hv = hypervolume(values[ranks == 1], modes, ref)
+        hv = normalized_hypervolume(values[ranks == 1], modes, ref)
     worst = max((r["pareto_rank"] for r in ranked), default=0)
     for r in rows:
         if "pareto_rank" not in r:  # stopped early, failed, or missing an objective: after every complete trial

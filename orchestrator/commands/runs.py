@@ -1,0 +1,159 @@
+"""`dance runs [EXPERIMENT|SWEEP_RUN_ID]` — compare runs from MLflow in the terminal.
+
+With a sweep's parent run id: its trials, with the swept params, the final objectives,
+the Pareto rank and mark. With an experiment name: every run in it (sweep parents
+included, marked). With nothing: the most recent sweep of any experiment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from orchestrator.errors import UserError
+
+DEFAULT_METRICS = ["miou", "train_flops", "infer_flops_per_image"]
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _latest_sweep(client):
+    exps = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in exps], filter_string="tags.`dance.kind` = 'sweep'",
+                              order_by=["attributes.start_time DESC"], max_results=1) if exps else []
+    if not runs:
+        raise UserError("no sweep in this MLflow store yet (run `dance sweep CONFIG` or `dance quickstart`), "
+                        "or name an experiment")
+    return runs[0]
+
+
+def select(target: str | None, client):
+    """(DataFrame of runs, swept param names, objective metric names, title)."""
+    import mlflow
+
+    parent = None
+    if target is None:
+        parent = _latest_sweep(client)
+    elif RUN_ID.match(target):
+        try:
+            parent = client.get_run(target)
+        except Exception:
+            raise UserError(f"{target}: no such run in this MLflow store") from None
+    if parent is not None:
+        p = parent.data.params
+        sweep_id = parent.data.tags.get("dance.sweep_id")
+        if not sweep_id:
+            raise UserError(f"run {parent.info.run_id} is not a sweep's parent run (no dance.sweep_id tag)")
+        df = mlflow.search_runs([parent.info.experiment_id],
+                                filter_string=f"tags.`dance.sweep_id` = '{sweep_id}' and tags.`dance.kind` = 'trial'")
+        swept = json.loads(p.get("sweep.space_paths", "[]"))
+        objectives = [o["metric"] for o in json.loads(p.get("sweep.objectives", "[]"))] or DEFAULT_METRICS
+        return df, swept, objectives, f"sweep {sweep_id} (parent run {parent.info.run_id})"
+    exp = client.get_experiment_by_name(target)
+    if exp is None:
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise UserError(f"{target}: neither a run id nor an experiment name (experiments: {names})")
+    df = mlflow.search_runs([exp.experiment_id])
+    return df, [], DEFAULT_METRICS, f"experiment {target}"
+
+
+def _cell(v) -> str:
+    if _missing(v):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3e}" if abs(v) >= 1e5 else f"{v:.4g}"
+    return str(v)
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def param_columns(df, swept: list[str]) -> list[str]:
+    """A swept leaf is one column; a swept section (``slimming``) is its keys that differ between runs."""
+    out = []
+    for path in swept:
+        if f"params.{path}" in df.columns:
+            out.append(path)
+            continue
+        subs = [c[len("params."):] for c in df.columns if c.startswith(f"params.{path}.")]
+        varying = [k for k in subs if df[f"params.{k}"].nunique(dropna=True) > 1]
+        out += varying or subs
+    return out
+
+
+def table_rows(df, swept: list[str], metrics: list[str], sort: str | None) -> tuple[list[str], list[list]]:
+    swept = param_columns(df, swept)
+    cols = ["", "run", "status", "components", *swept, *metrics, "pareto_rank"]
+    rows = []
+    for _, r in df.iterrows():
+        def get(kind: str, key: str):
+            name = f"{kind}.{key}"
+            v = r[name] if name in df.columns else None
+            return None if _missing(v) else v
+
+        is_p = get("metrics", "is_pareto")
+        kind = get("tags", "dance.kind")
+        mark = "★" if is_p == 1 else ("sweep" if kind == "sweep" else "")
+        name = get("tags", "dance.trial_id") or get("tags", "mlflow.runName") or r["run_id"][:8]
+        rows.append([mark, name, r["status"], get("tags", "dance.components") or "",
+                     *[get("params", k) for k in swept], *[get("metrics", m) for m in metrics],
+                     get("metrics", "pareto_rank")])
+    if sort:
+        key = cols.index(sort) if sort in cols else None
+        if key is None:
+            raise UserError(f"--sort {sort}: not a column ({', '.join(c for c in cols if c)})")
+        desc = sort in ("miou", "pixel_acc", "images_per_s", "is_pareto")
+
+        def k(row):
+            v = row[key]
+            missing = _missing(v)
+            return (missing, -v if (desc and not missing and isinstance(v, (int, float))) else (0 if missing else v))
+
+        rows.sort(key=k)
+    return cols, rows
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import mlflow
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise UserError(f"no MLflow store at {uri} (run a sweep here first, or pass --tracking-uri)")
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    df, swept, metrics, title = select(args.target, client)
+    extra = [m for m in (args.metric or []) if m not in metrics]
+    cols, rows = table_rows(df, swept, metrics + extra, args.sort)
+    if args.csv:
+        import csv
+
+        with open(args.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["pareto" if c == "" else c for c in cols])
+            w.writerows([["" if v is None else v for v in row] for row in rows])
+        print(f"wrote {len(rows)} run(s) to {args.csv}", file=sys.stderr)
+    t = Table(title=f"{title}: {len(rows)} run(s)", title_justify="left")
+    for c in cols:
+        t.add_column(c)
+    for row in rows:
+        t.add_row(*[_cell(v) for v in row])
+    (Console() if sys.stdout.isatty() else Console(width=200)).print(t)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="compare runs from MLflow in the terminal (a sweep's trials, Pareto marked)",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    p.add_argument("target", nargs="?", help="a sweep's parent run id, or an experiment name (default: latest sweep)")
+    p.add_argument("--csv", type=Path, help="also write the table to this CSV file")
+    p.add_argument("--sort", metavar="COLUMN", help="sort by this column (miou: best first; others ascending)")
+    p.add_argument("--metric", action="append", help="add a metric column (repeatable)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.set_defaults(func=cmd_runs)
