@@ -5,6 +5,7 @@ Every problem is a :class:`UserError` naming the file and the YAML path
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -53,26 +54,56 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _read_yaml(p: Path) -> dict:
+    if not p.is_file():
+        raise UserError(f"{p}: config file not found")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The YAML at ``path`` with its ``base:`` chain merged in (the file's own keys win)."""
+    path = path.resolve()
+    if path in _seen:
+        raise UserError(f"{path}: 'base' chain loops back to itself")
+    tree = _read_yaml(path)
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str):
+        raise UserError(f"{path}: base: expected a file path, got {type(base).__name__}")
+    return deep_merge(read_tree((path.parent / base), _seen + (path,)), tree)
+
+
 def load_config(path: Path | str | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read, override and validate an experiment config (``None`` = all defaults)."""
     tree: dict = {}
     source = "defaults"
     if path is not None:
         source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise UserError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise UserError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-        tree = loaded
+        tree = read_tree(Path(path))
+        if "sweep" in tree:
+            raise UserError(f"{path}: this is a sweep file (it has a sweep: section); run it with `dance sweep {path}`, "
+                            "or train one point of it from the experiment file it is based on")
     apply_overrides(tree, overrides)
     try:
         cfg = ExperimentConfig.model_validate(tree)

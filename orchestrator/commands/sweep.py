@@ -34,16 +34,20 @@ def ui_command(uri: str) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from orchestrator.sweep.runner import run_sweep
+    from orchestrator.sweep.runner import SweepInterrupted, run_sweep
     from orchestrator.sweep.space import count_trials, load_sweep
 
     spec = load_sweep(args.config, args.set or [])  # every problem of the file, together, before Ray starts
     if args.dry_run:
         print(f"{args.config}: valid; {count_trials(spec.sweep)} trial(s), search {spec.sweep.search}")
         return 0
-    out = run_sweep(spec, address=args.address, tracking_uri=args.tracking_uri, resume=args.resume,
-                    live=None if not args.plain else False, verbose=args.verbose,
-                    print_fn=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        out = run_sweep(spec, address=args.address, tracking_uri=args.tracking_uri, resume=args.resume,
+                        live=None if not args.plain else False, verbose=args.verbose,
+                        print_fn=lambda line: print(line, file=sys.stderr, flush=True))
+    except SweepInterrupted as exc:
+        print(f"dance: {exc}", file=sys.stderr)
+        return 130
     names = [o.metric for o in spec.sweep.objectives]
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(pareto_table(out.rows, names))

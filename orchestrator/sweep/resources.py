@@ -9,10 +9,14 @@ arrangement can hold is refused before the first trial starts.
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 from orchestrator.errors import UserError
 from workers.config import ExperimentConfig
+
+log = logging.getLogger("dance.sweep")
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,16 @@ def plan_concurrency(needs: list[TrialNeeds], nodes: list[dict], requested: int 
                 + f", but the Ray cluster has {total_cpu:g} CPU and {total_gpu:g} GPU on {len(nodes)} node(s) "
                   "(largest node: " + f"{max((n.get('CPU', 0) for n in nodes), default=0):g} CPU); it could never "
                   "start. Lower scaling.num_workers or scaling.cpus_per_worker, or add nodes")
-    fits = max(1, _groups_on_nodes(nodes, worst))
+    groups = _groups_on_nodes(nodes, worst)
+    # Each trial's driver holds its small CPU share for the whole trial, beside the worker group.
+    by_total = int((total_cpu + 1e-9) // worst.cpus) if worst.cpus else groups
+    fits = max(1, min(groups, by_total))
     if requested == "auto":
+        if by_total < groups and fits < groups:
+            spare = (total_cpu - groups * worst.driver_cpus) / max(groups * worst.workers, 1)
+            log.warning("only %d trial(s) at a time: the trial drivers' CPU share (%g each) leaves no room for a "
+                        "further worker group; scaling.cpus_per_worker: %.2f would let %d run at once",
+                        fits, worst.driver_cpus, math.floor(spare * 100) / 100, groups)
         return fits
     if int(requested) > fits:
         raise UserError(f"sweep.max_concurrent_trials is {requested}, but the cluster holds only {fits} trial(s) "

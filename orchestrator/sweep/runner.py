@@ -195,12 +195,16 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
                 run_config=tune.RunConfig(name=sweep_id, storage_path=storage.path,
                                           storage_filesystem=storage.filesystem, callbacks=[tracker, table],
                                           verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
-        tuner.fit()
+        results = tuner.fit()
+        interrupted = unfinished_trials(results)
     except KeyboardInterrupt:
-        client.set_tag(parent_id, "dance.interrupted", time.strftime("%Y-%m-%d %H:%M:%S"))
-        raise UserError(f"sweep interrupted; continue it with: dance sweep {spec.source} --resume {sweep_id}") from None
+        interrupted = ["?"]
     finally:
         table.close()
+    if interrupted:  # Tune catches Ctrl-C itself, saves its state and returns early
+        mark_interrupted(client, exp_id, parent_id, sweep_id)
+        raise SweepInterrupted(f"sweep {sweep_id} interrupted with {len(interrupted)} trial(s) unfinished; "
+                               f"continue it with: dance sweep {spec.source} --resume {sweep_id}")
     timings["tune_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     rows, hv, registered = finalize(client, exp_id, parent_id, spec, sweep_id)
@@ -213,6 +217,30 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     statuses = {r["status"] for r in rows}
     client.set_terminated(parent_id, "FAILED" if rows and statuses == {"FAILED"} else "FINISHED")
     return SweepOutcome(sweep_id, experiment, uri, parent_id, rows, hv, timings, registered)
+
+
+class SweepInterrupted(UserError):
+    """Stopped before every trial ended; ``--resume`` continues it."""
+
+
+def unfinished_trials(results) -> list[str]:
+    """Ids of trials Tune left pending or running (it returns early on SIGINT)."""
+    analysis = getattr(results, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None) or []
+    return [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
+
+
+def mark_interrupted(client, exp_id: str, parent_id: str, sweep_id: str) -> None:
+    """Unfinished child runs end KILLED (reopened as RUNNING on resume); the parent says why."""
+    from orchestrator.sweep.tracking import sweep_children
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    for run in sweep_children(client, exp_id, sweep_id):
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "dance.stop_reason", f"sweep interrupted at {stamp}; resumable")
+            client.set_terminated(run.info.run_id, "KILLED")
+    client.set_tag(parent_id, "dance.interrupted", stamp)
+    client.set_terminated(parent_id, "KILLED")
 
 
 # ---------------------------------------------------------------- after the trials

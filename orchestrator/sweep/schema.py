@@ -9,7 +9,13 @@ Each entry of ``space`` maps a dotted path of the experiment schema (``ans.stage
     ans.l1_lambda: {uniform: [1.0e-4, 1.0e-3]}
     train.batch_size: {randint: [2, 9]}              # integers lo <= v < hi (Ray's convention)
 
-A mapping value (a range ``{lo, hi}``, or a partial section) is one swept value.
+A mapping value (a range ``{lo, hi}``, or a partial section) is one swept value. A key that
+starts with a dot names an axis of whole partial configs — recipes — crossed with the others::
+
+    .method:
+      grid:
+        - {label: baseline, ans: {enabled: false}, slimming: {cad: false, casd: false, cal: false}}
+        - {label: DANCE}                              # the experiment as written
 """
 from __future__ import annotations
 

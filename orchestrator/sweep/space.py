@@ -18,10 +18,10 @@ from typing import Any, Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.config import apply_overrides, format_validation_error
+from orchestrator.config import apply_overrides, deep_merge, format_validation_error, read_tree
 from orchestrator.errors import UserError
 from orchestrator.training import absolute_paths
-from orchestrator.sweep.schema import DISCRETE, SweepConfig
+from orchestrator.sweep.schema import DISCRETE, Domain, SweepConfig
 from workers.config import ExperimentConfig
 
 # Metrics a trial reports every epoch (workers/train_loop.py, workers/evaluate.py).
@@ -32,6 +32,13 @@ TRIAL_METRICS = ("miou", "pixel_acc", "train_flops", "epoch_train_flops", "infer
 # Sweeping these would mean scoring more than one dataset; a sweep scores one, once.
 FIXED_PATHS = ("data.kind", "data.root", "data.train_split", "data.val_split", "data.cache_dir", "data",
                "tracking", "name")
+# A key that starts with a dot (".method", ".model", or just ".") names an axis of whole partial
+# configs: each value is a mapping of overrides merged into the experiment (a recipe per value).
+WHOLE = "."
+
+
+def is_whole(key: str) -> bool:
+    return key.startswith(WHOLE)
 # Above this many corner combinations only each axis is checked on its own.
 MAX_COMBINATIONS = 4096
 
@@ -61,6 +68,10 @@ class SweepSpec:
         for k, v in decode_params(params).items():
             if k not in self.sweep.space:
                 continue
+            if is_whole(k):
+                parts.append(str(v.get("label")) if isinstance(v, dict) and "label" in v
+                             else f"{k}={json.dumps(v, separators=(',', ':'))[:60]}")
+                continue
             if isinstance(v, float):
                 v = f"{v:.4g}"
             elif isinstance(v, dict):
@@ -68,47 +79,6 @@ class SweepSpec:
             parts.append(f"{k}={v}")
         return " ".join(parts) or "base"
 
-
-
-# ---------------------------------------------------------------- reading
-def _read_yaml(p: Path) -> dict:
-    if not p.is_file():
-        raise UserError(f"{p}: config file not found")
-    try:
-        loaded = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise UserError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-    return loaded
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def read_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """The YAML at ``path`` with its ``base:`` chain merged in (the file's own keys win)."""
-    path = path.resolve()
-    if path in _seen:
-        raise UserError(f"{path}: 'base' chain loops back to itself")
-    tree = _read_yaml(path)
-    base = tree.pop("base", None)
-    if base is None:
-        return tree
-    if not isinstance(base, str):
-        raise UserError(f"{path}: base: expected a file path, got {type(base).__name__}")
-    return deep_merge(read_tree((path.parent / base), _seen + (path,)), tree)
 
 
 # ---------------------------------------------------------------- points
@@ -125,6 +95,9 @@ def apply_point(tree: dict, point: dict[str, Any]) -> dict:
     """``tree`` with each dotted path set; a mapping merged into a section, anything else replacing."""
     out = copy.deepcopy(tree)
     for dotted, value in point.items():
+        if is_whole(dotted):
+            out = deep_merge(out, {k: v for k, v in value.items() if k != "label"})
+            continue
         keys = dotted.split(".")
         node = out
         for k in keys[:-1]:
@@ -139,6 +112,8 @@ def apply_point(tree: dict, point: dict[str, Any]) -> dict:
 
 def _path_error(dotted: str) -> str | None:
     """Why ``dotted`` is not a path of the experiment schema (None when it is)."""
+    if is_whole(dotted):
+        return None
     model: type[BaseModel] | None = ExperimentConfig
     keys = dotted.split(".")
     for i, k in enumerate(keys):
@@ -157,13 +132,18 @@ def _path_error(dotted: str) -> str | None:
     return None
 
 
+def _lines(exc: ValidationError) -> list[str]:
+    """pydantic's errors as ``path: message`` lines, without its 'Value error, ' prefix."""
+    body = format_validation_error(exc, "x").splitlines()[1:]
+    return [line.strip().replace("Value error, ", "") for line in body]
+
+
 def _validate_point(tree: dict, point: dict[str, Any]) -> list[str]:
     try:
         ExperimentConfig.model_validate(apply_point(tree, point))
         return []
     except ValidationError as exc:
-        body = format_validation_error(exc, "x").splitlines()[1:]
-        return [line.strip() for line in body]
+        return _lines(exc)
 
 
 def check_space(tree: dict, sweep: SweepConfig) -> list[str]:
@@ -176,6 +156,13 @@ def check_space(tree: dict, sweep: SweepConfig) -> list[str]:
             errors.append(f"{where}: cannot be swept (a sweep trains on one dataset, scored once, and logs to one "
                           "experiment)")
             continue
+        if is_whole(dotted):
+            bad = [v for v in dom.probe_points() if not isinstance(v, dict)]
+            fixed = sorted({k for v in dom.probe_points() if isinstance(v, dict) for k in v} & {"data", "tracking", "name"})
+            if bad or fixed:
+                errors.append(f"{where}: every value of a '.'-axis must be a mapping of overrides"
+                              + (f" that leaves {', '.join(fixed)} alone" if fixed else ""))
+                continue
         why = _path_error(dotted)
         if why:
             errors.append(f"{where}: {why}")
@@ -269,16 +256,33 @@ def load_sweep(path: Path | str, overrides: Sequence[str] = (), *, check_data: b
     sweep = None
     if raw_sweep is None:
         errors.append("sweep: missing section (what to sweep: space, search, objectives; see docs/sweeps.md)")
+    elif not isinstance(raw_sweep, dict):
+        errors.append(f"sweep: expected a mapping, got {type(raw_sweep).__name__}")
     else:
+        raw_sweep = dict(raw_sweep)
+        raw_space = raw_sweep.pop("space", None) or {}
         try:
             sweep = SweepConfig.model_validate(raw_sweep)
         except ValidationError as exc:
-            errors += ["sweep." + line.strip() for line in format_validation_error(exc, "x").splitlines()[1:]]
+            errors += ["sweep." + line for line in _lines(exc)]
+        # Domain by domain, so one bad domain does not hide the problems of the others.
+        domains = {}
+        if not isinstance(raw_space, dict):
+            errors.append(f"sweep.space: expected a mapping of path: domain, got {type(raw_space).__name__}")
+            raw_space = {}
+        for key, raw in raw_space.items():
+            try:
+                domains[str(key)] = Domain.model_validate(raw)
+            except ValidationError as exc:
+                errors += [f"sweep.space.{key}" + (f".{line}" if not line.startswith("(top level)") else
+                                                   line[len("(top level)"):]) for line in _lines(exc)]
+        if sweep is not None:
+            sweep = sweep.model_copy(update={"space": domains})
     base = None
     try:
         base = ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
-        errors += [line.strip() for line in format_validation_error(exc, "x").splitlines()[1:]]
+        errors += _lines(exc)
     if sweep is not None:
         errors += check_search(sweep, base)
         if base is not None:

@@ -109,6 +109,9 @@ class SweepTracker(Callback):
     # ------------------------------------------------------------ Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         rid = self.run_id(trial)
+        run = self.client.get_run(rid)
+        if "dance.stop_reason" in run.data.tags:  # an interrupted trial resumes
+            self.client.delete_tag(rid, "dance.stop_reason")
         self.client.update_run(rid, status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
