@@ -33,6 +33,13 @@ class Storage:
     def join(self, *parts: str) -> str:
         return "/".join([self.path.rstrip("/"), *parts]) if self.filesystem is not None else str(Path(self.path, *parts))
 
+    def child(self, *parts: str) -> "Storage":
+        """The same storage, rooted at a sub-folder (created for a plain folder)."""
+        path = self.join(*parts)
+        if self.filesystem is None:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        return Storage(path, self.filesystem, self.uri)
+
     def download(self, remote: str, local: Path) -> Path:
         """Copy a folder from this storage to ``local`` (a no-op path for a plain folder)."""
         if self.filesystem is None:
@@ -62,6 +69,8 @@ def _s3(uri: str) -> Storage:
         raise UserError(f"train.storage_path: {uri}: unknown URI option(s) {sorted(unknown)} "
                         "(endpoint_override, scheme, region)")
     kwargs: dict[str, Any] = {"endpoint_override": query.get("endpoint_override"), "scheme": query.get("scheme", "https"),
+                              "connect_timeout": 5.0,
+                              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
                               "region": query.get("region", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))}
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:

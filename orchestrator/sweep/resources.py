@@ -50,6 +50,17 @@ def _groups_on_nodes(nodes: list[dict], need: TrialNeeds) -> int:
     return workers // max(need.workers, 1)
 
 
+def _fits_with_drivers(nodes: list[dict], need: TrialNeeds, k: int) -> bool:
+    """Whether k worker groups still fit when the k trial drivers all sit on the largest node.
+
+    Tune packs the drivers' small bundles together, so that is the case to plan for.
+    """
+    left = [dict(n) for n in nodes]
+    big = max(left, key=lambda n: n.get("CPU", 0))
+    big["CPU"] = big.get("CPU", 0) - k * need.driver_cpus
+    return big["CPU"] >= 0 and _groups_on_nodes(left, need) >= k
+
+
 def plan_concurrency(needs: list[TrialNeeds], nodes: list[dict], requested: int | str) -> int:
     """``max_concurrent_trials`` for these trials on these nodes; UserError if one never fits."""
     total_cpu = sum(n.get("CPU", 0) for n in nodes)
@@ -64,15 +75,13 @@ def plan_concurrency(needs: list[TrialNeeds], nodes: list[dict], requested: int 
                   "(largest node: " + f"{max((n.get('CPU', 0) for n in nodes), default=0):g} CPU); it could never "
                   "start. Lower scaling.num_workers or scaling.cpus_per_worker, or add nodes")
     groups = _groups_on_nodes(nodes, worst)
-    # Each trial's driver holds its small CPU share for the whole trial, beside the worker group.
-    by_total = int((total_cpu + 1e-9) // worst.cpus) if worst.cpus else groups
-    fits = max(1, min(groups, by_total))
+    fits = max(1, max((k for k in range(1, groups + 1) if _fits_with_drivers(nodes, worst, k)), default=1))
     if requested == "auto":
-        if by_total < groups and fits < groups:
-            spare = (total_cpu - groups * worst.driver_cpus) / max(groups * worst.workers, 1)
+        if fits < groups:
             log.warning("only %d trial(s) at a time: the trial drivers' CPU share (%g each) leaves no room for a "
-                        "further worker group; scaling.cpus_per_worker: %.2f would let %d run at once",
-                        fits, worst.driver_cpus, math.floor(spare * 100) / 100, groups)
+                        "further worker group; a slightly smaller scaling.cpus_per_worker (e.g. %.2f) would let %d "
+                        "run at once", fits, worst.driver_cpus,
+                        math.floor((worst.cpus_per_worker - groups * worst.driver_cpus) * 100) / 100, groups)
         return fits
     if int(requested) > fits:
         raise UserError(f"sweep.max_concurrent_trials is {requested}, but the cluster holds only {fits} trial(s) "

@@ -180,6 +180,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
         {"cpu": spec.sweep.trial_cpus})
     # The old reporter at verbose=0 prints nothing; the new one still prints paths on stdout.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune saves its state every >= 10 s by default; a driver killed right after a trial ended
+    # would then rerun that trial on --resume. The state of a sweep is small: save it often.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
     t0 = time.perf_counter()
     try:
         if resume:

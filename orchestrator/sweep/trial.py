@@ -3,19 +3,15 @@
 This function is the Tune trainable (wrapped in ``tune.with_parameters`` and
 ``tune.with_resources`` by the runner). It never scores images: the driver scored the
 dataset and fitted the CDF once per sweep and hands the scores in as ``prepared``. The
-Train run's name is ``<sweep>-<trial id>`` under the sweep's storage, so a trial that is
-resumed (driver restart, ``Tuner.restore``) finds its own Train run and continues from its
-last checkpoint.
+Train run is ``<storage>/<sweep>/train/<trial id>``, beside Tune's own folder of the sweep,
+so a trial that is resumed (driver restart, ``Tuner.restore``) finds its own Train run and
+continues from its last checkpoint.
 """
 from __future__ import annotations
 
 from typing import Any
 
 PREPARED_KEYS = ("cdf", "train_p", "val_p", "scoring_flops", "sc_train_summary")
-
-
-def train_run_name(sweep_id: str, trial_id: str) -> str:
-    return f"{sweep_id}-{trial_id}"
 
 
 def run_trial(config: dict[str, Any], *, spec, prepared: dict[str, Any], storage, sweep_id: str) -> None:
@@ -27,12 +23,13 @@ def run_trial(config: dict[str, Any], *, spec, prepared: dict[str, Any], storage
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = spec.resolve(config)
-    name = train_run_name(sweep_id, trial_id)
+    name = trial_id
     wcfg = {"experiment": cfg.model_dump(mode="json"), "run_name": name,
             **{k: prepared.get(k) for k in PREPARED_KEYS}}
     if not cfg.slimming.uses_p:  # p is not used; keep the worker config as `dance train` builds it
         wcfg.update(cdf=None, train_p=None, val_p=None, scoring_flops=0)
-    trainer = build_trainer(cfg, wcfg, run_name=name, callbacks=[TuneReportCallback()], storage=storage)
+    trainer = build_trainer(cfg, wcfg, run_name=name, callbacks=[TuneReportCallback()],
+                            storage=storage.child(sweep_id, "train"))
     result = trainer.fit()
     if result.error is not None:
         raise result.error

@@ -181,7 +181,10 @@ def test_concurrency_follows_the_nodes_and_refuses_what_never_fits():
     assert plan_concurrency([one_cpu], [{"CPU": 2.5}], "auto") == 2
     almost = TrialNeeds(workers=1, cpus_per_worker=0.99, gpus_per_worker=0, driver_cpus=0.01)
     assert plan_concurrency([almost], [{"CPU": 2}], "auto") == 2
-    assert plan_concurrency([almost], [{"CPU": 1}, {"CPU": 1}], "auto") == 2
+    # On two 1-CPU nodes both drivers may sit on one node: 0.99 + 0.02 > 1, so only 0.98 lets two run.
+    assert plan_concurrency([almost], [{"CPU": 1}, {"CPU": 1}], "auto") == 1
+    fit = TrialNeeds(workers=1, cpus_per_worker=0.98, gpus_per_worker=0, driver_cpus=0.01)
+    assert plan_concurrency([fit], [{"CPU": 1}, {"CPU": 1}], "auto") == 2
     assert plan_concurrency([two_workers], [{"CPU": 2}], "auto") == 1
     assert plan_concurrency([two_workers], [{"CPU": 1}, {"CPU": 1}], "auto") == 1  # spread over nodes
     half = TrialNeeds(workers=2, cpus_per_worker=1.5, gpus_per_worker=0, driver_cpus=0.01)

@@ -166,5 +166,14 @@ def score_paths(
 
 
 def score_dataset(dataset, **kwargs) -> np.ndarray:
-    """SC_mean for every image of a :class:`~workers.data.datasets.base.SegDataset`."""
-    return score_paths(dataset.image_paths(), **kwargs)
+    """SC_mean for every image of a :class:`~workers.data.datasets.base.SegDataset`.
+
+    With ``$DANCE_SCORING_TRACE`` set, each call appends ``pid images`` to that file: how a
+    test shows that a sweep scores on its driver only, never in a trial.
+    """
+    paths = dataset.image_paths()
+    trace = os.environ.get("DANCE_SCORING_TRACE")
+    if trace:
+        with open(trace, "a") as f:
+            f.write(f"{os.getpid()} {len(paths)}\n")
+    return score_paths(paths, **kwargs)

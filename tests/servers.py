@@ -1,0 +1,83 @@
+"""Real servers for tests, on 127.0.0.1, each stopped by its own process group id.
+
+* ``mlflow_server``: ``mlflow server`` with a sqlite backend and an artifact destination
+  (artifacts go through the server, ``mlflow-artifacts:/``).
+* ``s3_server``: moto's standalone S3-compatible server.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} not answering after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def _process(cmd: list[str], log: Path, health: str, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env or dict(os.environ))
+    try:
+        _wait_http(health, proc, log)
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server and the workers it forked
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=15)
+
+
+@contextmanager
+def mlflow_server(tmp: Path) -> Iterator[str]:
+    """A tracking server at http://127.0.0.1:PORT; yields its URI."""
+    port = free_port()
+    mlflow = str(BIN / "mlflow") if (BIN / "mlflow").is_file() else shutil.which("mlflow")
+    cmd = [mlflow, "server", "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
+           "--artifacts-destination", str(tmp / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    with _process(cmd, tmp / "mlflow-server.log", f"http://127.0.0.1:{port}/health"):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def s3_server(tmp: Path) -> Iterator[str]:
+    """moto's S3 server; yields ``host:port``. Credentials are whatever the client sends."""
+    port = free_port()
+    moto = str(BIN / "moto_server") if (BIN / "moto_server").is_file() else shutil.which("moto_server")
+    with _process([moto, "-H", "127.0.0.1", "-p", str(port)], tmp / "moto.log",
+                  f"http://127.0.0.1:{port}/moto-api/"):
+        yield f"127.0.0.1:{port}"
