@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from workers.dance.ans import ANSConfig, NetworkSlimmer, PrunePlan, PruningNotReadyError, due_stage, unwrap_model
+from workers.dance.ans import (ANSConfig, NetworkSlimmer, PrunePlan, PruningNotReadyError, due_stage, stage_points,
+                               unwrap_model)
 from workers.models import build_model, get_parts
 from workers.pruning_report import plot_pruning_report
 
@@ -160,9 +161,100 @@ def test_resume_from_slimmer_state_continues_the_schedule():
 
 
 def test_due_stage_follows_algorithm_1():
-    # 12 epochs, S = 6: prune after epochs 2, 4, ..., 12.
-    assert [due_stage(e, 12, 6) for e in range(13)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
-    assert due_stage(10, 10, 3) == 3 and due_stage(3.34, 10, 3) == 1
+    # Algorithm 1, 12 epochs, S = 6: t mod 2 == 0 after epochs t = 0, 2, ..., 10 (1, 3, ..., 11 done);
+    # the last stage (epoch 11) trains the final structure.
+    assert stage_points(12, 6) == [1, 3, 5, 7, 9, 11]
+    assert [due_stage(e, 12, 6) for e in range(13)] == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    # 30 epochs, S = 6 (the issue's setting): after epochs 0, 5, ..., 25; epochs 26-29 train the final net.
+    assert stage_points(30, 6) == [1, 6, 11, 16, 21, 26]
+    # The old schedule stays available by name: the last prune on the last iteration.
+    assert [due_stage(e, 12, 6, "end_of_stage") for e in range(13)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
+    assert due_stage(10, 10, 3, "end_of_stage") == 3 and due_stage(3.34, 10, 3, "end_of_stage") == 1
+    # Stages shorter than two epochs: the first prune half a stage in, every point distinct and < t_max.
+    for total, stages in [(6, 6), (4, 6), (1, 6), (8, 6), (10, 3)]:
+        pts = stage_points(total, stages)
+        assert len(set(pts)) == stages and all(0 < a < b for a, b in zip(pts, pts[1:])) and pts[-1] < total
+    with pytest.raises(ValueError, match="unknown ANS schedule"):
+        stage_points(10, 2, "sometimes")
+
+
+def gammas_by_channel(slimmer: NetworkSlimmer) -> dict[tuple[str, int], float]:
+    """Importance (mean |γ| over the group's BNs) of every prunable channel, by (root layer, index)."""
+    return {(name, i): float(v) for name, g in slimmer._groups().items() for i, v in enumerate(slimmer._importance(g))}
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_the_channels_that_go_are_the_smallest_gammas_globally(name):
+    model = small(name, seed=3)
+    slimmer = NetworkSlimmer(model, ANSConfig(target_ratio=0.5, stages=2))
+    imp = gammas_by_channel(slimmer)
+    plan = slimmer.plan_stage(1)
+    gone = {(layer, i) for layer, idxs in plan.prune.items() for i in idxs}
+    kept = set(imp) - gone
+    assert len(gone) == plan.num_pruned == plan.channels_before - plan.target_channels > 0
+    # Global ranking: every removed channel's |γ| is below every kept channel's (min_channels_per_layer=1
+    # never binds with random γ at 50 %): pruning the LARGEST |γ| would fail here.
+    assert max(imp[c] for c in gone) <= min(imp[c] for c in kept)
+    ranked = sorted(imp, key=lambda c: (imp[c], c))
+    assert gone == set(ranked[: len(gone)])
+    assert plan.gamma_spread == pytest.approx(slimmer.gamma_spread())
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_pruned_output_equals_the_unpruned_model_with_those_bn_channels_zeroed(name):
+    """Structural removal computes exactly what zeroing the removed channels' BN γ and β computes."""
+    model = small(name, seed=5)
+    with torch.no_grad():  # non-zero shifts everywhere, so zeroing β matters
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.bias.uniform_(-0.5, 0.5)
+    model.eval()
+    slimmer = NetworkSlimmer(model, ANSConfig(target_ratio=0.5, stages=1))
+    plan = slimmer.plan_stage(1)
+    masked = copy.deepcopy(model)
+    mods = dict(masked.named_modules())
+    groups = slimmer._groups()
+    for layer, idxs in plan.prune.items():
+        for bn, bn_idxs, root_idxs in groups[layer]["bns"]:
+            target = mods[slimmer._names[bn]]
+            rows = [b for b, r in zip(bn_idxs, root_idxs) if r in set(idxs)]
+            with torch.no_grad():
+                target.weight[rows] = 0.0
+                target.bias[rows] = 0.0
+    slimmer.apply(plan)
+    x = torch.randn(2, 3, *valid_sizes(model)[2], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, got = masked(x), model(x)
+    assert got.shape == ref.shape
+    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4), float((got - ref).abs().max())
+    # ... while zeroing the channels a REVERSED ranking would pick (largest |γ|) gives another output.
+    twin = copy.deepcopy(masked)
+    ts = NetworkSlimmer(twin, ANSConfig(target_ratio=0.5, stages=1))
+    imp = gammas_by_channel(ts)
+    largest = sorted(imp, key=lambda c: -imp[c])[: plan.num_pruned]
+    tmods, tgroups = dict(twin.named_modules()), ts._groups()
+    with torch.no_grad():
+        for layer, i in largest:
+            for bn, bn_idxs, root_idxs in tgroups[layer]["bns"]:
+                rows = [b for b, r in zip(bn_idxs, root_idxs) if r == i]
+                tmods[ts._names[bn]].weight[rows] = 0.0
+                tmods[ts._names[bn]].bias[rows] = 0.0
+        assert not torch.allclose(twin(x), got, atol=1e-3, rtol=1e-3)
+
+
+def test_forced_plan_records_spread_and_wait_refuses():
+    torch.manual_seed(0)
+    model = build_model("deeplabv3plus", num_classes=5, variant="small")
+    slimmer = NetworkSlimmer(model, ANSConfig(min_gamma_spread=1e-3))
+    with torch.no_grad():
+        for bn in slimmer.penalised_batchnorms:
+            bn.weight.add_(torch.randn(bn.weight.shape) * 1e-5)
+    with pytest.raises(PruningNotReadyError):
+        slimmer.plan_stage(1)
+    plan = slimmer.plan_stage(1, force=True)
+    assert plan.forced and 0 < plan.gamma_spread < 1e-3 and plan.num_pruned > 0
+    back = PrunePlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert back.gamma_spread == plan.gamma_spread and back.forced
 
 
 def test_pruning_report_splits_multiscale_and_other_layers(tmp_path):

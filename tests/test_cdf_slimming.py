@@ -38,7 +38,7 @@ P = np.linspace(0, 1, 11)
 
 
 def test_default_rules_are_the_papers():
-    cfg = SlimmingConfig()
+    cfg = SlimmingConfig(cad_levels=None)  # the paper's continuous ratio (default: snapped to 6 levels)
     np.testing.assert_allclose(cad_ratio(P, cfg), 0.5 * P + 0.5)
     np.testing.assert_allclose(drop_probability(P, cfg), 1 - P)
     np.testing.assert_allclose(loss_weight(P, cfg), P)
@@ -46,7 +46,7 @@ def test_default_rules_are_the_papers():
 
 @pytest.mark.parametrize("lo,hi", [(0.6, 0.9), (0.25, 1.0)])
 def test_cad_range_honoured(lo, hi):
-    r = cad_ratio(P, SlimmingConfig(cad_range=Range(lo=lo, hi=hi)))
+    r = cad_ratio(P, SlimmingConfig(cad_range=Range(lo=lo, hi=hi), cad_levels=None))
     assert r[0] == pytest.approx(lo) and r[-1] == pytest.approx(hi) and (np.diff(r) > 0).all()
 
 
@@ -100,5 +100,40 @@ def test_quantised_sizes_divisible_and_bounded(quantum):
 
 def test_dance_sizes_follow_p():
     sizes = dance_sizes([(512, 1024)] * 3, np.array([0.0, 0.5, 1.0]), SlimmingConfig(), quantum=16)
+    assert sizes == [(256, 512), (416, 816), (512, 1024)]   # 0.5 snaps to the level 0.8 (6 levels, halves up)
+    sizes = dance_sizes([(512, 1024)] * 3, np.array([0.0, 0.5, 1.0]), SlimmingConfig(cad_levels=None), quantum=16)
     assert sizes == [(256, 512), (384, 768), (512, 1024)]
     assert dance_sizes([(512, 1024)], np.array([0.0]), SlimmingConfig(cad=False), quantum=16) == [(512, 1024)]
+
+
+def test_cad_levels_snap_the_ratio_to_evenly_spaced_levels():
+    from workers.dance.slimming import SlimmingConfig, cad_ratio
+
+    p = np.linspace(0, 1, 101)
+    r6 = cad_ratio(p, SlimmingConfig())  # default: 6 levels over [0.5, 1]
+    np.testing.assert_allclose(np.unique(r6), [0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    assert np.abs(r6 - (0.5 + 0.5 * p)).max() <= 0.05 + 1e-12   # nearest level
+    np.testing.assert_allclose(cad_ratio(p, SlimmingConfig(cad_levels=None)), 0.5 + 0.5 * p)
+    np.testing.assert_allclose(np.unique(cad_ratio(p, SlimmingConfig(cad_levels=2, cad_range={"lo": 0.6, "hi": 1.0}))),
+                               [0.6, 1.0])
+    assert (cad_ratio(p, SlimmingConfig(cad=False)) == 1).all()
+    with pytest.raises(ValueError):
+        SlimmingConfig(cad_levels=1)
+
+
+def test_p_mode_proposed_random_inverse():
+    from workers.dance.slimming import SlimmingConfig, indicator_p
+
+    p = np.random.default_rng(0).random(500)
+    assert indicator_p(p, SlimmingConfig(), 0, "train") is not p
+    np.testing.assert_allclose(indicator_p(p, SlimmingConfig(), 0, "train"), p)
+    np.testing.assert_allclose(indicator_p(p, SlimmingConfig(p_mode="inverse"), 0, "train"), 1 - p)
+    rnd = SlimmingConfig(p_mode="random")
+    a = indicator_p(p, rnd, 0, "train")
+    # independent of complexity: the same draws whatever p is, repeatable per (seed, split)
+    np.testing.assert_array_equal(a, indicator_p(np.zeros(500), rnd, 0, "train"))
+    assert not np.array_equal(a, indicator_p(p, rnd, 1, "train"))
+    assert not np.array_equal(a, indicator_p(p, rnd, 0, "val"))
+    assert abs(np.corrcoef(a, p)[0, 1]) < 0.15 and 0.4 < a.mean() < 0.6 and a.min() >= 0 and a.max() < 1
+    with pytest.raises(ValueError):
+        SlimmingConfig(p_mode="reversed")

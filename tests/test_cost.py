@@ -68,16 +68,18 @@ def test_paper_equations_against_hand_computed_values():
 def test_generalised_equations_reduce_to_the_paper_at_the_defaults():
     rng = np.random.default_rng(0)
     p = rng.uniform(size=50)
-    cfg = SlimmingConfig()
+    cfg = SlimmingConfig(cad_levels=None)  # the paper's continuous ratio (0.5p + 0.5)
     assert cm.inference_reduction(p, cfg, 0.5) == pytest.approx(cm.paper_eq3(p, 0.5))
     # Consistent Eq. 4: keep probability p outside "1 − ...": 1 − p·ratio²·r^(s/S).
     s = np.arange(1, 7) / 6
     hand = np.mean(1 - p[None] * (0.5 * p[None] + 0.5) ** 2 * 0.5 ** s[:, None])
     assert cm.training_reduction(p, cfg, 0.5, 6) == pytest.approx(hand)
-    # Algorithm 1 timing: stage s trains with r^((s−1)/S).
-    assert cm.stage_keep_fractions(0.25, 2, "algorithm1") == pytest.approx([1.0, 0.5])
+    # Pruning at the end of each stage: stage s trains with r^((s−1)/S); Algorithm 1 (after epochs
+    # 0, t_max/S, ...): r^(s/S), as Eq. 4 writes it.
+    assert cm.stage_keep_fractions(0.25, 2, "end_of_stage") == pytest.approx([1.0, 0.5])
+    assert cm.stage_keep_fractions(0.25, 2, "algorithm1") == pytest.approx([0.5, 0.25])
     # Other ranges: CAD in [0.25, 0.75], CASD off → keep everything.
-    other = SlimmingConfig(cad_range=Range(lo=0.25, hi=0.75), casd=False)
+    other = SlimmingConfig(cad_range=Range(lo=0.25, hi=0.75), casd=False, cad_levels=None)
     assert cm.inference_reduction([1.0], other, 1.0) == pytest.approx(1 - 0.75 ** 2)
     assert cm.training_reduction([0.0], other, 1.0, 2) == pytest.approx(1 - 0.25 ** 2)
 

@@ -121,3 +121,40 @@ def test_eval_batches_cover_everything_once():
     assert sorted(covered) == list(range(41))
     for b in eval_batches(sizes, 4):
         assert len({sizes[i] for i in b}) == 1
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_cad_levels_keep_cityscapes_batches_full(world):
+    """DESIGN §3: 2,975 images of 1024x2048, batch 8, quantum 16: mean batch fill >= 95 % with the
+    default CAD levels, where the continuous ratio leaves batches well short of full."""
+    from workers.dance.batch_fill import simulated_fill
+    from workers.dance.slimming import SlimmingConfig
+
+    continuous = simulated_fill(2975, (1024, 2048), 8, world, SlimmingConfig(cad_levels=None), 16)
+    levels = simulated_fill(2975, (1024, 2048), 8, world, SlimmingConfig(), 16)
+    assert continuous.buckets > 50 and continuous.fill < 0.9
+    assert levels.buckets <= 6 and levels.fill >= 0.95
+
+
+def test_batch_fill_counts_partial_batches():
+    sizes = [(64, 128)] * 10 + [(32, 64)] * 6
+    plan = plan_epoch(sizes, np.zeros(16), 4, seed=0, epoch=0, world_size=1, shuffle=False)
+    # 10 big: 4 + 4 + 2, 6 small: 4 + 2 -> 16 images in 5 steps of 4
+    assert plan.trained == 16 and len(plan.batches) == 5
+    assert plan.batch_fill(4) == pytest.approx(16 / 20)
+
+
+def test_fill_moves_partial_batches_down_and_loses_nothing():
+    sizes = make_sizes(157)
+    probs = np.random.default_rng(3).uniform(0, 0.5, len(sizes))
+    for world in (1, 2):
+        a = plan_epoch(sizes, probs, 4, seed=1, epoch=0, world_size=world)
+        b = plan_epoch(sizes, probs, 4, seed=1, epoch=0, world_size=world, fill=True)
+        # only the smallest bucket can leave images out (fewer than min_batch × ranks), as without fill
+        assert b.trained >= a.trained - (2 * world - 1) and b.unbatched < 2 * world and b.batch_fill(4) >= a.batch_fill(4)
+        smallest = min(set(b.sizes), key=lambda s: s[0] * s[1])
+        partial = {sz for sz, batch in zip(b.sizes, b.batches) if sum(map(len, batch)) < 4 * world}
+        assert partial <= {smallest}
+        # every image still goes to a bucket no larger on either side than its own size
+        assert all(sizes[i][0] >= sz[0] and sizes[i][1] >= sz[1] for sz, batch in zip(b.sizes, b.batches)
+                   for part in batch for i in part)

@@ -207,3 +207,75 @@ def test_energy_is_absent_without_nvml(monkeypatch):
     gpu.start()
     monkeypatch.setattr(energy, "total_energy_mj", lambda index: 3500)
     assert gpu.available and gpu.stop() == pytest.approx(2.5)       # mJ counter delta in joules
+
+
+def test_counted_train_flops_equal_forward_and_backward_of_the_batches_trained(data, monkeypatch):
+    """epoch_train_flops = FlopCounterMode over a real forward + backward of every batch the loop trained,
+    with the structure current at that step (a prune happens mid-run)."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    records: list[tuple[int, tuple, tuple]] = []
+    copies: dict[tuple, torch.nn.Module] = {}
+    original = Trainer._build_model
+
+    def build(self, resume):
+        original(self, resume)
+
+        def hook(mod, args):
+            x = args[0]
+            if mod.training and x.device.type != "meta":  # training steps only (not eval, tracing, counting)
+                sig = tuple((n, tuple(p.shape)) for n, p in mod.named_parameters())
+                if sig not in copies:
+                    c = copy.deepcopy(mod)
+                    c._forward_pre_hooks.clear()
+                    copies[sig] = c
+                records.append((self.epoch, sig, tuple(x.shape)))
+
+        self.inner.register_forward_pre_hook(hook)
+
+    monkeypatch.setattr(Trainer, "_build_model", build)
+    tr, rt = train(data, "train.epochs=2", "ans.stages=2")
+    assert len({sig for _, sig, _ in records}) >= 2          # the structure changed while training
+    cache: dict[tuple, int] = {}
+    per_epoch = [0, 0]
+    for epoch, sig, shape in records:
+        if (sig, shape) not in cache:
+            net = copies[sig].train()
+            with FlopCounterMode(display=False) as fc:
+                net(torch.randn(shape)).float().sum().backward()
+            cache[(sig, shape)] = fc.get_total_flops()
+        per_epoch[epoch] += cache[(sig, shape)]
+    assert [r["epoch_train_flops"] for r in rt.reports] == per_epoch
+    assert sum(r["train_images"] for r in rt.reports) == sum(s[0] for _, _, s in records)
+
+
+def test_every_stage_prunes_at_its_own_step_and_the_last_stage_trains(data):
+    # min_gamma_spread far above any spread: every stage is "not ready", and still prunes at its own point.
+    tr, rt = train(data, "train.epochs=3", "ans.stages=3", "ans.min_gamma_spread=100")
+    log = tr.stage_log
+    assert [e["stage"] for e in log] == [1, 2, 3] and all(e["forced"] for e in log)
+    steps = [e["step"] for e in log]
+    assert len(set(steps)) == 3                                        # never two stages in one step
+    # Algorithm 1 (3 epochs, S = 3, stages shorter than two epochs): due half an epoch, 1.5 and 2.5 epochs in
+    cum = np.cumsum([0] + tr.steps_per_epoch)
+    expected = [int(np.ceil(cum[int(pt)] + (pt % 1) * tr.steps_per_epoch[int(pt)] - 1e-9)) for pt in (0.5, 1.5, 2.5)]
+    assert steps == expected and steps[-1] < tr.total_steps            # the final structure trains
+    # the loop pruned where the precomputed schedule says: (epoch, step within that epoch)
+    assert tr.planned_prunes() == [(e["epoch"], e["step"] - cum[e["epoch"]] - 1) for e in log]
+    spreads = [r.get("ans_prune_gamma_spread") for r in rt.reports]
+    assert all(s is not None and s == pytest.approx(e["gamma_spread"]) for s, e in zip(spreads, log))
+    assert [r["ans_prunes"] for r in rt.reports] == [1, 1, 1]
+    assert all(0 < r["batch_fill"] <= 1 for r in rt.reports)
+    # The old schedule, by name: the last prune on the very last step.
+    old, _ = train(data, "train.epochs=3", "ans.stages=3", "ans.schedule=end_of_stage")
+    assert old.stage_log[-1]["step"] == old.total_steps
+    # wait: a stage that is not ready is retried, never applied together with the next one
+    waited, rep = train(data, "train.epochs=2", "ans.stages=2", "ans.min_gamma_spread=100", "ans.not_ready=wait")
+    assert waited.stage_log == [] and rep.reports[-1]["ans_stage"] == 0
+
+
+def test_too_few_steps_for_the_stages_is_one_clear_error(data):
+    with pytest.raises(ValueError, match="separate training steps"):
+        train(data, "train.epochs=1", "ans.stages=40")

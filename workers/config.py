@@ -96,6 +96,10 @@ class TrainConfig(Strict):
     size_quantum: int | None = Field(default=None, ge=1, description=(
         "round CAD sizes to multiples of this (a multiple of the model's size quantum; default: the model's). "
         "Coarser means fewer size buckets and fuller batches on small datasets"))
+    fill_batches: bool = Field(default=False, description=(
+        "also move a size bucket's partial last batch down to the next smaller bucket, so only the smallest bucket "
+        "ends in a partial batch (fuller batches on small datasets, at the price of some images trained one CAD "
+        "level smaller; reported as moved_fraction)"))
     eval_every: int = Field(default=1, ge=1, description="evaluate every N epochs (and always after the last)")
     loader_workers: int = Field(default=0, ge=0, description="DataLoader worker processes per training worker")
     cache_samples: bool = Field(default=False, description="keep decoded, resized samples in memory (small datasets)")

@@ -13,10 +13,11 @@ One epoch, on every rank:
    (Eq. 2) plus ``λ·Σ|γ|`` over the header's BatchNorm scales while ANS is active,
    backward (DDP all-reduces), SGD step, and the counted FLOPs (forward + backward) of
    the current structure at that size × the batch;
-3. whenever Algorithm 1's schedule says a stage is due (``t mod (t_max/S) = 0``, in
-   iterations), pruning the measured-safe way (DESIGN §5): unwrap, rank 0 plans from the
-   synchronised weights and broadcasts the plan, identical surgery on every rank,
-   re-wrap with ``prepare_model``, a new optimizer;
+3. whenever the ANS schedule says a stage is due (Algorithm 1: after epochs 0, t_max/S,
+   …, (S−1)·t_max/S; see :func:`workers.dance.ans.stage_points`), pruning the measured-safe
+   way (DESIGN §5): unwrap, rank 0 plans from the synchronised weights and broadcasts the
+   plan, identical surgery on every rank, re-wrap with ``prepare_model``, a new optimizer.
+   At most one stage prunes per step, each at its own point;
 4. BatchNorm statistics are broadcast from rank 0, the val set is scored at its DANCE
    sizes (confusion matrices summed over ranks), and everything is reported with
    ``ray.train.report``; rank 0 attaches a checkpoint (architecture, weights, optimizer,
@@ -50,7 +51,7 @@ log = logging.getLogger("dance.train")
 CHECKPOINT_FILE = "model.pt"
 REPORT_FILE = "pruning_report.json"
 METRIC_NAMES = ("epoch", "miou", "train_flops", "infer_flops_per_image", "header_channels_kept",
-                "dropped_fraction", "images_per_s", "epoch_time_s")  # + energy_j where NVML measured it
+                "dropped_fraction", "batch_fill", "images_per_s", "epoch_time_s")  # + energy_j where NVML measured it
 
 
 # --------------------------------------------------------------------------- entry points
@@ -216,7 +217,24 @@ class Trainer:
 
         lo, hi = self.ans_window()
         done = min(max(progress_epochs - lo, 0.0), hi - lo)
-        return due_stage(done, hi - lo, self.cfg.ans.stages)
+        return due_stage(done, hi - lo, self.cfg.ans.stages, self.cfg.ans.schedule)
+
+    def planned_prunes(self) -> list[tuple[int, int]]:
+        """(epoch, step) after which each stage prunes, if none waits (step -1: the end of an empty epoch).
+
+        A pure function of the config and the epochs' step counts: the loop below applies at
+        most one stage per step, so a schedule denser than the steps would shift stages.
+        """
+        lo, hi = self.ans_window()
+        stage, out = 0, []
+        for e in range(lo, hi):
+            n = self.steps_per_epoch[e]
+            ticks = [(k, e + (k + 1) / n) for k in range(n)] if n else [(-1, float(e + 1))]
+            for k, progress in ticks:
+                if stage < self.due_stage(progress):
+                    stage += 1
+                    out.append((e, k))
+        return out
 
     # ------------------------------------------------------------ setup
     def _open_data(self) -> None:
@@ -235,6 +253,14 @@ class Trainer:
             raise ValueError(f"worker config has p for {len(self.train_p)} training images, the dataset has {len(self.train_ds)}")
         if self.val_p is not None and len(self.val_p) != len(self.val_ds):
             raise ValueError(f"worker config has p for {len(self.val_p)} val images, the dataset has {len(self.val_ds)}")
+        # Paper Table 6: the rules may use a random or inverted indicator instead of p = CDF(SC).
+        from workers.dance.slimming import indicator_p
+
+        s, seed = self.cfg.slimming, self.cfg.seed
+        if self.train_p is not None:
+            self.train_p = indicator_p(self.train_p, s, seed, d.train_split)
+        if self.val_p is not None:
+            self.val_p = indicator_p(self.val_p, s, seed, d.val_split)
         if self.cfg.slimming.uses_p and self.train_p is None:
             raise ValueError("data slimming needs complexity scores: build the worker config with workers.prepare.worker_config")
         from workers.dance.cdf import MaxwellCDF
@@ -328,7 +354,8 @@ class Trainer:
             weights = np.ones(n)
             drop = drop_probability(np.zeros(n), s) if (slimmed and s.rd) else np.zeros(n)
         sampler = DanceBatchSampler(sizes, drop, self.cfg.batch_size, seed=self.cfg.seed, rank=self.rank,
-                                    world_size=self.world, min_batch=self.cfg.train.min_batch)
+                                    world_size=self.world, min_batch=self.cfg.train.min_batch,
+                                    fill=self.cfg.train.fill_batches)
         ds: Dataset = SlimmedTrainSet(self.train_ds, sizes, weights)
         if self.cfg.train.cache_samples:
             ds = CachedDataset(ds)
@@ -356,7 +383,8 @@ class Trainer:
         box: list[Any] = [None]
         if self.rank == 0:
             try:
-                box[0] = {"plan": self.slimmer.plan_stage().to_dict()}
+                force = self.cfg.ans.not_ready == "prune"
+                box[0] = {"plan": self.slimmer.plan_stage(force=force).to_dict()}
             except PruningNotReadyError as exc:
                 box[0] = {"error": str(exc)}
         dist = _dist()
@@ -366,27 +394,34 @@ class Trainer:
             return None, box[0]["error"]
         return PrunePlan.from_dict(box[0]["plan"]), None
 
-    def prune_until(self, due: int) -> int:
-        """Run the stages up to ``due``; returns how many were applied now."""
-        applied = 0
-        while self.slimmer.stage < due:
-            plan, err = self._agreed_plan()
-            if plan is None:
-                if not self._warned_not_ready:
-                    log.warning("ANS stage %d postponed: %s", self.slimmer.stage + 1, err)
-                    self._warned_not_ready = True
-                break
-            # DESIGN §5: drop the DDP wrapper, identical surgery everywhere, re-wrap, new optimizer.
-            self.model = None
-            self.slimmer.apply(plan)
-            self.model = self.rt.prepare_model(self.inner)
-            self.optimizer = self._new_optimizer()
-            self.stage_log.append({"stage": plan.stage, "epoch": self.epoch, "step": self.global_step,
-                                   "channels_after": plan.channels_after, "digest": plan.digest()})
-            self._warned_not_ready = False
-            applied += 1
-            self._probe("prune")
-        return applied
+    def prune_if_due(self, due: int) -> bool:
+        """Apply the next stage if ``due`` says it is due: at most ONE stage per call (per step).
+
+        Stages never collapse into one step. With ``ans.not_ready: prune`` (default) the stage
+        prunes at its own point whatever the |γ| spread; with ``wait`` it is retried at the next
+        step, and the later stages follow one step apart at the earliest. Every prune's spread
+        goes into the stage log and the epoch's ``ans_prune_gamma_spread``.
+        """
+        if self.slimmer.stage >= due:
+            return False
+        plan, err = self._agreed_plan()
+        if plan is None:
+            if not self._warned_not_ready:
+                log.warning("ANS stage %d postponed: %s", self.slimmer.stage + 1, err)
+                self._warned_not_ready = True
+            return False
+        # DESIGN §5: drop the DDP wrapper, identical surgery everywhere, re-wrap, new optimizer.
+        self.model = None
+        self.slimmer.apply(plan)
+        self.model = self.rt.prepare_model(self.inner)
+        self.optimizer = self._new_optimizer()
+        self.stage_log.append({"stage": plan.stage, "epoch": self.epoch, "step": self.global_step,
+                               "channels_after": plan.channels_after, "digest": plan.digest(),
+                               "gamma_spread": plan.gamma_spread, "forced": plan.forced})
+        self._epoch_prunes.append(plan)
+        self._warned_not_ready = False
+        self._probe("prune")
+        return True
 
     def _probe(self, event: str) -> None:
         """With ``probe_dir`` in the worker config: append this rank's checksums (verification aid).
@@ -500,6 +535,16 @@ class Trainer:
             sampler.set_epoch(e)
             self.steps_per_epoch.append(len(sampler.plan.batches))
         self.total_steps = max(1, sum(self.steps_per_epoch))
+        if self.cfg.ans.enabled and self.slimmer is not None:
+            self.prune_plan = self.planned_prunes()
+            if len(self.prune_plan) < cfg.ans.stages:
+                lo, hi = self.ans_window()
+                raise ValueError(
+                    f"ans.stages={cfg.ans.stages} needs {cfg.ans.stages} separate training steps for its prunes, but "
+                    f"epochs {lo}..{hi - 1} have {sum(self.steps_per_epoch[lo:hi])} steps in all; use fewer stages, "
+                    "more epochs or a smaller train.batch_size")
+            if self.rank == 0:
+                log.info("ANS schedule (%s): prunes after (epoch, step) %s", cfg.ans.schedule, self.prune_plan)
         eval_sizes = self._eval_sizes()
         meter = EnergyMeter(self.device, exclusive=cfg.scaling.gpus_per_worker >= 1)
         result: dict[str, Any] = {}
@@ -515,6 +560,7 @@ class Trainer:
             _seed_everything((cfg.seed * 1_000_003 + epoch * 1_009 + self.rank) & 0x7FFFFFFF)
             self.inner.train()
             epoch_flops, epoch_images, loss_sum, acct_time = 0.0, 0, 0.0, 0.0
+            self._epoch_prunes = []
             last_lr = cfg.lr * poly_lr(1.0, self.global_step, self.total_steps, cfg.optim.poly_power)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -554,9 +600,9 @@ class Trainer:
                 loss_sum = loss_sum + loss.detach().float() * n  # stays on the device: no per-step sync
                 self.global_step += 1
                 if ans_on:
-                    self.prune_until(self.due_stage(epoch + (step + 1) / max(steps, 1)))
-            if ans_on:  # an epoch with no steps (everything dropped) still reaches its stage
-                self.prune_until(self.due_stage(epoch + 1))
+                    self.prune_if_due(self.due_stage(epoch + (step + 1) / max(steps, 1)))
+            if ans_on and steps == 0:  # an epoch with no steps (everything dropped) still reaches its stage
+                self.prune_if_due(self.due_stage(epoch + 1))
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_time = time.perf_counter() - t0 - acct_time
@@ -574,6 +620,8 @@ class Trainer:
                 "epoch_train_flops": flops_sum,
                 "header_channels_kept": self.header_channels_kept(),
                 "dropped_fraction": plan.dropped_fraction,
+                "batch_fill": plan.batch_fill(cfg.batch_size),
+                "moved_fraction": plan.moved / plan.trained if plan.trained else 0.0,
                 "unbatched_fraction": plan.unbatched / plan.total if plan.total else 0.0,
                 "images_per_s": images_sum / epoch_time if epoch_time > 0 else 0.0,
                 "epoch_time_s": epoch_time,
@@ -585,6 +633,12 @@ class Trainer:
                 "ans_stage_due": self.due_stage(epoch + 1) if self.slimmer is not None and self.cfg.ans.enabled else 0,
                 "data_slimming": float(phase.slimmed),
             }
+            if self.slimmer is not None and cfg.ans.enabled:
+                metrics["ans_gamma_spread"] = self.slimmer.gamma_spread()
+                metrics["ans_prunes"] = len(self._epoch_prunes)
+                spreads = [p.gamma_spread for p in self._epoch_prunes if p.gamma_spread is not None]
+                if spreads:  # absent in epochs without a prune
+                    metrics["ans_prune_gamma_spread"] = spreads[-1]
             if e_ok == self.world:  # every rank measured: the sum is real; otherwise absent
                 metrics["energy_j"] = e_sum
             last = epoch == cfg.train.epochs - 1

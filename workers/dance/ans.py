@@ -4,8 +4,12 @@ Network Slimming (Liu et al. 2017) made progressive:
 
 * during training the loss gets ``λ·Σ|γ|`` over the header's BatchNorm scales
   (:meth:`NetworkSlimmer.l1_penalty`, or :meth:`NetworkSlimmer.regularize` after backward);
-* at the end of stage ``s`` (s = 1..S) the header keeps ``r^(s/S)`` of its ORIGINAL
-  prunable channels, ``1 − r`` being the configured ``target_ratio``. The channels that go
+* prune ``s`` (s = 1..S) leaves the header ``r^(s/S)`` of its ORIGINAL prunable channels,
+  ``1 − r`` being the configured ``target_ratio``. When the prunes happen is
+  :func:`stage_points`: Algorithm 1 prunes after epochs 0, t_max/S, …, (S−1)·t_max/S, so
+  the last stage trains the final structure (``schedule: algorithm1``, the default);
+  ``end_of_stage`` prunes at the end of every S-th instead (the last prune on the last
+  iteration), kept for comparison. The channels that go
   are those with the smallest |γ|, ranked globally across the header (no per-layer
   normalisation), and they are removed structurally with Torch-Pruning's dependency
   graph, so concatenations (ASPP, pyramid pooling, cascade and feature fusion) shrink
@@ -24,7 +28,9 @@ price of an approximate total.
 Pruning is refused (:class:`PruningNotReadyError`) while the |γ|'s have not been separated
 by sparse training — freshly initialised BatchNorms all hold γ = 1, and ranking ties would
 remove arbitrary channels. The measure is the coefficient of variation (std/mean) of the
-candidates' importances, compared with ``min_gamma_spread``.
+candidates' importances, compared with ``min_gamma_spread``. ``plan_stage(force=True)``
+plans anyway (the training loop does so by default, ``not_ready: prune``, so every stage
+prunes at its own point); every plan records the spread it rested on.
 
 Under DDP (DESIGN §5): unwrap, :meth:`plan_stage` (deterministic from the synchronised
 weights; :func:`broadcast_plan` makes rank 0's plan authoritative), :meth:`apply` on every
@@ -37,7 +43,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
@@ -47,7 +53,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 __all__ = ["ANSConfig", "NetworkSlimmer", "PrunePlan", "PruningNotReadyError", "unwrap_model", "broadcast_plan",
-           "due_stage", "header_layer_shapes"]
+           "due_stage", "stage_points", "header_layer_shapes", "SCHEDULES"]
+
+SCHEDULES = ("algorithm1", "end_of_stage")
 
 
 class ANSConfig(BaseModel):
@@ -57,10 +65,18 @@ class ANSConfig(BaseModel):
     enabled: bool = True
     target_ratio: float = Field(default=0.5, ge=0.0, lt=1.0,
                                 description="1 − r: fraction of the header's prunable channels removed by the end")
-    stages: int = Field(default=6, ge=1, description="S: number of pruning stages (one prune at the end of each)")
+    stages: int = Field(default=6, ge=1, description="S: number of pruning stages (one prune per stage)")
+    schedule: Literal["algorithm1", "end_of_stage"] = Field(
+        default="algorithm1", description="algorithm1: prune after epochs 0, t_max/S, ..., (S-1)·t_max/S, the last "
+                                          "stage trains the final structure (paper Algorithm 1); end_of_stage: prune at "
+                                          "the end of every S-th of training, the last prune on the last iteration")
     l1_lambda: float = Field(default=1e-4, ge=0.0, description="λ of the L1 penalty on the header's BN scales")
     min_gamma_spread: float = Field(default=1e-3, ge=0.0,
-                                    description="refuse to prune while std/mean of the header's |γ| is below this")
+                                    description="a stage is 'not ready' while std/mean of the header's |γ| is below this")
+    not_ready: Literal["prune", "wait"] = Field(
+        default="prune", description="a stage due while the |γ| spread is below min_gamma_spread: prune at its own "
+                                     "point anyway (the spread is reported), or wait and retry every step (later "
+                                     "stages then follow one step apart at the earliest, never in the same step)")
     min_channels_per_layer: int = Field(default=1, ge=1, description="channels every header layer keeps at least")
     channel_multiple: int = Field(default=1, ge=1,
                                   description="round each layer's kept channels to a multiple of this (8 or 16 keeps "
@@ -91,6 +107,8 @@ class PrunePlan:
     channels_before: int
     prune: dict[str, list[int]] = field(default_factory=dict)
     threshold: float | None = None
+    gamma_spread: float | None = None  # std/mean of the header's |γ| the ranking rested on
+    forced: bool = False  # planned although gamma_spread < min_gamma_spread
 
     @property
     def num_pruned(self) -> int:
@@ -103,14 +121,17 @@ class PrunePlan:
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "stages": self.stages, "original_channels": self.original_channels,
                 "target_channels": self.target_channels, "channels_before": self.channels_before,
-                "prune": {k: list(map(int, v)) for k, v in self.prune.items()}, "threshold": self.threshold}
+                "prune": {k: list(map(int, v)) for k, v in self.prune.items()}, "threshold": self.threshold,
+                "gamma_spread": self.gamma_spread, "forced": self.forced}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PrunePlan":
         return cls(stage=int(d["stage"]), stages=int(d["stages"]), original_channels=int(d["original_channels"]),
                    target_channels=int(d["target_channels"]), channels_before=int(d["channels_before"]),
                    prune={str(k): [int(i) for i in v] for k, v in d["prune"].items()},
-                   threshold=None if d.get("threshold") is None else float(d["threshold"]))
+                   threshold=None if d.get("threshold") is None else float(d["threshold"]),
+                   gamma_spread=None if d.get("gamma_spread") is None else float(d["gamma_spread"]),
+                   forced=bool(d.get("forced", False)))
 
     def digest(self) -> str:
         """Short hash of the plan: equal on every rank iff the ranks agree."""
@@ -146,17 +167,40 @@ def broadcast_plan(plan: PrunePlan | None, src: int = 0) -> PrunePlan:
     return PrunePlan.from_dict(box[0])
 
 
-def due_stage(progress: float, total: float, stages: int) -> int:
-    """The pruning stage that should have been reached after ``progress`` of ``total`` epochs/iterations.
+def stage_points(total: float, stages: int, schedule: str = "algorithm1") -> list[float]:
+    """Progress (epochs done, fractional) at which prune ``s`` = 1..S falls due.
 
-    Algorithm 1 prunes whenever ``t mod (t_max/S) == 0``: after each S-th of training. A
-    loop calls ``while slimmer.stage < due_stage(done, t_max, S): slimmer.step(...)``, which
-    also catches up after a resume.
+    ``algorithm1`` (paper Algorithm 1, DESIGN §3): t counts epochs from 0 and a prune follows
+    the SGD update of every epoch with ``t mod (t_max/S) == 0``, i.e. after epochs 0,
+    t_max/S, …, (S−1)·t_max/S — points 1, 1 + t_max/S, … in epochs done. The last stage
+    then trains the final structure for ``t_max/S − 1`` epochs. When a stage is shorter than
+    two epochs the first prune comes half a stage in instead of one epoch, so the last
+    stage still trains (and no two points coincide).
+
+    ``end_of_stage``: after every S-th of training, ``s·t_max/S``; the last prune lands on
+    the very last iteration and the reported model never trains after it.
     """
     if total <= 0:
         raise ValueError("total must be positive")
+    if stages < 1:
+        raise ValueError("stages must be >= 1")
+    length = total / stages
+    if schedule == "end_of_stage":
+        return [s * length for s in range(1, stages + 1)]
+    if schedule != "algorithm1":
+        raise ValueError(f"unknown ANS schedule {schedule!r}; choose one of {SCHEDULES}")
+    first = min(1.0, length / 2)
+    return [first + (s - 1) * length for s in range(1, stages + 1)]
+
+
+def due_stage(progress: float, total: float, stages: int, schedule: str = "algorithm1") -> int:
+    """How many prunes are due after ``progress`` of ``total`` epochs (see :func:`stage_points`).
+
+    A loop prunes (at most one stage per step) while ``slimmer.stage < due_stage(...)``; after
+    a resume this also catches up.
+    """
     # The small epsilon keeps e.g. 10 epochs / 3 stages from missing a boundary to float error.
-    return int(min(stages, math.floor(progress * stages / total + 1e-9)))
+    return sum(1 for p in stage_points(total, stages, schedule) if progress + 1e-9 >= p)
 
 
 def _bn_out_fn(dg: Any, module: nn.Module) -> Any:
@@ -320,14 +364,16 @@ class NetworkSlimmer:
         mean = float(imps.mean())
         return float(imps.std() / mean) if mean > 0 else 0.0
 
-    def plan_stage(self, stage: int | None = None) -> PrunePlan:
+    def plan_stage(self, stage: int | None = None, force: bool = False) -> PrunePlan:
         """Decide the channels to remove so that ``r^(stage/S)`` of the original channels stay.
 
         Deterministic in the weights (ties broken by layer name, then channel index), so every
-        DDP rank computes the same plan. ``stage`` defaults to the next one.
+        DDP rank computes the same plan. ``stage`` defaults to the next one. The plan records
+        the |γ| spread it rested on (``gamma_spread``).
 
         Raises:
-            PruningNotReadyError: the |γ| spread is below ``cfg.min_gamma_spread`` (untrained BNs).
+            PruningNotReadyError: the |γ| spread is below ``cfg.min_gamma_spread`` (untrained BNs)
+                and ``force`` is false.
             ValueError: ``stage`` is not after the current stage or beyond ``S``.
         """
         stage = self.stage + 1 if stage is None else int(stage)
@@ -346,7 +392,12 @@ class NetworkSlimmer:
         imps = [self._importance(groups[n]) for n in names]
         flat = np.concatenate(imps)
         spread = float(flat.std() / flat.mean()) if flat.mean() > 0 else 0.0
-        if spread < self.cfg.min_gamma_spread:
+        plan.gamma_spread = spread
+        if spread < self.cfg.min_gamma_spread and force:
+            plan.forced = True
+            log.warning("ANS stage %d: pruning at its scheduled point although the |γ| spread %.2e < "
+                        "min_gamma_spread %g (ans.not_ready: prune)", stage, spread, self.cfg.min_gamma_spread)
+        elif spread < self.cfg.min_gamma_spread:
             raise PruningNotReadyError(
                 f"refusing to prune stage {stage}: the header's BN scales |γ| have a spread (std/mean) of "
                 f"{spread:.2e} < min_gamma_spread={self.cfg.min_gamma_spread:g}, so the ranking would be "
@@ -411,9 +462,9 @@ class NetworkSlimmer:
                  plan.num_pruned, plan.channels_after, plan.original_channels,
                  100.0 * plan.channels_after / max(plan.original_channels, 1))
 
-    def step(self, stage: int | None = None) -> PrunePlan:
+    def step(self, stage: int | None = None, force: bool = False) -> PrunePlan:
         """:meth:`plan_stage` then :meth:`apply` (single process; under DDP see the module docs)."""
-        plan = self.plan_stage(stage)
+        plan = self.plan_stage(stage, force=force)
         self.apply(plan)
         return plan
 

@@ -62,16 +62,17 @@ def paper_eq4(p: Sequence[float] | np.ndarray, r: float, stages: int) -> float:
 def stage_keep_fractions(r: float, stages: int, schedule: str = "paper") -> np.ndarray:
     """Channel keep fraction during each training stage s = 1..S.
 
-    ``"paper"``: r^(s/S), as in Eq. 4. ``"algorithm1"``: r^((s−1)/S) — Algorithm 1 prunes at
-    the END of stage s, so stage s trains the network pruned s−1 times (the last prune only
-    helps inference).
+    ``"paper"`` (= ``"algorithm1"``): r^(s/S), as in Eq. 4. Algorithm 1 as DESIGN §3 states it
+    prunes after epochs 0, t_max/S, …, so apart from the first epoch, stage s trains the
+    network pruned s times. ``"end_of_stage"``: r^((s−1)/S) — pruning at the END of stage s
+    means stage s trains the network pruned s−1 times (the last prune only helps inference).
     """
     s = np.arange(1, stages + 1, dtype=np.float64)
-    if schedule == "paper":
+    if schedule in ("paper", "algorithm1"):
         return r ** (s / stages)
-    if schedule == "algorithm1":
+    if schedule == "end_of_stage":
         return r ** ((s - 1) / stages)
-    raise ValueError(f"schedule must be 'paper' or 'algorithm1', got {schedule!r}")
+    raise ValueError(f"schedule must be 'paper', 'algorithm1' or 'end_of_stage', got {schedule!r}")
 
 
 def inference_reduction(p: Sequence[float] | np.ndarray, cfg: SlimmingConfig, keep: float) -> float:

@@ -44,6 +44,17 @@ class EpochPlan:
     def dropped_fraction(self) -> float:
         return self.dropped / self.total if self.total else 0.0
 
+    @property
+    def trained(self) -> int:
+        """Images placed in a batch this epoch (all ranks)."""
+        return sum(len(part) for batch in self.batches for part in batch)
+
+    def batch_fill(self, batch_size: int) -> float:
+        """Mean fill of the epoch's batches: images trained / (steps × batch_size × ranks); 1.0 without steps."""
+        if not self.batches:
+            return 1.0
+        return self.trained / (len(self.batches) * batch_size * len(self.batches[0]))
+
 
 def drop_mask(drop_prob: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     """True where an image is dropped this epoch; identical for the same (seed, epoch)."""
@@ -61,8 +72,14 @@ def plan_epoch(
     world_size: int = 1,
     min_batch: int = 2,
     shuffle: bool = True,
+    fill: bool = False,
 ) -> EpochPlan:
-    """Build the whole epoch's batch plan for all ranks (deterministic in its arguments)."""
+    """Build the whole epoch's batch plan for all ranks (deterministic in its arguments).
+
+    With ``fill`` a bucket's partial last batch also moves down (when a smaller bucket that
+    fits exists), so only the smallest bucket's last batch can be partial: full batches at
+    the price of a few images per bucket trained one size level smaller.
+    """
     if batch_size < min_batch:
         raise ValueError(f"batch_size ({batch_size}) must be at least min_batch ({min_batch})")
     n = len(sizes)
@@ -74,7 +91,10 @@ def plan_epoch(
     steps: list[tuple[Size, list[list[int]]]] = []
     waiting: list[int] = []  # leftovers looking for a bucket no larger on either side than their own size
     per_global = batch_size * world_size
-    for size in sorted(buckets, key=lambda s: (s[0] * s[1], s), reverse=True):  # largest first
+    order = sorted(buckets, key=lambda s: (s[0] * s[1], s), reverse=True)  # largest first
+    for j, size in enumerate(order):
+        # a smaller bucket no larger on either side exists: a partial batch here can move down to it
+        can_move = fill and any(o[0] <= size[0] and o[1] <= size[1] for o in order[j + 1:])
         fits = [i for i in waiting if sizes[i][0] >= size[0] and sizes[i][1] >= size[1]]
         waiting = [i for i in waiting if not (sizes[i][0] >= size[0] and sizes[i][1] >= size[1])]
         own = np.asarray(buckets[size], dtype=np.int64)
@@ -84,7 +104,7 @@ def plan_epoch(
         for start in range(0, len(members), per_global):
             chunk = members[start:start + per_global]
             share = len(chunk) // world_size
-            if share < min_batch:
+            if share < min_batch or (can_move and len(chunk) < per_global):
                 waiting.extend(chunk.tolist())
                 continue
             waiting.extend(chunk[share * world_size:].tolist())
@@ -115,13 +135,14 @@ class DanceBatchSampler:
         world_size: int = 1,
         min_batch: int = 2,
         shuffle: bool = True,
+        fill: bool = False,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world size {world_size}")
         self.sizes = [tuple(s) for s in sizes]
         self.drop_prob = np.asarray(drop_prob, dtype=np.float64)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.min_batch, self.shuffle = min_batch, shuffle
+        self.min_batch, self.shuffle, self.fill = min_batch, shuffle, fill
         self.epoch, self.start_step = 0, 0
         self._plan: EpochPlan | None = None
 
@@ -134,7 +155,7 @@ class DanceBatchSampler:
         if self._plan is None or self._plan.epoch != self.epoch:
             self._plan = plan_epoch(
                 self.sizes, self.drop_prob, self.batch_size, seed=self.seed, epoch=self.epoch,
-                world_size=self.world_size, min_batch=self.min_batch, shuffle=self.shuffle,
+                world_size=self.world_size, min_batch=self.min_batch, shuffle=self.shuffle, fill=self.fill,
             )
         return self._plan
 
