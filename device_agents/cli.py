@@ -58,12 +58,26 @@ def _add_power_args(p):
     g.add_argument("--rails", default=None, metavar="A,B",
                    help="only these rails (error if one is missing); the total is the "
                         "input rail if kept, else their sum")
-    g.add_argument("--interval-ms", type=_positive_float, default=10.0, metavar="MS",
-                   help="sampling interval (default 10 ms = 100 Hz)")
-    g.add_argument("--min-samples", type=int, default=50, metavar="N",
-                   help="minimum power samples per window (default 50)")
+    g.add_argument("--interval-ms", type=_positive_float, default=None, metavar="MS",
+                   help="sampling interval (default: a quarter of the sensor's refresh "
+                        "period where the sensor declares one, e.g. 105 ms for an INA3221 "
+                        "at 0.42 s; else 10 ms = 100 Hz)")
+    g.add_argument("--min-samples", type=int, default=None, metavar="N",
+                   help="minimum power samples per window (default 50 when the sensor's "
+                        "refresh is unknown, 2 when windows are sized in sensor updates)")
+    g.add_argument("--min-updates", type=int, default=10, metavar="N",
+                   help="minimum distinct sensor updates per window where the sensor "
+                        "declares its refresh (polling_delay_<k> / update_interval); "
+                        "windows are stretched to N refresh periods (default 10)")
+    g.add_argument("--sensor-refresh-ms", type=_nonneg_float, default=None, metavar="MS",
+                   help="override the sensor refresh period read from sysfs; 0 = take "
+                        "every sample as an instantaneous value")
     g.add_argument("--require-energy", action="store_true",
-                   help="fail (exit 5) when --power auto finds no power source")
+                   help="fail (exit 5) when no power source is found, when the total would "
+                        "miss part of the module (e.g. a missing input rail), or when the "
+                        "result's energy is null")
+    g.add_argument("--trace", default=None, metavar="FILE",
+                   help="also write the raw samples (time, rails, total) as CSV here")
     g.add_argument("--tegrastats", default=None, metavar="PATH",
                    help="tegrastats executable (default <fs-root>/usr/bin/tegrastats)")
     g.add_argument("--nvml-lib", default=None, metavar="PATH",
@@ -121,6 +135,16 @@ def build_parser():
                         "null (default 3)")
     m.add_argument("--cooldown", type=_nonneg_float, default=0.0, metavar="S",
                    help="pause between repeats (default 0)")
+    m.add_argument("--active-idle", type=_nonneg_float, default=None, metavar="S",
+                   help="active idle baseline after warm-up (model loaded, nothing "
+                        "running); default: as --idle; 0 = none")
+    t = m.add_argument_group("thermal gate (before each repeat)")
+    t.add_argument("--thermal-max-c", type=float, default=70.0, metavar="C",
+                   help="start a window only below this zone temperature (default 70)")
+    t.add_argument("--thermal-stable-c", type=_nonneg_float, default=0.5, metavar="C",
+                   help="... and with zones stable within C over 0.2 s (default 0.5)")
+    t.add_argument("--thermal-timeout", type=_nonneg_float, default=30.0, metavar="S",
+                   help="wait at most S, then start with a warning; 0 = no gate (default 30)")
     g = m.add_argument_group("trtexec")
     g.add_argument("--trtexec", default=None, metavar="PATH",
                    help="trtexec (default <fs-root>/usr/src/tensorrt/bin/trtexec)")
@@ -222,20 +246,66 @@ def _logger(quiet):
     return log
 
 
-def _config(args, log):
+#: what the running command has finished so far (written on SIGTERM, partial: true)
+_PROGRESS = {}
+
+
+def _config(args, log, source):
+    """Protocol settings; the sampling interval and sample rules follow the sensor's
+    refresh period where the source declares one."""
+    refresh = source.refresh_s() if hasattr(source, "refresh_s") else None
+    if source.kind != "power":
+        refresh = None
+    if args.interval_ms is not None:
+        interval = args.interval_ms / 1000.0
+    elif refresh:
+        interval = min(0.25, max(0.01, refresh / 4.0))  # 4 reads per sensor update
+    else:
+        interval = 0.01
+    min_samples = args.min_samples if args.min_samples is not None else (2 if refresh else 50)
     return protocol.Config(
         duration_s=args.duration, repeats=args.repeats,
         warmup_s=getattr(args, "warmup", 0.0), warmup_iters=getattr(args, "warmup_iters", 0),
-        idle_s=getattr(args, "idle", 0.0), min_samples=args.min_samples,
-        interval_s=args.interval_ms / 1000.0, cv_warn=args.cv_warn,
-        cooldown_s=getattr(args, "cooldown", 0.0), fs_root=args.fs_root, log=log)
+        idle_s=getattr(args, "idle", 0.0), min_samples=min_samples,
+        interval_s=interval, cv_warn=args.cv_warn,
+        cooldown_s=getattr(args, "cooldown", 0.0), fs_root=args.fs_root, log=log,
+        refresh_s=refresh, min_updates=args.min_updates,
+        active_idle_s=getattr(args, "active_idle", None),
+        thermal_max_c=getattr(args, "thermal_max_c", None),
+        thermal_timeout_s=getattr(args, "thermal_timeout", 0.0),
+        thermal_stable_c=getattr(args, "thermal_stable_c", 0.5), progress=_PROGRESS)
 
 
 def _source(args):
     rails = [r.strip() for r in args.rails.split(",") if r.strip()] if args.rails else None
-    return make_source(args.power, args.fs_root, args.interval_ms / 1000.0, rails=rails,
+    interval = (args.interval_ms or 10.0) / 1000.0
+    refresh = None if args.sensor_refresh_ms is None else args.sensor_refresh_ms / 1000.0
+    return make_source(args.power, args.fs_root, interval, rails=rails,
                        tegrastats=args.tegrastats, nvml_lib=args.nvml_lib,
-                       require=args.require_energy)
+                       require=args.require_energy, refresh_s=refresh)
+
+
+def _start_sampler(source, cfg, args):
+    """Start sampling (with the raw trace if asked) and wait for the first sample, so
+    no window starts before the data does."""
+    if source.kind == "none":
+        if getattr(args, "trace", None):
+            raise AgentError("no_power_source", "--trace given but no power source")
+        return None
+    sampler = Sampler(source, cfg.interval_s)
+    if args.trace:
+        try:
+            sampler.open_trace(args.trace, [
+                "dance device agent raw trace: source=%s kind=%s unit=%s" % (
+                    source.name, source.kind, "W" if source.kind == "power" else "J (cumulative)"),
+                "total=%s refresh_s=%s (a sample at t stands for [t - refresh_s, t])"
+                % (source.total_label(), cfg.refresh_s)])
+        except (OSError, IOError) as e:
+            raise AgentError("usage", "cannot write --trace %s: %s" % (args.trace, e))
+    sampler.start()
+    if not sampler.wait_first(max(5.0, cfg.interval_s * 10)):
+        protocol._check_sampler(sampler)
+    return sampler
 
 
 def _agent_info(sampler, source):
@@ -256,7 +326,7 @@ def _agent_info(sampler, source):
 
 
 def _sampler_warnings(sampler, source, cfg):
-    out = []
+    out = list(getattr(source, "warnings", []))
     if source.kind == "none":
         return out
     if sampler.read_errors:
@@ -342,20 +412,21 @@ def cmd_measure(args, log):
     for _, path, _ in jobs:
         check_model_file(path)
     _check_runtime_installed(args.runtime, args)
-    cfg = _config(args, log)
-    cfg.min_steps = max(1, args.train_steps)
     source, notes = _source(args)
-    log("power source: %s (rails: %s; total: %s)" % (
-        source.name, ", ".join(source.rails) or "none", source.total_label()))
+    cfg = _config(args, log, source)
+    cfg.min_steps = max(1, args.train_steps)
+    _log_source(log, source, cfg)
     doc = _envelope("measure")
     doc.update({"power_source": source.name})
-    sampler = Sampler(source, cfg.interval_s) if source.kind != "none" else None
     results = []
+    _PROGRESS.update({"power_source": source.name, "power": source.describe(),
+                      "buckets": results, "mode": "train" if train else "inference"})
+    state_before = _board_state(args.fs_root)
+    sampler = _start_sampler(source, cfg, args)
     idle = None
-    if sampler is not None:
-        sampler.start()
     try:
-        idle = protocol.measure_idle(source, sampler, cfg)
+        idle = protocol.measure_idle(source, sampler, cfg, what="cold idle")
+        _PROGRESS["idle"] = idle
         if idle and sampler is not None:
             sampler.trim(idle["t_end_monotonic"] - 1.0)
         for bucket, path, shape in jobs:
@@ -375,6 +446,8 @@ def cmd_measure(args, log):
                 res["file"] = bucket["file"]
                 res["fraction"] = bucket["fraction"]
             results.append(res)
+            _PROGRESS.pop("repeats", None)
+            _PROGRESS.pop("active_idle", None)
     finally:
         if sampler is not None:
             sampler.stop()
@@ -409,22 +482,60 @@ def cmd_measure(args, log):
     if manifest:
         for b in results:
             _latency_fallback(b, [])
+    if manifest:
+        top["active_idle_power_w"] = top.get("active_idle_power_w")
     doc.update(_order(top))
     doc["mode"] = "train" if train else "inference"
     doc["runtime"] = args.runtime
     doc["idle"] = idle
-    return _finish(doc, args, source, notes, sampler, warnings, _settings(args, cfg, batch))
+    doc["cold_idle_power_w"] = idle["power_w"] if idle else None
+    return _finish(doc, args, source, notes, sampler, warnings, _settings(args, cfg, batch),
+                   state_before)
 
 
-def _finish(doc, args, source, notes, sampler, warnings, settings):
-    """The fields every measuring command ends its JSON with."""
+def _log_source(log, source, cfg):
+    log("power source: %s (rails: %s; total: %s; boundary: %s; sensor refresh %s; "
+        "sampling every %.0f ms)" % (
+            source.name, ", ".join(source.rails) or "none", source.total_label(),
+            getattr(source, "boundary", None) or "-",
+            "%.3f s" % cfg.refresh_s if cfg.refresh_s else "unknown", cfg.interval_s * 1000))
+
+
+def _board_state(fs_root):
+    from .clocks import snapshot
+    try:
+        return snapshot(fs_root)
+    except Exception as e:  # noqa: BLE001 - the record is optional, the run is not
+        return {"error": "%s: %s" % (e.__class__.__name__, e)}
+
+
+def _finish(doc, args, source, notes, sampler, warnings, settings, state_before=None):
+    """The fields every measuring command ends its JSON with; with
+    --require-energy, a null energy turns the result into exit 5 (figures kept)."""
+    from .clocks import changes
     doc["power"] = source.describe()
     doc["power_notes"] = notes
+    doc["energy_boundary"] = getattr(source, "boundary", None)
+    doc["energy_total_complete"] = getattr(source, "total_complete", True)
+    doc["sensor_refresh_s"] = protocol._lag(source) or None
     doc["settings"] = settings
     doc["host"] = _host(args.fs_root)
     doc["agent"] = _agent_info(sampler, source)
+    state_after = _board_state(args.fs_root)
+    doc["board_state_before"] = state_before
+    doc["board_state_after"] = state_after
+    warnings = list(warnings) + changes(state_before, state_after)
+    if getattr(args, "trace", None) and sampler is not None:
+        doc["trace_file"] = os.path.abspath(args.trace)
+        doc["trace_rows"] = sampler.trace_rows
+    doc["partial"] = False
     doc["warnings"] = _dedupe(warnings)
     doc["finished_at"] = _now_iso()
+    if args.require_energy and doc.get("energy_j_gross") is None:
+        why = [w for w in doc["warnings"] if "unreadable" in w or "sampler" in w]
+        doc.update({"ok": False, "error_kind": "no_power_source", "exit_code": 5,
+                    "error": "--require-energy: no energy was measured (null)%s"
+                    % (": " + "; ".join(why) if why else "")})
     return doc
 
 
@@ -468,7 +579,13 @@ def _dedupe(items):
 def _settings(args, cfg, batch=None):
     s = {"duration_s": cfg.duration_s, "repeats": cfg.repeats,
          "interval_s": cfg.interval_s, "min_samples": cfg.min_samples,
-         "fs_root": args.fs_root, "power": args.power, "rails": args.rails}
+         "fs_root": args.fs_root, "power": args.power, "rails": args.rails,
+         "min_updates": cfg.min_updates, "sensor_refresh_s": cfg.refresh_s,
+         "min_window_s": cfg.min_window_s(), "require_energy": args.require_energy}
+    if getattr(args, "thermal_timeout", None) is not None:
+        s["active_idle"] = cfg.active_idle_s
+        s["thermal_gate"] = {"max_c": cfg.thermal_max_c, "stable_c": cfg.thermal_stable_c,
+                             "timeout_s": cfg.thermal_timeout_s}
     for k in ("warmup", "warmup_iters", "idle", "cooldown", "device", "train_steps",
               "threads", "input_shape", "runtime", "fp16"):
         if hasattr(args, k):
@@ -487,15 +604,14 @@ def _host(fs_root):
 
 
 def cmd_power(args, log):
-    cfg = _config(args, log)
     source, notes = _source(args)
-    log("power source: %s (rails: %s; total: %s)" % (
-        source.name, ", ".join(source.rails) or "none", source.total_label()))
+    cfg = _config(args, log, source)
+    _log_source(log, source, cfg)
     doc = _envelope("power")
     doc["power_source"] = source.name
-    sampler = Sampler(source, cfg.interval_s) if source.kind != "none" else None
-    if sampler is not None:
-        sampler.start()
+    _PROGRESS.update({"power_source": source.name, "power": source.describe()})
+    state_before = _board_state(args.fs_root)
+    sampler = _start_sampler(source, cfg, args)
     try:
         res = protocol.measure_power(source, sampler, cfg)
     finally:
@@ -505,7 +621,8 @@ def cmd_power(args, log):
     if sampler is not None:
         warnings.extend(_sampler_warnings(sampler, source, cfg))
     doc.update(_order(res))
-    return _finish(doc, args, source, notes, sampler, warnings, _settings(args, cfg))
+    return _finish(doc, args, source, notes, sampler, warnings, _settings(args, cfg),
+                   state_before)
 
 
 def cmd_probe(args, log):
@@ -547,6 +664,7 @@ def main(argv=None):
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # --help / --version
             return e.code if isinstance(e.code, int) else 0
+        _PROGRESS.clear()
         if args.command == "measure":
             doc = cmd_measure(args, log)
         elif args.command == "power":
@@ -554,6 +672,9 @@ def main(argv=None):
         else:
             doc = cmd_probe(args, log)
         write_json(doc, out_path)
+        if not doc.get("ok", True):
+            sys.stderr.write("error (%s): %s\n" % (doc["error_kind"], doc["error"]))
+            return doc["exit_code"]
         if out_path and not quiet:
             _summary(doc, log)
         return 0
@@ -563,6 +684,7 @@ def main(argv=None):
         doc = _envelope(command or "unknown")
         doc.update({"ok": False, "error": e.message, "error_kind": e.kind,
                     "exit_code": e.exit_code})
+        _add_partial(doc)
         _emit_failure(doc, out_path)
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - the JSON must say what happened
@@ -573,6 +695,32 @@ def main(argv=None):
                     "traceback": traceback.format_exc().splitlines()[-8:]})
         _emit_failure(doc, out_path)
         return 1
+
+
+def _add_partial(doc):
+    """What the interrupted run finished (cold idle, active idle, finished repeats and
+    buckets), marked partial: true, so a SIGTERM loses nothing already measured."""
+    p = _PROGRESS
+    done = [k for k in ("idle", "active_idle", "repeats", "buckets") if p.get(k)]
+    if not done:
+        return
+    doc["partial"] = True
+    for k in ("power_source", "power", "mode"):
+        if k in p:
+            doc[k] = p[k]
+    doc["idle"] = p.get("idle")
+    doc["idle_power_w"] = p["idle"]["power_w"] if p.get("idle") else None
+    if "active_idle" in p:
+        doc["active_idle"] = p.get("active_idle")
+    doc["repeats"] = list(p.get("repeats") or [])
+    if p.get("buckets"):
+        buckets = []
+        for b in p["buckets"]:
+            b = dict(b)
+            b.pop("latencies_ms_all", None)
+            buckets.append(b)
+        doc["buckets"] = buckets
+    doc["finished_at"] = _now_iso()
 
 
 def _emit_failure(doc, out_path):

@@ -5,12 +5,20 @@ The agent reads an emulated tree through exactly the code it uses on a board; on
 ``--fs-root`` differs.  Layouts:
 
 * ``tx2``: JetPack 4 ``ina3221x`` iio, devices ``0-0040`` (VDD_SYS_GPU, VDD_SYS_SOC,
-  VDD_4V0_WIFI) and ``0-0041`` (VDD_IN, VDD_SYS_CPU, VDD_SYS_DDR), mW;
-* ``orin``: JetPack 5+ ``ina3221`` hwmon as on an AGX Orin (no input rail: the total
-  is the sum), with NC channels and the sum channel, mV and mA;
+  VDD_4V0_WIFI) and ``0-0041`` (VDD_IN, VDD_SYS_CPU, VDD_SYS_DDR), mW, and the
+  developer kit's carrier monitors ``0-0042`` (VDD_MUX...) and ``0-0043``;
+* ``orin``: JetPack 5+ ``ina3221`` hwmon as on an AGX Orin (no input rail: the module
+  total is VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0; VDDQ_VDD2_1V8AO is nested in
+  VIN_SYS_5V0), with NC channels and the sum channel, mV and mA;
 * ``orin-nx``: the same driver with VDD_IN (Orin NX / Nano);
+* ``nano``: iio with POM_5V_IN; ``agx-xavier``: iio with the six parallel rails and no
+  input rail; ``thor``: an INA238 (``drivers/ina238``, uW) giving VIN;
 * ``rapl``: Intel powercap zones with ``energy_uj`` counters that wrap at
   ``max_energy_range_uj``.
+
+INA3221 trees refresh like the sensor: every 0.42 s (declared in
+``polling_delay_<k>`` / ``update_interval``) the writer publishes the mean power of
+the period that just ended.
 
 The writer updates values by writing a temporary file and renaming it over the
 attribute, so a reader never sees a torn value (as with real sysfs).  The waveform is
@@ -22,7 +30,7 @@ Command line::
     python3 -m device_agents emulate build --root DIR --layout tx2 [--tools]
     python3 -m device_agents emulate run --root DIR --layout tx2 \\
         --waveform '{"base_w": 6, "sines": [{"amp_w": 1, "freq_hz": 0.5}]}' \\
-        [--rate-hz 200] [--duration S] [--ready FILE]
+        [--rate-hz 200] [--refresh-s 0.42] [--duration S] [--ready FILE]
 """
 
 import argparse
@@ -35,11 +43,17 @@ import subprocess
 import sys
 import time
 
-LAYOUTS = ("tx2", "orin", "orin-nx", "rapl")
+LAYOUTS = ("tx2", "orin", "orin-nx", "nano", "agx-xavier", "thor", "rapl")
 
-#: rail -> fraction of the waveform's power (VDD_IN is the waveform itself).  The
-#: TX2 sub-rails deliberately do not add up to VDD_IN (regulator losses, other
-#: loads), so a reader summing them instead of taking VDD_IN is caught.
+#: How often an INA3221 refreshes its registers in continuous mode with the L4T
+#: settings (3 channels x shunt+bus x 1.1 ms x 64 averages ~ 0.42 s).  The writer
+#: publishes, every period, the mean power over the period that just ended, as the
+#: sensor's averaging does; the tree says so in polling_delay_<k> / update_interval.
+INA3221_REFRESH_S = 0.42
+
+#: rail -> fraction of the module's power P (the waveform).  The TX2 sub-rails
+#: deliberately do not add up to VDD_IN (regulator losses, other loads), so a reader
+#: summing them instead of taking VDD_IN is caught.
 TX2_RAILS = (
     ("0-0040", "iio:device0", (("VDD_SYS_GPU", 0.25), ("VDD_SYS_SOC", 0.15),
                                ("VDD_4V0_WIFI", 0.02))),
@@ -47,16 +61,47 @@ TX2_RAILS = (
                                ("VDD_SYS_DDR", 0.10))),
 )
 
-#: AGX Orin style: the connected rails add up to the waveform; NC channels carry
-#: values that would spoil the total if they were not skipped.
+#: The TX2 developer kit's carrier board (P2597): its own INA3221s at 0x42 and 0x43,
+#: VDD_MUX feeding the carrier in parallel with the module's VDD_IN.  Fractions of
+#: the module's P, so the carrier's known power is 0.35 P, never part of P.
+TX2_CARRIER_RAILS = (
+    ("0-0042", "iio:device2", (("VDD_MUX", 0.35), ("VDD_5V0_IO_SYS", 0.12),
+                               ("VDD_3V3_SYS", 0.08))),
+    ("0-0043", "iio:device3", (("VDD_3V3_IO_SLP", 0.03), ("VDD_1V8_IO", 0.02),
+                               ("VDD_3V3_SYS_M2", 0.01))),
+)
+TX2_CARRIER_FRACTION = 0.35
+
+#: AGX Orin: the module total is VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0 = P, and
+#: VDDQ_VDD2_1V8AO is fed by VIN_SYS_5V0 (nested: 0.12 P inside its 0.30 P), so a
+#: reader adding all four rails over-reports by 12 %.  NC channels carry values that
+#: would spoil the total if they were not skipped.
 ORIN_RAILS = (
-    ("1-0040", "hwmon3", (("VDD_GPU_SOC", 0.40), ("VDD_CPU_CV", 0.20),
+    ("1-0040", "hwmon3", (("VDD_GPU_SOC", 0.45), ("VDD_CPU_CV", 0.25),
                           ("VIN_SYS_5V0", 0.30))),
-    ("1-0041", "hwmon4", (("NC", None), ("VDDQ_VDD2_1V8AO", 0.10), ("NC", None))),
+    ("1-0041", "hwmon4", (("NC", None), ("VDDQ_VDD2_1V8AO", 0.12), ("NC", None))),
 )
 
 ORIN_NX_RAILS = (
     ("1-0040", "hwmon1", (("VDD_IN", 1.0), ("VDD_CPU_GPU_CV", 0.35), ("VDD_SOC", 0.25))),
+)
+
+NANO_RAILS = (
+    ("6-0040", "iio:device0", (("POM_5V_IN", 1.0), ("POM_5V_GPU", 0.30),
+                               ("POM_5V_CPU", 0.35))),
+)
+
+#: AGX Xavier (JetPack 4 names): no input rail, the six parallel rails add up to P.
+AGX_XAVIER_RAILS = (
+    ("1-0040", "iio:device0", (("GPU", 0.30), ("CPU", 0.25), ("SOC", 0.20))),
+    ("1-0041", "iio:device1", (("CV", 0.05), ("VDDRQ", 0.08), ("SYS5V", 0.12))),
+)
+
+#: Thor: the input VIN from an INA238 (hwmon driver ina238, power1_input in uW),
+#: and an INA3221 with module sub-rails (names illustrative for the emulation).
+THOR_INA238 = ("2-0044", "hwmon5", 1.0)
+THOR_RAILS = (
+    ("2-0040", "hwmon2", (("VDD_GPU", 0.40), ("VDD_CPU_SOC_MSS", 0.30), ("VIN_SYS_5V0", 0.15))),
 )
 
 #: zone path parts -> (name, fraction); the total (package + dram) is the waveform.
@@ -69,8 +114,62 @@ RAPL_ZONES = (
 
 NC_POWER_MV_MA = (1000, 700)
 
-#: Binary log of every write: (monotonic time it became visible, watts, cumulative J).
-PRESENTED_LOG = "writer-log.f64"  # what a not-connected channel reads in the emulation
+R32 = ("# R32 (release), REVISION: 6.1, GCID: 27863751, BOARD: t186ref, EABI: aarch64, "
+       "DATE: Mon Jul 26 19:36:31 UTC 2021")
+R35 = ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
+       "DATE: Tue Aug  1 19:57:35 UTC 2023")
+R38 = ("# R38 (release), REVISION: 2.0, GCID: 41844464, BOARD: generic, EABI: aarch64, "
+       "DATE: Fri Aug 22 00:55:42 UTC 2025")
+TX2_ZONES = (("BCPU-therm", 36.5, 96.0), ("MCPU-therm", 36.0, 96.0), ("GPU-therm", 35.0, 96.0),
+             ("PLL-therm", 34.5, None), ("Tboard_tegra", 33.0, None),
+             ("Tdiode_tegra", 34.0, None), ("PMIC-Die", 100.0, None),
+             ("thermal-fan-est", 35.0, None))
+ORIN_ZONES = (("CPU-therm", 40.0, 99.0), ("GPU-therm", 39.0, 99.0), ("tj-therm", 41.0, 99.0))
+
+#: layout -> board files: model, compatible, L4T, zones, CPUs, GPU devfreq name,
+#: EMC clock file, and its sensors (driver, devices) and default refresh (s).
+BOARD_FILES = {
+    "tx2": dict(model="quill", compatible=("nvidia,p2771-0000", "nvidia,p3310-1000",
+                                           "nvidia,tegra186"),
+                l4t=R32, zones=TX2_ZONES, cpus=6, gpu="17000000.gp10b",
+                emc="sys/kernel/debug/clk/emc/clk_rate", driver="iio",
+                devices=TX2_RAILS + TX2_CARRIER_RAILS, refresh=INA3221_REFRESH_S),
+    "orin": dict(model="NVIDIA Jetson AGX Orin Developer Kit",
+                 compatible=("nvidia,p3737-0000+p3701-0005", "nvidia,p3701-0005",
+                             "nvidia,tegra234"),
+                 l4t=R35, zones=ORIN_ZONES, cpus=12, gpu="17000000.ga10b",
+                 emc="sys/kernel/debug/bpmp/debug/clk/emc/rate", driver="hwmon",
+                 devices=ORIN_RAILS, refresh=INA3221_REFRESH_S),
+    "orin-nx": dict(model="NVIDIA Jetson Orin NX Engineering Reference Developer Kit",
+                    compatible=("nvidia,p3768-0000+p3767-0000", "nvidia,p3767-0000",
+                                "nvidia,tegra234"),
+                    l4t=R35, zones=ORIN_ZONES, cpus=8, gpu="17000000.ga10b",
+                    emc="sys/kernel/debug/bpmp/debug/clk/emc/rate", driver="hwmon",
+                    devices=ORIN_NX_RAILS, refresh=INA3221_REFRESH_S),
+    "nano": dict(model="NVIDIA Jetson Nano Developer Kit",
+                 compatible=("nvidia,p3450-0000", "nvidia,jetson-nano", "nvidia,tegra210"),
+                 l4t=R32.replace("REVISION: 6.1", "REVISION: 7.1"),
+                 zones=(("CPU-therm", 35.0, 97.0), ("GPU-therm", 34.0, 97.0),
+                        ("PLL-therm", 33.0, None), ("PMIC-Die", 100.0, None)),
+                 cpus=4, gpu="57000000.gpu", emc="sys/kernel/debug/clk/emc/clk_rate",
+                 driver="iio", devices=NANO_RAILS, refresh=INA3221_REFRESH_S),
+    "agx-xavier": dict(model="Jetson-AGX",
+                       compatible=("nvidia,p2972-0000", "nvidia,galen", "nvidia,tegra194"),
+                       l4t=R32, zones=(("CPU-therm", 38.0, 96.0), ("GPU-therm", 37.0, 96.0)),
+                       cpus=8, gpu="17000000.gv11b",
+                       emc="sys/kernel/debug/bpmp/debug/clk/emc/rate", driver="iio",
+                       devices=AGX_XAVIER_RAILS, refresh=INA3221_REFRESH_S),
+    "thor": dict(model="NVIDIA Jetson AGX Thor Developer Kit",
+                 compatible=("nvidia,p4071-0000+p3834-0008", "nvidia,p3834-0008",
+                             "nvidia,tegra264"),
+                 l4t=R38, zones=(("cpu-therm", 42.0, 99.0), ("gpu-therm", 41.0, 99.0)),
+                 cpus=14, gpu=None, emc=None, driver="hwmon", devices=THOR_RAILS,
+                 refresh=None),
+}
+
+#: Binary log of every write: (monotonic time it became visible, watts, cumulative J,
+#: start of the period the value stands for).
+PRESENTED_LOG = "writer-log.f64"
 
 
 # ------------------------------------------------------------------------------------
@@ -155,9 +254,13 @@ def _mkdir(path):
         os.makedirs(path)
 
 
-def _write_board_files(root, model, l4t=None, pmode=None, zones=()):
+def _write_board_files(root, model, l4t=None, pmode=None, zones=(), compatible=(), cpus=0,
+                       gpu=None, emc=None):
     _mkdir(os.path.join(root, "proc", "device-tree"))
     _write(os.path.join(root, "proc", "device-tree", "model"), model + "\x00")
+    if compatible:
+        _write(os.path.join(root, "proc", "device-tree", "compatible"),
+               "".join(c + "\x00" for c in compatible))
     if l4t:
         _mkdir(os.path.join(root, "etc"))
         _write(os.path.join(root, "etc", "nv_tegra_release"), l4t + "\n")
@@ -174,6 +277,36 @@ def _write_board_files(root, model, l4t=None, pmode=None, zones=()):
             _write(os.path.join(z, "trip_point_0_temp"), "%d\n" % int(passive_c * 1000))
             _write(os.path.join(z, "trip_point_1_type"), "critical\n")
             _write(os.path.join(z, "trip_point_1_temp"), "%d\n" % int((passive_c + 5) * 1000))
+    set_clocks(root, cpus=cpus, gpu=gpu, emc=emc)
+
+
+def set_clocks(root, cpus=0, gpu=None, emc=None, cpu_khz=(345600, 2035200, 2035200),
+               gpu_hz=(114750000, 1300500000, 1300500000), emc_hz=1866000000,
+               locked=False):
+    """Write cpufreq (kHz: min, max, cur), GPU devfreq (Hz) and the EMC clock files.
+    locked: min = max = cur, as ``jetson_clocks`` leaves them."""
+    lo, hi, cur = cpu_khz
+    if locked:
+        lo = hi = cur
+    for c in range(cpus):
+        d = os.path.join(root, "sys", "devices", "system", "cpu", "cpu%d" % c, "cpufreq")
+        _mkdir(d)
+        _write(os.path.join(d, "scaling_min_freq"), "%d\n" % lo)
+        _write(os.path.join(d, "scaling_max_freq"), "%d\n" % hi)
+        _write(os.path.join(d, "scaling_cur_freq"), "%d\n" % cur)
+    if gpu:
+        g_lo, g_hi, g_cur = gpu_hz
+        if locked:
+            g_lo = g_hi = g_cur
+        d = os.path.join(root, "sys", "class", "devfreq", gpu)
+        _mkdir(d)
+        _write(os.path.join(d, "min_freq"), "%d\n" % g_lo)
+        _write(os.path.join(d, "max_freq"), "%d\n" % g_hi)
+        _write(os.path.join(d, "cur_freq"), "%d\n" % g_cur)
+    if emc:
+        f = os.path.join(root, emc)
+        _mkdir(os.path.dirname(f))
+        _write(f, "%d\n" % emc_hz)
 
 
 def set_zone_temp(root, index, temp_c):
@@ -183,93 +316,116 @@ def set_zone_temp(root, index, temp_c):
 
 
 class TreeWriter(object):
-    """Builds a layout under root and rewrites its values for a power P (watts)."""
+    """Builds a layout under root and rewrites its values for a power P (watts).
 
-    def __init__(self, root, layout, max_range_uj=262143328850.0, hwmon_mv=5000):
+    refresh_s: the sensor refresh period the tree declares (polling_delay_<k> on
+    iio, update_interval on hwmon); None: the layout's default (0.42 s for INA3221
+    trees); 0: declare none (values are instantaneous).  carrier: the TX2 developer
+    kit's carrier INA3221s (0x42, 0x43) are present (default True)."""
+
+    def __init__(self, root, layout, max_range_uj=262143328850.0, hwmon_mv=5000,
+                 refresh_s=None, carrier=True):
         if layout not in LAYOUTS:
             raise ValueError("layout must be one of %s" % ", ".join(LAYOUTS))
         self.root = root
         self.layout = layout
         self.max_range_uj = float(max_range_uj)
         self.hwmon_mv = int(hwmon_mv)
+        spec = BOARD_FILES.get(layout, {})
+        self.refresh_s = spec.get("refresh") if refresh_s is None else (refresh_s or None)
+        self.carrier = carrier
         self.rails = []  # (name, fraction, kind, paths...)
         self.rapl_offset_uj = 1.0e6  # counters do not start at zero
         self._build()
 
+    def _devices(self):
+        spec = BOARD_FILES[self.layout]
+        devs = spec["devices"]
+        if self.layout == "tx2" and not self.carrier:
+            devs = TX2_RAILS
+        return devs
+
     def _build(self):
         root = self.root
-        if self.layout == "tx2":
-            _write_board_files(root, "quill",
-                               "# R32 (release), REVISION: 6.1, GCID: 27863751, "
-                               "BOARD: t186ref, EABI: aarch64, DATE: Mon Jul 26 19:36:31 UTC 2021",
-                               pmode=0,
-                               zones=(("BCPU-therm", 36.5, 96.0), ("MCPU-therm", 36.0, 96.0),
-                                      ("GPU-therm", 35.0, 96.0), ("PLL-therm", 34.5, None),
-                                      ("Tboard_tegra", 33.0, None), ("Tdiode_tegra", 34.0, None),
-                                      ("PMIC-Die", 100.0, None), ("thermal-fan-est", 35.0, None)))
-            for addr, dev, rails in TX2_RAILS:
+        if self.layout == "rapl":
+            self._build_rapl()
+            return
+        spec = BOARD_FILES[self.layout]
+        _write_board_files(root, spec["model"], spec["l4t"], pmode=0, zones=spec["zones"],
+                           compatible=spec["compatible"], cpus=spec["cpus"], gpu=spec["gpu"],
+                           emc=spec["emc"])
+        ms = "%d\n" % int(round(self.refresh_s * 1000)) if self.refresh_s else None
+        if spec["driver"] == "iio":
+            for addr, dev, rails in self._devices():
                 d = os.path.join(root, "sys", "bus", "i2c", "drivers", "ina3221x", addr, dev)
                 _mkdir(d)
                 _write(os.path.join(d, "name"), "ina3221x\n")
                 for k, (name, frac) in enumerate(rails):
+                    mv = 19000 if name == "VDD_IN" else 5000
                     _write(os.path.join(d, "rail_name_%d" % k), name + "\n")
-                    _write(os.path.join(d, "in_voltage%d_input" % k), "19000\n" if name == "VDD_IN" else "5000\n")
+                    _write(os.path.join(d, "in_voltage%d_input" % k), "%d\n" % mv)
                     _write(os.path.join(d, "crit_current_limit_%d" % k), "4000\n")
                     _write(os.path.join(d, "warn_current_limit_%d" % k), "3000\n")
+                    if ms:
+                        _write(os.path.join(d, "polling_delay_%d" % k), ms)
                     self.rails.append((name, frac, "iio",
                                        os.path.join(d, "in_power%d_input" % k),
-                                       os.path.join(d, "in_current%d_input" % k),
-                                       19000 if name == "VDD_IN" else 5000))
-        elif self.layout in ("orin", "orin-nx"):
-            _write_board_files(root, "NVIDIA Jetson AGX Orin Developer Kit" if self.layout == "orin"
-                               else "NVIDIA Orin NX Developer Kit",
-                               "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, "
-                               "EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023",
-                               pmode=0, zones=(("CPU-therm", 40.0, 99.0), ("GPU-therm", 39.0, 99.0),
-                                               ("tj-therm", 41.0, 99.0)))
-            spec = ORIN_RAILS if self.layout == "orin" else ORIN_NX_RAILS
-            for addr, hw, rails in spec:
-                d = os.path.join(root, "sys", "bus", "i2c", "drivers", "ina3221", addr, "hwmon", hw)
-                _mkdir(d)
-                _write(os.path.join(d, "name"), "ina3221\n")
-                for k, (name, frac) in enumerate(rails, 1):
-                    _write(os.path.join(d, "in%d_label" % k), name + "\n")
-                    _write(os.path.join(d, "in%d_input" % (k + 3)), "12\n")  # shunt mV
-                    _write(os.path.join(d, "curr%d_crit" % k), "5000\n")
-                    self.rails.append((name, frac, "hwmon", os.path.join(d, "in%d_input" % k),
-                                       os.path.join(d, "curr%d_input" % k), self.hwmon_mv))
-                _write(os.path.join(d, "in7_label"), "sum of shunt voltages\n")
-                _write(os.path.join(d, "in7_input"), "40\n")
-                self.rails.append(("sum", None, "hwmon-sum", os.path.join(d, "curr4_input")))
-        elif self.layout == "rapl":
-            _write_board_files(root, "Emulated x86 host")
-            base = os.path.join(root, "sys", "devices", "virtual", "powercap", "intel-rapl")
-            cls = os.path.join(root, "sys", "class", "powercap")
-            _mkdir(base)
-            _mkdir(cls)
-            _write(os.path.join(base, "enabled"), "1\n")
-            if not os.path.lexists(os.path.join(cls, "intel-rapl")):
-                os.symlink(os.path.relpath(base, cls), os.path.join(cls, "intel-rapl"))
-            for key, name, frac in RAPL_ZONES:
-                zid = "intel-rapl:" + ":".join(str(k) for k in key)
-                if len(key) == 1:
-                    d = os.path.join(base, zid)
-                else:
-                    d = os.path.join(base, "intel-rapl:%d" % key[0], zid)
-                _mkdir(d)
-                _write(os.path.join(d, "name"), name + "\n")
-                _write(os.path.join(d, "max_energy_range_uj"), "%d\n" % int(self.max_range_uj))
-                link = os.path.join(cls, zid)
-                if not os.path.lexists(link):
-                    os.symlink(os.path.relpath(d, cls), link)
-                self.rails.append((name, frac, "rapl", os.path.join(d, "energy_uj")))
+                                       os.path.join(d, "in_current%d_input" % k), mv))
+            return
+        for addr, hw, rails in self._devices():
+            d = os.path.join(root, "sys", "bus", "i2c", "drivers", "ina3221", addr, "hwmon", hw)
+            _mkdir(d)
+            _write(os.path.join(d, "name"), "ina3221\n")
+            if ms:
+                _write(os.path.join(d, "update_interval"), ms)
+            for k, (name, frac) in enumerate(rails, 1):
+                _write(os.path.join(d, "in%d_label" % k), name + "\n")
+                _write(os.path.join(d, "in%d_input" % (k + 3)), "12\n")  # shunt mV
+                _write(os.path.join(d, "curr%d_crit" % k), "5000\n")
+                self.rails.append((name, frac, "hwmon", os.path.join(d, "in%d_input" % k),
+                                   os.path.join(d, "curr%d_input" % k), self.hwmon_mv))
+            _write(os.path.join(d, "in7_label"), "sum of shunt voltages\n")
+            _write(os.path.join(d, "in7_input"), "40\n")
+            self.rails.append(("sum", None, "hwmon-sum", os.path.join(d, "curr4_input")))
+        if self.layout == "thor":
+            addr, hw, frac = THOR_INA238
+            d = os.path.join(root, "sys", "bus", "i2c", "drivers", "ina238", addr, "hwmon", hw)
+            _mkdir(d)
+            _write(os.path.join(d, "name"), "ina238\n")
+            self.rails.append(("VIN", frac, "ina238", os.path.join(d, "power1_input"),
+                               os.path.join(d, "in1_input"), os.path.join(d, "curr1_input"),
+                               19000))
+
+    def _build_rapl(self):
+        root = self.root
+        _write_board_files(root, "Emulated x86 host")
+        base = os.path.join(root, "sys", "devices", "virtual", "powercap", "intel-rapl")
+        cls = os.path.join(root, "sys", "class", "powercap")
+        _mkdir(base)
+        _mkdir(cls)
+        _write(os.path.join(base, "enabled"), "1\n")
+        if not os.path.lexists(os.path.join(cls, "intel-rapl")):
+            os.symlink(os.path.relpath(base, cls), os.path.join(cls, "intel-rapl"))
+        for key, name, frac in RAPL_ZONES:
+            zid = "intel-rapl:" + ":".join(str(k) for k in key)
+            if len(key) == 1:
+                d = os.path.join(base, zid)
+            else:
+                d = os.path.join(base, "intel-rapl:%d" % key[0], zid)
+            _mkdir(d)
+            _write(os.path.join(d, "name"), name + "\n")
+            _write(os.path.join(d, "max_energy_range_uj"), "%d\n" % int(self.max_range_uj))
+            link = os.path.join(cls, zid)
+            if not os.path.lexists(link):
+                os.symlink(os.path.relpath(d, cls), link)
+            self.rails.append((name, frac, "rapl", os.path.join(d, "energy_uj")))
 
     def rail_powers(self, p):
-        """{rail: watts} for a board total p (what a correct reader should see)."""
+        """{rail: watts} for a module power p (what a correct reader should see)."""
         return dict((r[0], p * r[1]) for r in self.rails if r[1] is not None)
 
     def write_power(self, p, energy_j=None):
-        """Write every rail for total power p (W); rapl needs the cumulative
+        """Write every rail for module power p (W); rapl needs the cumulative
         energy_j of the waveform instead."""
         for r in self.rails:
             name, frac, kind = r[0], r[1], r[2]
@@ -287,6 +443,10 @@ class TreeWriter(object):
                 _write(r[4], "%d\n" % int(round(ma)))
             elif kind == "hwmon-sum":
                 _write(r[3], "%d\n" % int(round(p * 1.0e6 / self.hwmon_mv)))
+            elif kind == "ina238":
+                _write(r[3], "%d\n" % int(round(p * frac * 1.0e6)))
+                _write(r[4], "%d\n" % r[6])
+                _write(r[5], "%d\n" % int(round(p * frac * 1.0e6 / r[6])))
             elif kind == "rapl":
                 if energy_j is None:
                     raise ValueError("rapl layout needs the cumulative energy")
@@ -294,52 +454,67 @@ class TreeWriter(object):
                 _write(r[3], "%d\n" % int(uj))
 
 
-def build_tree(root, layout, power_w=5.0, tools=False, max_range_uj=262143328850.0):
+def build_tree(root, layout, power_w=5.0, tools=False, max_range_uj=262143328850.0,
+               refresh_s=None, carrier=True, tegrastats_style=None):
     """Create a static tree (every rail at its share of power_w).  With tools, also
-    the stand-in tegrastats, nvpmodel and trtexec (tx2 paths).  Returns the writer."""
-    w = TreeWriter(root, layout, max_range_uj=max_range_uj)
+    the stand-in tegrastats, nvpmodel and trtexec.  Returns the writer."""
+    w = TreeWriter(root, layout, max_range_uj=max_range_uj, refresh_s=refresh_s,
+                   carrier=carrier)
     w.write_power(power_w, energy_j=0.0)
     if tools:
-        write_fake_tools(root, layout)
+        write_fake_tools(root, layout, style=tegrastats_style)
     return w
 
 
 # ------------------------------------------------------------------------------------
 def run_writer(root, layout, waveform, rate_hz=200.0, duration=None, ready=None,
-               max_range_uj=262143328850.0, priority=10):
-    """Loop: rewrite the tree for P(now) every 1/rate_hz seconds.  The waveform's
-    t_ref is fixed at the start when not given, and the effective waveform is saved
-    as ``<root>/waveform.json``."""
+               max_range_uj=262143328850.0, priority=10, refresh_s=None, carrier=True):
+    """Loop: rewrite the tree, and save the effective waveform (t_ref fixed at the
+    start when not given) as ``<root>/waveform.json``.
+
+    Sensor trees (INA3221 layouts; refresh_s None = the layout's 0.42 s, or a given
+    period) publish every refresh_s the **mean** power over the period that just
+    ended, as the INA3221's averaging does; refresh_s=0, RAPL and Thor write P(now)
+    every 1/rate_hz seconds."""
     if priority:
         try:
             os.nice(-priority)  # a starved writer would lag behind its own waveform
         except (OSError, AttributeError):
             pass
-    writer = TreeWriter(root, layout, max_range_uj=max_range_uj)
+    writer = TreeWriter(root, layout, max_range_uj=max_range_uj, refresh_s=refresh_s,
+                        carrier=carrier)
+    sensor = writer.refresh_s if layout != "rapl" else None
     if waveform.t_ref is None:
         waveform.t_ref = time.monotonic()
     t_start = waveform.t_ref
     with open(os.path.join(root, ".waveform.json.tmp"), "w") as f:
         json.dump(dict(waveform.to_dict(), layout=layout, rate_hz=rate_hz,
-                       writer_pid=os.getpid()), f)
+                       refresh_s=sensor, writer_pid=os.getpid()), f)
     os.replace(os.path.join(root, ".waveform.json.tmp"), os.path.join(root, "waveform.json"))
-    period = 1.0 / rate_hz
+    period = sensor or 1.0 / rate_hz
     first = True
     next_tick = time.monotonic()
     end = None if duration is None else next_tick + duration
     log_fd = os.open(os.path.join(root, PRESENTED_LOG),
                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-    rec = array.array("d", [0.0, 0.0, 0.0])
+    rec = array.array("d", [0.0, 0.0, 0.0, 0.0])
+    last = None
     while True:
         now = time.monotonic()
         if end is not None and now >= end:
             break
-        p = waveform.power(now)
         e = waveform.energy(t_start, now)
+        if sensor and last is not None and now > last:
+            p = waveform.energy(last, now) / (now - last)  # the sensor's average
+            start = last
+        else:
+            p = waveform.power(now)
+            start = now if sensor else (last if last is not None else now)
         writer.write_power(p, energy_j=e)
-        # what the tree shows from now on: (time it became visible, power, energy)
-        rec[0], rec[1], rec[2] = time.monotonic(), p, e
+        # what the tree shows from now on: (time visible, power, energy, period start)
+        rec[0], rec[1], rec[2], rec[3] = time.monotonic(), p, e, start
         os.write(log_fd, rec.tobytes())
+        last = now
         if first and ready:
             _write(ready, "%f\n" % now)
             first = False
@@ -352,9 +527,10 @@ def run_writer(root, layout, waveform, rate_hz=200.0, duration=None, ready=None,
 
 
 def start_writer(root, layout, waveform, rate_hz=200.0, duration=None, python=None,
-                 max_range_uj=None, timeout=20.0):
+                 max_range_uj=None, timeout=20.0, refresh_s=None, carrier=True):
     """Start the writer as a separate process and wait until it has written once.
-    Returns (Popen, Waveform with t_ref set).  Stop it with ``stop_writer``."""
+    Returns (Popen, Waveform with t_ref set).  Stop it with ``stop_writer``.
+    refresh_s: see run_writer (None: the layout's real sensor rate)."""
     if isinstance(waveform, dict):
         waveform = Waveform(waveform)
     if waveform.t_ref is None:
@@ -370,6 +546,10 @@ def start_writer(root, layout, waveform, rate_hz=200.0, duration=None, python=No
         cmd += ["--duration", str(duration)]
     if max_range_uj is not None:
         cmd += ["--max-range-uj", str(max_range_uj)]
+    if refresh_s is not None:
+        cmd += ["--refresh-s", str(refresh_s)]
+    if not carrier:
+        cmd += ["--no-carrier"]
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
@@ -391,24 +571,51 @@ def stop_writer(proc):
     stop_process(proc, 5)
 
 
-def read_presented(root):
+def read_presented(root, periods=False):
     """The writer's log: lists (times, watts, cumulative joules) of what the tree
-    showed, each value visible from its time until the next one."""
+    showed, each value visible from its time until the next one; with periods, also
+    the start of the period each value stands for (a sensor's average)."""
     with open(os.path.join(root, PRESENTED_LOG), "rb") as f:
         data = f.read()
     arr = array.array("d")
-    arr.frombytes(data[:len(data) - len(data) % 24])
-    return list(arr[0::3]), list(arr[1::3]), list(arr[2::3])
+    arr.frombytes(data[:len(data) - len(data) % 32])
+    out = (list(arr[0::4]), list(arr[1::4]), list(arr[2::4]))
+    return out + (list(arr[3::4]),) if periods else out
+
+
+def _sensor_tree(root):
+    try:
+        with open(os.path.join(root, "waveform.json")) as f:
+            return bool(json.load(f).get("refresh_s"))
+    except (OSError, IOError, ValueError):
+        return False
 
 
 def presented_energy(root, t0, t1, log=None):
-    """Exact energy over [t0, t1] of the power the tree actually showed (a step
-    function through the writer's updates), as a perfect reader would integrate it.
-    Differs from the analytic waveform only by the writer's own delays."""
-    ts, ps, _ = log or read_presented(root)
+    """Exact energy over [t0, t1] of what the tree's values stand for, as a perfect
+    reader would integrate it: on a sensor tree each value is the mean power over the
+    period before it appeared; otherwise a step function through the updates.
+    Differs from the analytic waveform by the writer's own delays and, on a sensor
+    tree, by how the power moved inside the periods cut by t0 and t1."""
+    import bisect
+    if log is None or len(log) < 4:
+        log = read_presented(root, periods=True)
+    ts, ps, _, starts = log
+    if _sensor_tree(root):
+        # value i stands for [starts[i], starts[i + 1]] (the sensor's averaging period)
+        if not ts or ts[0] > t0 or ts[-1] < t1:
+            raise ValueError("the writer log does not cover the window")
+        e = 0.0
+        i = max(0, bisect.bisect_left(ts, t0) - 1)
+        while i < len(ts) and starts[i] < t1:
+            end = starts[i + 1] if i + 1 < len(ts) else ts[i]
+            a, b = max(starts[i], t0), min(end, t1)
+            if b > a:
+                e += ps[i] * (b - a)
+            i += 1
+        return e
     if not ts or ts[0] > t0:
         raise ValueError("the writer log does not cover the window")
-    import bisect
     i = bisect.bisect_right(ts, t0) - 1
     e = 0.0
     t = t0
@@ -425,7 +632,7 @@ def writer_lag(root, waveform=None, log=None):
     """How late the writer published its values: (p50, p99, max) of the gaps
     between consecutive updates, in seconds (the reader sees a value at most that
     old)."""
-    ts, _, _ = log or read_presented(root)
+    ts = (log or read_presented(root))[0]
     gaps = sorted(b - a for a, b in zip(ts, ts[1:]))
     if not gaps:
         return None
@@ -445,6 +652,8 @@ for i, a in enumerate(args):
 def rails():
     out = []
     for dev in sorted(glob.glob(os.path.join(root, "sys/bus/i2c/drivers/ina3221x/*/iio:device*"))):
+        if dev.split(os.sep)[-2][-4:] in ("0042", "0043"):
+            continue  # the devkit's carrier monitors: tegrastats does not print them
         ks = sorted(int(p.rsplit("_", 1)[1]) for p in glob.glob(os.path.join(dev, "rail_name_*")))
         for k in ks:
             name = open(os.path.join(dev, "rail_name_%d" % k)).read().strip()
@@ -461,17 +670,24 @@ def rails():
                 ma = int(open(os.path.join(dev, "curr%d_input" % k)).read())
             except (OSError, ValueError):
                 continue
-            if name != "NC":
-                out.append((name, mv * ma // 1000))
+            out.append((name, 0 if name == "NC" else mv * ma // 1000))
+    for dev in sorted(glob.glob(os.path.join(root, "sys/bus/i2c/drivers/ina238/*/hwmon/hwmon*"))):
+        try:
+            out.insert(0, ("VIN", int(open(os.path.join(dev, "power1_input")).read()) // 1000))
+        except (OSError, ValueError):
+            continue
     return out
 sums = {{}}
+peaks = {{}}
 n = 0
 while True:
     n += 1
     parts = []
     for name, mw in rails():
         sums[name] = sums.get(name, 0) + mw
+        peaks[name] = max(peaks.get(name, 0), mw)
         avg = sums[name] // n
+        peak = peaks[name]
         parts.append({fmt})
     line = ("RAM 2123/7852MB (lfb 1206x4MB) SWAP 0/3926MB (cached 0MB) "
             "CPU [2%@345,off,off,1%@345,0%@345,0%@345] EMC_FREQ 0% GR3D_FREQ 0% "
@@ -582,17 +798,30 @@ def _script(path, text):
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def write_fake_tools(root, layout="tx2", python=None, trtexec_latency_ms=5.0):
+#: tegrastats rail formats, as printed by the releases (see tests/agent/fixtures/):
+#: jp4 "VDD_IN 1649/1649" (L4T 32), jp5 "VDD_IN 2171mW/2171mW" (L4T 34/35),
+#: jp6 "VDD_GPU_SOC 5139mW/5139mW/5139mW" (current/average/peak, newer releases and
+#: Thor, whose input is "VIN").
+TEGRASTATS_FORMATS = {
+    "jp4": '"%s %d/%d" % (name, mw, avg)',
+    "jp5": '"%s %dmW/%dmW" % (name, mw, avg)',
+    "jp6": '"%s %dmW/%dmW/%dmW" % (name, mw, avg, peak)',
+}
+DEFAULT_TEGRASTATS_STYLE = {"tx2": "jp4", "nano": "jp4", "agx-xavier": "jp4", "orin": "jp5",
+                            "orin-nx": "jp5", "thor": "jp6"}
+
+
+def write_fake_tools(root, layout="tx2", python=None, trtexec_latency_ms=5.0, style=None):
     """Stand-ins for tegrastats (usr/bin), nvpmodel (usr/sbin) and trtexec
-    (usr/src/tensorrt/bin) under root.  tegrastats prints the tree's current rails:
-    the JetPack 4 format ("VDD_IN 1649/1649") for iio trees and the JetPack 5 format
-    ("VDD_IN 2171mW/2171mW") for hwmon trees."""
+    (usr/src/tensorrt/bin) under root.  tegrastats prints the tree's current rails
+    in ``style`` (TEGRASTATS_FORMATS; default: the layout's release)."""
     py = python or sys.executable
-    jp4 = layout == "tx2"
-    fmt = ('"%s %d/%d" % (name, mw, avg)' if jp4 else '"%s %dmW/%dmW" % (name, mw, avg)')
+    style = style or DEFAULT_TEGRASTATS_STYLE.get(layout, "jp5")
+    if style not in TEGRASTATS_FORMATS:
+        raise ValueError("tegrastats style must be one of %s" % ", ".join(TEGRASTATS_FORMATS))
     _script(os.path.join(root, "usr", "bin", "tegrastats"),
-            _FAKE_TEGRASTATS.format(python=py, root=os.path.abspath(root), fmt=fmt,
-                                    style="JetPack 4" if jp4 else "JetPack 5"))
+            _FAKE_TEGRASTATS.format(python=py, root=os.path.abspath(root),
+                                    fmt=TEGRASTATS_FORMATS[style], style=style))
     _script(os.path.join(root, "usr", "sbin", "nvpmodel"), _FAKE_NVPMODEL.format(python=py))
     _script(os.path.join(root, "usr", "src", "tensorrt", "bin", "trtexec"),
             _FAKE_TRTEXEC.format(python=py, latency_ms=float(trtexec_latency_ms)))
@@ -620,15 +849,25 @@ def main(argv=None):
     r.add_argument("--duration", type=float, default=None)
     r.add_argument("--ready", default=None, help="file created after the first write")
     r.add_argument("--max-range-uj", type=float, default=262143328850.0)
+    for q in (b, r):
+        q.add_argument("--refresh-s", type=float, default=None,
+                       help="sensor refresh period the tree declares and (run) follows; "
+                            "default the layout's (0.42 s for INA3221); 0 = instantaneous")
+        q.add_argument("--no-carrier", action="store_true",
+                       help="tx2: leave out the developer kit's carrier INA3221s")
+    b.add_argument("--tegrastats-style", default=None, choices=sorted(TEGRASTATS_FORMATS))
     args = p.parse_args(argv)
     _mkdir(args.root)
     if args.cmd == "build":
-        build_tree(args.root, args.layout, args.power_w, tools=args.tools)
+        build_tree(args.root, args.layout, args.power_w, tools=args.tools,
+                   refresh_s=args.refresh_s, carrier=not args.no_carrier,
+                   tegrastats_style=args.tegrastats_style)
         return 0
     try:
         run_writer(args.root, args.layout, Waveform(json.loads(args.waveform)),
                    rate_hz=args.rate_hz, duration=args.duration, ready=args.ready,
-                   max_range_uj=args.max_range_uj)
+                   max_range_uj=args.max_range_uj, refresh_s=args.refresh_s,
+                   carrier=not args.no_carrier)
     except KeyboardInterrupt:
         pass
     return 0

@@ -93,6 +93,9 @@ class Sampler(object):
         self._started_at = None
         self.nice_request = nice
         self.nice = None  # niceness obtained for the sampling thread (None: default)
+        self._trace = None  # open raw trace file (see open_trace)
+        self._traced = 0  # rows of the current arrays already written to it
+        self.trace_rows = 0
 
     # ------------------------------------------------------------------------------
     def start(self):
@@ -117,6 +120,51 @@ class Sampler(object):
         self.source.close()
         if getattr(self, "_switch", None):
             sys.setswitchinterval(self._switch)
+        self.close_trace()
+
+    # --- raw trace ------------------------------------------------------------------
+    def open_trace(self, path, header_lines=()):
+        """Write every sample to ``path`` as CSV: t_monotonic, t_unix, one column
+        per rail, the total (and the carrier's total where there is one).  Rows are
+        written when samples are trimmed and at stop(), never from the sampling
+        thread, so the trace costs the sampler nothing."""
+        f = open(path, "w")
+        for line in header_lines:
+            f.write("# %s\n" % line)
+        cols = ["t_monotonic", "t_unix"] + list(self.source.rails) + ["total"]
+        if getattr(self.source, "carrier_rail", None):
+            cols.append("carrier_total")
+        f.write(",".join(cols) + "\n")
+        self._trace = f
+        self._traced = 0
+        self.trace_rows = 0
+
+    def _flush_trace(self, upto):
+        """Write rows [_traced, upto) of the current arrays (lock held)."""
+        f = self._trace
+        if f is None or upto <= self._traced:
+            return
+        offset = time.time() - time.monotonic()
+        carrier = getattr(self.source, "carrier_rail", None)
+        for i in range(self._traced, upto):
+            vals = [a[i] for a in self.values]
+            row = [repr(self.times[i]), "%.6f" % (self.times[i] + offset)]
+            row += ["" if v != v else repr(v) for v in vals]
+            tot = self.source.total_of(vals)
+            row.append("" if tot != tot else repr(tot))
+            if carrier:
+                c = self.source.carrier_of(vals)
+                row.append("" if c is None or c != c else repr(c))
+            f.write(",".join(row) + "\n")
+        self.trace_rows += upto - self._traced
+        self._traced = upto
+
+    def close_trace(self):
+        with self._lock:
+            if self._trace is not None:
+                self._flush_trace(len(self.times))
+                self._trace.close()
+                self._trace = None
 
     def __enter__(self):
         return self.start()
@@ -214,6 +262,11 @@ class Sampler(object):
                     return False
                 self._cond.wait(min(left, 0.05))
 
+    def wait_first(self, timeout):
+        """Block until the first sample exists (so no window starts before the
+        data); False on timeout or when the sampler has ended."""
+        return self.wait_past(float("-inf"), timeout)
+
     def count_between(self, t0, t1):
         with self._lock:
             ts = self.times
@@ -234,6 +287,8 @@ class Sampler(object):
         with self._lock:
             i = bisect.bisect_left(self.times, before) - 1
             if i > 0:
+                self._flush_trace(i)
+                self._traced = max(0, self._traced - i)
                 del self.times[:i]
                 for a in self.values:
                     del a[:i]

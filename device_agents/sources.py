@@ -28,11 +28,18 @@ NAN = float("nan")
 #: Rail names that measure the whole board's input: used as the total when present.
 TOTAL_RAIL_NAMES = ("VDD_IN", "POM_5V_IN")
 
+#: Input-rail names used when the board model is not in boards.TABLES.
+GENERIC_INPUTS = ("VDD_IN", "POM_5V_IN", "VIN", "5V_IN")
+
+#: Sources whose total follows the board's rail table (boards.py).
+JETSON_SOURCES = ("iio", "hwmon", "tegrastats")
+
 #: Order in which ``--power auto`` tries the sources.
 SOURCE_NAMES = ("iio", "hwmon", "tegrastats", "rapl", "nvml", "none")
 
 IIO_GLOB = "sys/bus/i2c/drivers/ina3221x/*/iio:device*"
 HWMON_GLOB = "sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"
+INA238_GLOB = "sys/bus/i2c/drivers/ina238/*/hwmon/hwmon*"
 RAPL_GLOB = "sys/class/powercap/intel-rapl:*"
 TEGRASTATS_PATHS = ("usr/bin/tegrastats",)
 
@@ -63,6 +70,16 @@ def read_number(path):
     finally:
         os.close(fd)
     return float(data)
+
+
+def _ms_file(path):
+    """A period in milliseconds from a sysfs file (``polling_delay_<k>``,
+    ``update_interval``), in seconds; None when absent, unreadable or not positive."""
+    try:
+        v = read_number(path)
+    except (OSError, IOError, ValueError):
+        return None
+    return v / 1000.0 if v > 0 else None
 
 
 def _suffix_int(path, prefix, suffix=""):
@@ -117,6 +134,15 @@ class PowerSource(object):
         self.total_rail = None  # rail used as total, or None: sum of total_members
         self.total_members = None  # indices summed when total_rail is None (None: all)
         self.details = {}
+        self.devices = []  # per rail: the i2c device ("0-0041") it is read from, or None
+        self.rail_refresh = []  # per rail: the sensor's own refresh period (s), or None
+        self.board = None  # boards.BoardTable applied, or None
+        self.boundary = None  # what the total measures, in words
+        self.total_complete = True  # False: the total misses part of the boundary
+        self.carrier_members = None  # indices of the carrier rails (own boundary)
+        self.carrier_rail = None  # the carrier's input rail (its total)
+        self.warnings = []  # found while choosing the total
+        self.refresh_override = None  # --sensor-refresh-ms (s; 0 = treat as instantaneous)
 
     # --- life cycle -----------------------------------------------------------------
     def open(self):
@@ -141,6 +167,118 @@ class PowerSource(object):
             if cand in self.rails:
                 self.total_rail = cand
                 return
+
+    def apply_board(self, table, selected=None):
+        """Choose the total from the board's rail table (see boards.py): the module
+        input rail, or the documented sum of parallel rails; carrier rails form their
+        own boundary.  A missing input rail gives the sum of the module rails found,
+        flagged incomplete with a warning naming the boundary used.  ``selected``:
+        the rails kept by --rails (their sum, unless the input rail is among them)."""
+        self.board = table
+        self.warnings = []
+        self.total_complete = True
+        self.total_rail = None
+        self.total_members = None
+        self.carrier_members = None
+        self.carrier_rail = None
+        devs = self.devices if len(self.devices) == len(self.rails) else [None] * len(self.rails)
+        carrier = []
+        if table is not None:
+            for i, (r, d) in enumerate(zip(self.rails, devs)):
+                base = r.split("#")[0]
+                if base in table.carrier or (d and any(d.endswith("-" + a) or d.endswith(a)
+                                                       for a in table.carrier_addrs)):
+                    carrier.append(i)
+        module = [i for i in range(len(self.rails)) if i not in carrier]
+        if carrier:
+            self.carrier_members = carrier
+            if table.carrier_total and table.carrier_total in self.rails:
+                self.carrier_rail = table.carrier_total
+        names = dict((self.rails[i], i) for i in module)
+        if selected is not None:
+            # --rails: the input rail if kept, else the sum of the kept module rails
+            want = table.total if table is not None else [(n,) for n in GENERIC_INPUTS]
+            for alts in want[:1] if (table is None or table.input_rail) else []:
+                for a in alts:
+                    if a in names:
+                        self.total_rail = a
+                        self.boundary = (table.boundary if table is not None
+                                         else "input rail %s" % a)
+                        return
+            found = [names[n] for alts in want for n in alts if n in names]
+            if table is not None and not table.input_rail and len(found) == len(want):
+                self.total_members = found
+                self.boundary = table.boundary
+                return
+            self.total_members = module
+            self.total_complete = False
+            self.boundary = "rails chosen with --rails: sum of %s" % (
+                "+".join(self.rails[i] for i in module) or "nothing")
+            return
+        if table is None:
+            for a in GENERIC_INPUTS:
+                if a in names:
+                    self.total_rail = a
+                    self.boundary = "input rail %s (board model not in the rail tables)" % a
+                    return
+            self.total_members = module
+            self.total_complete = False
+            self.boundary = ("sum of every rail read (%s): board model not in the rail "
+                             "tables, so nested rails may be counted twice or the input "
+                             "missed" % "+".join(self.rails[i] for i in module))
+            self.warnings.append("board model unknown and no input rail: the total is the "
+                                 "%s" % self.boundary)
+            return
+        found = []
+        missing = []
+        for alts in table.total:
+            hit = [a for a in alts if a in names]
+            if hit:
+                found.append(names[hit[0]])
+            else:
+                missing.append("|".join(alts))
+        if not missing:
+            if table.input_rail and len(found) == 1:
+                self.total_rail = self.rails[found[0]]
+            else:
+                self.total_members = found
+            self.boundary = table.boundary
+            return
+        # never a silent sum of sub-rails: say what the total now covers
+        self.total_complete = False
+        if table.input_rail:
+            subs = [i for i in module]
+            self.total_members = subs
+            self.boundary = ("partial: sum of module sub-rails %s (the input rail %s of "
+                             "the %s is missing)" % ("+".join(self.rails[i] for i in subs)
+                                                      or "none", ", ".join(missing), table.name))
+        else:
+            self.total_members = found
+            self.boundary = ("partial: %s without %s (%s)" % (
+                "+".join(self.rails[i] for i in found) or "nothing", ", ".join(missing),
+                table.name))
+        self.warnings.append("rail %s missing on %s: the total is the %s; it is not the "
+                             "module's energy (--require-energy fails on this)"
+                             % (", ".join(missing), table.name, self.boundary))
+
+    def carrier_of(self, values):
+        """The carrier board's total of one sample (its input rail), or None."""
+        if self.carrier_rail is None:
+            return None
+        return values[self.rails.index(self.carrier_rail)]
+
+    def refresh_s(self):
+        """The sensor's refresh period (s) for the total's rails, None when unknown
+        (read each sample as an instantaneous value)."""
+        if self.refresh_override is not None:
+            return self.refresh_override or None
+        if len(self.rail_refresh) != len(self.rails):
+            return None
+        idx = ([self.rails.index(self.total_rail)] if self.total_rail is not None
+               else (self.total_members if self.total_members is not None
+                     else range(len(self.rails))))
+        vals = [self.rail_refresh[i] for i in idx if self.rail_refresh[i]]
+        return max(vals) if vals else None
 
     def total_index(self):
         return self.rails.index(self.total_rail) if self.total_rail else None
@@ -174,7 +312,13 @@ class PowerSource(object):
         keep = [self.rails.index(w) for w in wanted]
         self._keep(keep)
         self.rails = [self.rails[i] for i in keep]
+        if len(self.devices) > max(keep):
+            self.devices = [self.devices[i] for i in keep]
+        if len(self.rail_refresh) > max(keep):
+            self.rail_refresh = [self.rail_refresh[i] for i in keep]
         self._finish_totals()
+        if self.name in JETSON_SOURCES:
+            self.apply_board(self.board, selected=list(wanted))
 
     def _keep(self, indices):
         raise NotImplementedError
@@ -183,6 +327,16 @@ class PowerSource(object):
         d = {"name": self.name, "kind": self.kind, "rails": list(self.rails),
              "total": self.total_label()}
         d.update(self.details)
+        if self.name in JETSON_SOURCES:
+            d["boundary"] = self.boundary
+            d["total_complete"] = self.total_complete
+            d["board"] = self.board.describe() if self.board is not None else None
+            if self.carrier_members:
+                d["carrier"] = {"rails": [self.rails[i] for i in self.carrier_members],
+                                "total": self.carrier_rail}
+            d["refresh_s"] = self.refresh_s()
+            if len(self.rail_refresh) == len(self.rails):
+                d["rail_refresh_s"] = dict(zip(self.rails, self.rail_refresh))
         return d
 
 
@@ -204,6 +358,8 @@ class IioInaSource(PowerSource):
         names = []
         files = []
         skipped = []
+        addrs = []
+        refresh = []
         for dev in devices:
             addr = os.path.basename(os.path.dirname(dev))
             entries = []
@@ -224,11 +380,15 @@ class IioInaSource(PowerSource):
                     continue
                 names.append(label)
                 files.append(pfile)
+                addrs.append(addr)
+                refresh.append(_ms_file(os.path.join(dev, "polling_delay_%d" % k)))
         if not names:
             raise Unavailable("ina3221x iio devices found but no readable rail (%s)"
                               % "; ".join(skipped))
         self.rails = _unique(names)
         self.files = files
+        self.devices = addrs
+        self.rail_refresh = refresh
         self.details = {"devices": [os.path.relpath(d, fs_root or "/") for d in devices]}
         if skipped:
             self.details["skipped"] = skipped
@@ -253,7 +413,12 @@ class IioInaSource(PowerSource):
 class HwmonInaSource(PowerSource):
     """``/sys/bus/i2c/drivers/ina3221/<bus-addr>/hwmon/hwmon<N>/`` with
     ``in<k>_label``, ``in<k>_input`` (mV) and ``curr<k>_input`` (mA).  Channels
-    labelled NC and the sum channel are skipped."""
+    labelled NC and the sum channel are skipped.  The refresh period is the device's
+    ``update_interval`` (ms).
+
+    Also ``/sys/bus/i2c/drivers/ina238/<bus-addr>/hwmon/hwmon<N>/`` (Jetson Thor's
+    input monitor): ``power1_input`` in uW (else ``in1_input`` x ``curr1_input``),
+    named by ``in1_label`` when the driver gives one, else ``VIN``."""
 
     name = "hwmon"
     kind = "power"
@@ -261,12 +426,18 @@ class HwmonInaSource(PowerSource):
     def __init__(self, fs_root="/"):
         PowerSource.__init__(self)
         devices = sorted(glob.glob(under(fs_root, HWMON_GLOB)))
-        if not devices:
-            raise Unavailable("no ina3221 hwmon device under %s" % under(fs_root, HWMON_GLOB))
+        ina238 = sorted(glob.glob(under(fs_root, INA238_GLOB)))
+        if not devices and not ina238:
+            raise Unavailable("no ina3221 or ina238 hwmon device under %s"
+                              % under(fs_root, "sys/bus/i2c/drivers"))
         names = []
         pairs = []
         skipped = []
+        addrs = []
+        refresh = []
         for dev in devices:
+            addr = os.path.basename(os.path.dirname(os.path.dirname(dev)))
+            interval = _ms_file(os.path.join(dev, "update_interval"))
             entries = []
             for lab in glob.glob(os.path.join(dev, "in*_label")):
                 k = _suffix_int(lab, "in", "_label")
@@ -291,12 +462,36 @@ class HwmonInaSource(PowerSource):
                     continue
                 names.append(label)
                 pairs.append((vfile, cfile))
+                addrs.append(addr)
+                refresh.append(interval)
+        for dev in ina238:
+            addr = os.path.basename(os.path.dirname(os.path.dirname(dev)))
+            try:
+                label = read_text(os.path.join(dev, "in1_label"))
+            except (OSError, IOError):
+                label = "VIN"  # the driver has no labels; on a Jetson Thor it is the input
+            pfile = os.path.join(dev, "power1_input")
+            vfile = os.path.join(dev, "in1_input")
+            cfile = os.path.join(dev, "curr1_input")
+            if os.path.exists(pfile):
+                pairs.append((pfile, None))
+            elif os.path.exists(vfile) and os.path.exists(cfile):
+                pairs.append((vfile, cfile))
+            else:
+                skipped.append("ina238 %s: no power1_input nor in1_input/curr1_input" % addr)
+                continue
+            names.append(label)
+            addrs.append(addr)
+            refresh.append(_ms_file(os.path.join(dev, "update_interval")))
         if not names:
-            raise Unavailable("ina3221 hwmon devices found but no usable rail (%s)"
+            raise Unavailable("ina3221/ina238 hwmon devices found but no usable rail (%s)"
                               % "; ".join(skipped))
         self.rails = _unique(names)
         self.pairs = pairs
-        self.details = {"devices": [os.path.relpath(d, fs_root or "/") for d in devices]}
+        self.devices = addrs
+        self.rail_refresh = refresh
+        self.details = {"devices": [os.path.relpath(d, fs_root or "/")
+                                    for d in devices + ina238]}
         if skipped:
             self.details["skipped"] = skipped
         self._finish_totals()
@@ -306,9 +501,12 @@ class HwmonInaSource(PowerSource):
 
     def read(self):
         out = []
-        for vfile, cfile in self.pairs:
+        for a, b in self.pairs:
             try:
-                out.append(read_number(vfile) * read_number(cfile) / 1.0e6)
+                if b is None:
+                    out.append(read_number(a) / 1.0e6)  # ina238 power1_input: uW
+                else:
+                    out.append(read_number(a) * read_number(b) / 1.0e6)
             except (OSError, IOError, ValueError):
                 out.append(NAN)
         return out
@@ -319,16 +517,20 @@ class HwmonInaSource(PowerSource):
 # ------------------------------------------------------------------------------------
 # "VDD_IN 1649/1649" (JetPack 4) and "VDD_IN 2171mW/2171mW" (JetPack 5+): a rail name,
 # the current value and the running average, both in mW.
+# Newer releases print three values ("VDD_GPU_SOC 5139mW/5139mW/5139mW": current,
+# average, peak); Thor prints its input as "VIN".  The first value is the current one.
 _TEGRA_RAIL = re.compile(
-    r"(?:^|\s)([A-Za-z][A-Za-z0-9_]*)\s+(\d+)(?:mW)?/(\d+)(?:mW)?(?=\s|$)")
+    r"(?:^|\s)([A-Za-z0-9][A-Za-z0-9_]*)\s+(\d+)(?:mW)?/(\d+)(?:mW)?"
+    r"(?:/(\d+)(?:mW)?)?(?=\s|$)")
 
 
 def parse_tegrastats_line(line):
-    """Ordered list of (rail, current_mW) pairs found in one tegrastats line."""
+    """Ordered list of (rail, current_mW) pairs found in one tegrastats line; NC
+    (not connected) channels are left out."""
     out = []
     for m in _TEGRA_RAIL.finditer(line):
         name = m.group(1)
-        if name.upper() in ("RAM", "SWAP", "IRAM", "LFB"):
+        if name.upper() in ("RAM", "SWAP", "IRAM", "LFB") or is_nc_label(name):
             continue
         out.append((name, float(m.group(2))))
     return out
@@ -418,6 +620,20 @@ class TegrastatsSource(PowerSource):
             self._finish_totals()
         finally:
             self.close()
+        self.rail_refresh = self._sysfs_refresh(fs_root)
+
+    def _sysfs_refresh(self, fs_root):
+        """tegrastats reads the same INA3221s: take each rail's refresh period from
+        sysfs where readable (by rail name), so its values are placed in time alike."""
+        known = {}
+        for cls in (IioInaSource, HwmonInaSource):
+            try:
+                src = cls(fs_root)
+            except (Unavailable, OSError, IOError):
+                continue
+            for r, p in zip(src.rails, src.rail_refresh):
+                known.setdefault(r, p)
+        return [known.get(r) for r in self.rails]
 
     def _keep(self, indices):
         pass  # read() maps values to self.rails by name
@@ -432,8 +648,15 @@ class TegrastatsSource(PowerSource):
         self.reader = LineReader(self.proc.stdout.fileno())
 
     def _next_line(self, timeout=None):
+        """The next line with rail figures; with a timeout, the whole search is
+        bounded (a tool printing lines without rails must not hang discovery)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            raw = self.reader.readline(timeout)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Unavailable("tegrastats printed no line with rail figures within "
+                                  "%.1f s" % timeout)
+            raw = self.reader.readline(left)
             if raw is None:
                 return None
             line = raw.decode("utf-8", "replace")
@@ -782,7 +1005,7 @@ def _make_one(name, fs_root, interval_s, tegrastats=None, nvml_lib=None):
 
 
 def make_source(spec="auto", fs_root="/", interval_s=0.01, rails=None, tegrastats=None,
-                nvml_lib=None, require=False):
+                nvml_lib=None, require=False, refresh_s=None):
     """Select a power source.
 
     spec: ``auto``, one of SOURCE_NAMES, or a comma list of energy-counter sources
@@ -790,6 +1013,12 @@ def make_source(spec="auto", fs_root="/", interval_s=0.01, rails=None, tegrastat
     then the host counters (RAPL and NVML together when both are readable), else
     ``none``.  A named source that is unavailable raises AgentError
     (no_power_source); so does auto finding nothing when ``require`` is set.
+
+    A Jetson source (iio, hwmon, tegrastats) takes its total from the board's rail
+    table (boards.py); when that total misses part of the module (an input rail
+    that is not there) and ``require`` is set, AgentError (no_power_source) names
+    the boundary.  ``refresh_s`` overrides the sensor refresh period read from sysfs
+    (0: treat every sample as an instantaneous value).
 
     Returns (source, notes): notes lists why each tried source was passed over.
     """
@@ -835,11 +1064,18 @@ def make_source(spec="auto", fs_root="/", interval_s=0.01, rails=None, tegrastat
                 raise AgentError("usage", "only energy-counter sources (rapl, nvml) can "
                                  "be combined; got %s" % spec)
             src = CompositeSource(parts)
+    if src.name in JETSON_SOURCES:
+        from . import boards
+        src.apply_board(boards.detect(fs_root))
+        src.refresh_override = refresh_s
     if rails:
         if src.kind == "none":
             raise AgentError("no_power_source", "--rails given but no power source (%s)"
                              % src.details.get("reason", ""))
         src.restrict(rails)
+    elif require and not src.total_complete:
+        raise AgentError("no_power_source", "--require-energy: the total would not be the "
+                         "module's energy: %s" % src.boundary)
     return src, notes
 
 

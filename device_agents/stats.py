@@ -177,3 +177,31 @@ def latency_summary(latencies_ms):
         "max": float(max(latencies_ms)),
         "count": len(latencies_ms),
     }
+
+
+#: Student t quantiles t(0.975, df) for df = 1..30 (beyond: the normal 1.96).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201,
+         2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074,
+         2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df):
+    """Two-sided 95 % Student t quantile for df degrees of freedom."""
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def ci95(xs):
+    """95 % confidence interval of the mean of independent repeats (Student t):
+    {"mean", "half_width", "low", "high", "n"}; half_width and the bounds are None
+    for fewer than two values, and the whole is None when there is no value."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    m = mean(xs)
+    s = stdev(xs)
+    if s is None:
+        return {"mean": m, "half_width": None, "low": None, "high": None, "n": len(xs)}
+    h = t975(len(xs) - 1) * s / math.sqrt(len(xs))
+    return {"mean": m, "half_width": h, "low": m - h, "high": m + h, "n": len(xs)}

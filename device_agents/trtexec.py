@@ -199,7 +199,7 @@ class TrtexecWorkload(Workload):
         """One trtexec run; returns the window on the agent's clock and its figures."""
         need_s = cfg.duration_s
         if source.kind != "none":
-            need_s = max(need_s, cfg.min_samples * cfg.interval_s * 1.2)
+            need_s = max(cfg.min_window_s(need_s), cfg.min_samples * cfg.interval_s * 1.2)
         dur = int(math.ceil(need_s))
         warm_ms = int(round(cfg.warmup_s * 1000))
         fd, times_path = tempfile.mkstemp(prefix="trtexec-times-", suffix=".json",

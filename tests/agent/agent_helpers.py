@@ -75,5 +75,13 @@ def agent_main(args, out):
         return rc, json.load(f)
 
 
+#: Short windows for tests: 0.4 s, at least 2 sensor updates (0.84 s on an emulated
+#: INA3221 tree refreshing every 0.42 s), 100 Hz sampling.
 FAST = ["--duration", "0.4", "--repeats", "2", "--idle", "0.3", "--warmup", "0.1",
-        "--warmup-iters", "2", "--min-samples", "15", "--interval-ms", "10"]
+        "--warmup-iters", "2", "--min-samples", "15", "--interval-ms", "10",
+        "--min-updates", "2"]
+
+TX2_MODULE_RAILS = {"VDD_SYS_GPU", "VDD_SYS_SOC", "VDD_4V0_WIFI", "VDD_IN", "VDD_SYS_CPU",
+                    "VDD_SYS_DDR"}
+TX2_CARRIER_RAILS = {"VDD_MUX", "VDD_5V0_IO_SYS", "VDD_3V3_SYS", "VDD_3V3_IO_SLP",
+                     "VDD_1V8_IO", "VDD_3V3_SYS_M2"}

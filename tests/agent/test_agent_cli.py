@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from agent_helpers import FAST, agent_main, run_agent
+from agent_helpers import FAST, TX2_CARRIER_RAILS, TX2_MODULE_RAILS, agent_main, run_agent
 
 from device_agents import emulate
 
@@ -24,8 +24,9 @@ def test_measure_onnxruntime_on_emulated_tx2(tx2_waveform, tiny_onnx, tmp_path):
         assert k in doc, k
     assert doc["ok"] is True and doc["schema_version"] == 1
     assert doc["power_source"] == "iio" and doc["power"]["total"] == "VDD_IN"
-    assert set(doc["rails"]) == {"VDD_SYS_GPU", "VDD_SYS_SOC", "VDD_4V0_WIFI", "VDD_IN",
-                                 "VDD_SYS_CPU", "VDD_SYS_DDR"}
+    assert set(doc["rails"]) == TX2_MODULE_RAILS | TX2_CARRIER_RAILS
+    assert all(doc["rails"][r]["boundary"] == "carrier" for r in TX2_CARRIER_RAILS)
+    assert all(doc["rails"][r]["boundary"] == "module" for r in TX2_MODULE_RAILS)
     assert len(doc["repeats"]) == 2
     assert doc["samples"] >= 2 * 15
     lat = doc["latency_ms"]
@@ -56,7 +57,7 @@ def test_measure_onnxruntime_on_emulated_tx2(tx2_waveform, tiny_onnx, tmp_path):
 
 def test_power_command_on_static_tree(tx2_tree, tmp_path):
     rc, doc = agent_main(["power", "--fs-root", tx2_tree, "--duration", "0.3",
-                          "--repeats", "2", "--min-samples", "10"], str(tmp_path / "p.json"))
+                          "--repeats", "2", "--min-samples", "10", "--min-updates", "1"], str(tmp_path / "p.json"))
     assert rc == 0
     assert doc["command"] == "power" and doc["power_source"] == "iio"
     assert doc["power_w_mean"] == pytest.approx(5.0)
@@ -70,10 +71,11 @@ def test_power_on_orin_hwmon_and_rapl(tmp_path):
     orin = str(tmp_path / "orin")
     emulate.build_tree(orin, "orin", power_w=12.0)
     rc, doc = agent_main(["power", "--fs-root", orin, "--duration", "0.2",
-                          "--min-samples", "5"], str(tmp_path / "o.json"))
+                          "--min-samples", "5", "--min-updates", "1"], str(tmp_path / "o.json"))
     assert rc == 0 and doc["power_source"] == "hwmon"
     assert doc["power_w_mean"] == pytest.approx(12.0, rel=1e-3)
     assert "NC" not in doc["rails"]
+    assert doc["energy_boundary"].startswith("module total VDD_GPU_SOC + VDD_CPU_CV")
 
 
 def test_measure_without_power_source_gives_null_energy(tiny_onnx, tmp_path):
@@ -135,7 +137,7 @@ def test_measure_trtexec_with_stand_in_tool(tx2_tools_tree, tiny_onnx, tmp_path)
     rc, doc = agent_main(["measure", "--model", tiny_onnx, "--runtime", "trtexec",
                           "--fs-root", tx2_tools_tree, "--work-dir", str(tmp_path / "eng"),
                           "--duration", "0.5", "--repeats", "2", "--idle", "0.2",
-                          "--warmup", "0.1", "--min-samples", "10"], str(tmp_path / "t.json"))
+                          "--warmup", "0.1", "--min-samples", "10", "--min-updates", "1"], str(tmp_path / "t.json"))
     assert rc == 0, doc.get("error")
     assert doc["workload"]["engine_built_now"] is True
     assert os.path.isfile(doc["workload"]["engine"])
@@ -152,14 +154,14 @@ def test_measure_trtexec_with_stand_in_tool(tx2_tools_tree, tiny_onnx, tmp_path)
     rc, doc2 = agent_main(["measure", "--model", tiny_onnx, "--runtime", "trtexec",
                            "--fs-root", tx2_tools_tree, "--work-dir", str(tmp_path / "eng"),
                            "--duration", "0.3", "--repeats", "1", "--idle", "0",
-                           "--warmup", "0.05", "--min-samples", "5"], str(tmp_path / "u.json"))
+                           "--warmup", "0.05", "--min-samples", "5", "--min-updates", "1"], str(tmp_path / "u.json"))
     assert rc == 0 and doc2["workload"]["engine_built_now"] is False
     assert doc2["energy_j_net"] is None  # no idle baseline asked for
 
 
 def test_power_with_tegrastats_source(tx2_tools_tree, tmp_path):
     rc, doc = agent_main(["power", "--power", "tegrastats", "--fs-root", tx2_tools_tree,
-                          "--interval-ms", "20", "--duration", "0.4", "--min-samples", "5"],
+                          "--interval-ms", "20", "--duration", "0.4", "--min-samples", "5", "--min-updates", "1"],
                          str(tmp_path / "t.json"))
     assert rc == 0, doc.get("error")
     assert doc["power_source"] == "tegrastats" and doc["power"]["total"] == "VDD_IN"
@@ -173,7 +175,7 @@ def test_tegrastats_dying_mid_run_is_an_error(tx2_tools_tree, tmp_path):
         f.write("#!/bin/sh\nfor i in 1 2 3; do echo 'RAM 1/2MB VDD_IN 5000/5000 VDD_SYS_GPU "
                 "100/100'; sleep 0.02; done\n")
     rc, doc = agent_main(["power", "--power", "tegrastats", "--fs-root", tx2_tools_tree,
-                          "--duration", "1", "--min-samples", "20"], str(tmp_path / "d.json"))
+                          "--duration", "1", "--min-samples", "20", "--min-updates", "1"], str(tmp_path / "d.json"))
     assert rc == 5 and "stopped delivering samples" in doc["error"]
 
 
@@ -181,7 +183,7 @@ def test_static_counter_warns_about_resolution(tmp_path):
     root = str(tmp_path / "rapl")
     emulate.build_tree(root, "rapl")
     rc, doc = agent_main(["power", "--power", "rapl", "--fs-root", root, "--duration", "0.2",
-                          "--min-samples", "5"], str(tmp_path / "r.json"))
+                          "--min-samples", "5", "--min-updates", "1"], str(tmp_path / "r.json"))
     assert rc == 0
     assert doc["energy_j_gross"] == 0.0  # the counter really did not move
     assert any("moved only 0 times" in w for w in doc["warnings"])

@@ -129,7 +129,7 @@ def test_power_under_python36_from_a_copy(tmp_path):
     emulate.build_tree(root, "tx2", power_w=4.25)
     out = str(tmp_path / "p.json")
     p = subprocess.run([py, "-m", "device_agents", "power", "--fs-root", root, "--duration",
-                        "0.3", "--repeats", "2", "--min-samples", "10", "--out", out],
+                        "0.3", "--repeats", "2", "--min-samples", "10", "--min-updates", "1", "--out", out],
                        cwd=home, env=_clean_env(), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE)
     assert p.returncode == 0, p.stderr.decode()
@@ -209,7 +209,7 @@ def test_measure_under_python36_with_stand_in_runtime(tmp_path, tiny_onnx):
     p = subprocess.run([py, "-m", "device_agents", "measure", "--model", tiny_onnx,
                         "--runtime", "onnxruntime", "--fs-root", root, "--duration", "0.3",
                         "--repeats", "2", "--idle", "0.2", "--warmup", "0.05",
-                        "--min-samples", "10", "--out", out], cwd=home, env=env,
+                        "--min-samples", "10", "--min-updates", "1", "--out", out], cwd=home, env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.returncode == 0, p.stderr.decode() + open(out).read()
     doc = json.load(open(out))

@@ -95,7 +95,7 @@ def test_demanded_power_source_missing(tmp_path, tiny_onnx):
     empty.mkdir()
     for src in ("iio", "hwmon", "tegrastats", "rapl"):
         rc, doc = agent_main(["power", "--power", src, "--fs-root", str(empty),
-                              "--duration", "0.1"], str(tmp_path / "r.json"))
+                              "--duration", "0.1", "--min-updates", "1"], str(tmp_path / "r.json"))
         assert rc == 5 and doc["error_kind"] == "no_power_source", src
         assert src in doc["error"]
     rc, doc = agent_main(["measure", "--model", tiny_onnx, "--runtime", "onnxruntime",
@@ -106,7 +106,7 @@ def test_demanded_power_source_missing(tmp_path, tiny_onnx):
 
 def test_missing_rails(tmp_path, tx2_tree):
     rc, doc = agent_main(["power", "--fs-root", tx2_tree, "--rails", "VDD_IN,VDD_GPU_SOC",
-                          "--duration", "0.1"], str(tmp_path / "r.json"))
+                          "--duration", "0.1", "--min-updates", "1"], str(tmp_path / "r.json"))
     assert rc == 5
     assert "VDD_GPU_SOC" in doc["error"] and "rails found" in doc["error"]
     assert "VDD_SYS_GPU" in doc["error"]  # lists what the board has

@@ -36,7 +36,7 @@ def _windows(src, n=3, length=0.8, interval=0.01):
             t0 = time.monotonic()
             time.sleep(length)
             t1 = time.monotonic()
-            s.wait_past(t1, 2.0)
+            s.wait_past(t1 + protocol._lag(src), 2.0)  # a sensor's value lags by its period
             out.append((t0, t1, protocol.window_energy(src, s, t0, t1)))
     finally:
         s.stop()
