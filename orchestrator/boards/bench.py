@@ -326,7 +326,7 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
                 m = Measurement(k.name, purpose, h, w, frac)
                 measurements.append(m)
                 sha = sha256_file(path)
-                key, _ = cache_key(sha, shape, runtime, steps, k.first.device, facts[k.first.name])
+                key, _ = cache_key(sha, shape, runtime, steps, k.first.device, facts[k.first.name], k.first.power)
                 hit = None if fresh else cache.get(key)
                 if hit is not None:
                     m.result, m.board, m.cached = hit["result"], hit["board"], True
@@ -349,7 +349,7 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
                     m.result = out["result"]
                     f = facts.get(m.board) or facts[k.first.name]
                     key, parts = cache_key(job.model_sha256, job.input_shape or _shape_of(m), job.runtime, job.train_steps,
-                                           k.first.device, f)
+                                           k.first.device, f, k.first.power)
                     cache.put(key, parts, {"result": m.result, "board": m.board}, m.board)
                 else:
                     m.error = out["error"]

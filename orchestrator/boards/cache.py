@@ -1,7 +1,8 @@
 """Measurement cache: the same model on the same kind of board in the same state is measured once.
 
 Key (DESIGN §6): model sha256, input shape, runtime (and its version), mode (inference or
-``train_steps``), board model, L4T/JetPack release, TensorRT version and power mode. The board
+``train_steps``), board model, L4T/JetPack release, TensorRT version and power mode, plus the
+inventory's power-source setting. The board
 facts come from the agent's ``probe`` and are kept per board (address included), so a cached
 answer needs no connection at all; ``--fresh`` probes and measures again.
 """
@@ -49,13 +50,15 @@ def board_facts(probe: dict[str, Any], runtime: str) -> dict[str, Any]:
 
 
 def cache_key(model_sha256: str, input_shape: list[int] | None, runtime: str, train_steps: int, device: str,
-              facts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+              facts: dict[str, Any], power: str = "auto") -> tuple[str, dict[str, Any]]:
+    """The key and its parts; ``power`` is the inventory's power-source setting (a board set to
+    ``none`` measures no energy, so its results must not answer for one that does)."""
     parts = {
         "model_sha256": model_sha256, "input_shape": list(input_shape or []), "runtime": runtime,
         "runtime_version": (facts.get("runtime_versions") or {}).get(runtime), "device": device,
         "mode": f"train{train_steps}" if train_steps else "inference",
         "board_model": facts.get("board_model"), "l4t": facts.get("l4t"), "tensorrt": facts.get("tensorrt"),
-        "power_mode": facts.get("power_mode"),
+        "power_mode": facts.get("power_mode"), "power_source": power,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
 

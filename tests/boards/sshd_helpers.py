@@ -35,6 +35,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below ``pid`` (from /proc/<pid>/stat parent links)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
 class Sshd:
     """One sshd on 127.0.0.1:port accepting ``client_pub`` for the current user."""
 
@@ -85,13 +103,15 @@ class Sshd:
         raise RuntimeError(f"sshd on port {self.port} did not answer in {timeout} s")
 
     def stop(self) -> None:
-        """Kill the listener and every per-connection child (its process group), by PID."""
+        """The board vanishes: kill the listener and every process below it (the per-connection
+        sshd children call setsid(), so they are found through /proc's parent links), by PID."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for pid in [self.proc.pid] + descendants(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait(timeout=10)
         self.proc = None
 
