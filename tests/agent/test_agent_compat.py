@@ -128,8 +128,10 @@ def test_power_under_python36_from_a_copy(tmp_path):
     root = str(tmp_path / "tree")
     emulate.build_tree(root, "tx2", power_w=4.25)
     out = str(tmp_path / "p.json")
+    trace = str(tmp_path / "trace.csv")
     p = subprocess.run([py, "-m", "device_agents", "power", "--fs-root", root, "--duration",
-                        "0.3", "--repeats", "2", "--min-samples", "10", "--min-updates", "1", "--out", out],
+                        "0.3", "--repeats", "2", "--min-samples", "10", "--min-updates", "1",
+                        "--interval-ms", "10", "--trace", trace, "--out", out],
                        cwd=home, env=_clean_env(), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE)
     assert p.returncode == 0, p.stderr.decode()
@@ -137,6 +139,13 @@ def test_power_under_python36_from_a_copy(tmp_path):
     assert doc["agent"]["python"].startswith("3.6")
     assert doc["power_w_mean"] == pytest.approx(4.25)
     assert doc["samples"] >= 20
+    # board table, carrier boundary, sensor refresh, trace and CI under 3.6 too
+    assert doc["power"]["board"]["key"] == "tx2" and doc["energy_total_complete"] is True
+    assert doc["carrier"]["power_w_mean"] == pytest.approx(4.25 * 0.35, rel=1e-3)
+    assert doc["sensor_refresh_s"] == pytest.approx(0.42)
+    assert doc["trace_rows"] > 20 and os.path.getsize(trace) > 0
+    assert doc["ci95"]["power_w_mean"]["n"] == 2
+    assert doc["board_state_before"]["jetson_clocks"] is False
     # the 3.6 interpreter has no runtimes: probe says so rather than failing
     p = subprocess.run([py, "-m", "device_agents", "probe", "--fs-root", root], cwd=home,
                        env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -221,3 +230,32 @@ def test_measure_under_python36_with_stand_in_runtime(tmp_path, tiny_onnx):
         assert r["energy_j_per_image_gross"] == pytest.approx(5.0 * r["duration_s"] / r["images"])
         assert r["energy_j_net"] == pytest.approx(0.0, abs=1e-9)
     assert doc["latency_ms"]["p50"] >= 2.0
+    assert doc["active_idle_power_w"] == pytest.approx(5.0)
+    assert all(r["thermal_gate"]["passed"] for r in doc["repeats"])
+
+
+def test_every_command_under_python36(tmp_path):
+    """probe, power (each board layout) and emulate build run under a real 3.6."""
+    py = python36()
+    if py is None:
+        pytest.skip("no Python 3.6 interpreter here")
+    home = _copy_agent(tmp_path)
+    for layout in ("orin", "thor", "nano"):
+        root = str(tmp_path / layout)
+        p = subprocess.run([py, "-m", "device_agents", "emulate", "build", "--root", root,
+                            "--layout", layout, "--power-w", "10", "--tools"], cwd=home,
+                           env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert p.returncode == 0, p.stderr.decode()
+        out = str(tmp_path / (layout + ".json"))
+        p = subprocess.run([py, "-m", "device_agents", "power", "--fs-root", root,
+                            "--duration", "0.2", "--min-updates", "1", "--min-samples", "3",
+                            "--interval-ms", "20", "--out", out], cwd=home, env=_clean_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert p.returncode == 0, p.stderr.decode()
+        assert json.load(open(out))["power_w_mean"] == pytest.approx(10.0, rel=1e-3), layout
+        p = subprocess.run([py, "-m", "device_agents", "probe", "--quick", "--fs-root", root],
+                           cwd=home, env=_clean_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        assert p.returncode == 0, p.stderr.decode()
+        assert json.loads(p.stdout.decode())["power_auto"] == ("iio" if layout == "nano"
+                                                               else "hwmon")
