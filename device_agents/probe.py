@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from . import SCHEMA_VERSION, __version__, sources, thermal
+from . import SCHEMA_VERSION, __version__, boards, sources, thermal
 from .sources import find_tool, read_text, under
 from .trtexec import TRTEXEC_PATHS
 
@@ -142,6 +142,7 @@ def probe(fs_root="/", quick=False, tegrastats=None, nvml_lib=None):
     except Exception as e:  # noqa: BLE001 - probe reports, never fails on this
         chosen = "error: %s" % e
     th = thermal.snapshot(fs_root)
+    table = boards.detect(fs_root)
     return {
         "schema_version": SCHEMA_VERSION,
         "agent_version": __version__,
@@ -150,6 +151,8 @@ def probe(fs_root="/", quick=False, tegrastats=None, nvml_lib=None):
         "fs_root": fs_root,
         "board": {
             "model": model,
+            "compatible": boards.read_compatible(fs_root),
+            "rail_table": table.describe() if table is not None else None,
             "l4t": l4t_release(fs_root),
             "nvpmodel": nvpmodel_mode(fs_root),
             "jetson": bool(model and ("jetson" in model.lower() or "quill" in model.lower()))
@@ -167,4 +170,13 @@ def probe(fs_root="/", quick=False, tegrastats=None, nvml_lib=None):
         "power_sources": src_list,
         "power_auto": chosen,
         "thermal_zones": th["zones"],
+        "board_state": _board_state(fs_root),
     }
+
+
+def _board_state(fs_root):
+    from .clocks import snapshot
+    try:
+        return snapshot(fs_root)
+    except Exception as e:  # noqa: BLE001 - probe reports, never fails on this
+        return {"error": "%s: %s" % (e.__class__.__name__, e)}

@@ -1081,11 +1081,17 @@ def make_source(spec="auto", fs_root="/", interval_s=0.01, rails=None, tegrastat
 
 def survey(fs_root="/", interval_s=0.1, tegrastats=None, nvml_lib=None):
     """What each power source says on this machine (for ``probe``)."""
+    from . import boards
     out = []
+    table = boards.detect(fs_root)
     for name in SOURCE_NAMES[:-1]:
         try:
             src = _make_one(name, fs_root, interval_s, tegrastats, nvml_lib)
+            if name in JETSON_SOURCES:
+                src.apply_board(table)
             d = src.describe()
+            if src.warnings:
+                d["warnings"] = list(src.warnings)
             d["available"] = True
             out.append(d)
         except Unavailable as e:

@@ -112,6 +112,10 @@ def test_runs_from_a_copy_of_the_folder_alone(tmp_path, tx2_tools_tree):
     assert p.returncode == 0, p.stderr.decode()
     doc = json.loads(p.stdout.decode())
     assert doc["board"]["model"] == "quill"
+    assert doc["board"]["rail_table"]["key"] == "tx2"
+    assert doc["board"]["rail_table"]["carrier_total"] == "VDD_MUX"
+    iio = [s for s in doc["power_sources"] if s["name"] == "iio"][0]
+    assert iio["boundary"].startswith("module input (VDD_IN") and iio["refresh_s"] == 0.42
     assert doc["board"]["l4t"]["version"] == "32.6.1"
     assert doc["board"]["nvpmodel"]["name"] == "MAXN"
     assert doc["power_auto"] == "iio"
