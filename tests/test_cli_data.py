@@ -46,8 +46,27 @@ def test_score_from_config(synth_root, tmp_path, capsys):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"data:\n  kind: cityscapes\n  root: {synth_root}\n  cache_dir: {tmp_path / 'cache'}\n")
     assert main(["data", "score", str(cfg)]) == 0
-    assert "Maxwell fit" in capsys.readouterr().out
+    assert "Maxwell CDF (fitted on train)" in capsys.readouterr().out
     assert list((tmp_path / "cache" / "complexity").glob("*.npz"))
+
+
+def test_score_val_uses_the_train_cdf(synth_root, tmp_path, capsys):
+    """p of a val image comes from the CDF fitted on TRAIN (the one the model uses), not a fresh fit on val."""
+    from workers.dance.cdf import MaxwellCDF
+    from workers.data.datasets import open_dataset
+    from workers.data.scoring import score_dataset
+
+    out_csv = tmp_path / "val.csv"
+    assert main(["data", "score", "--dataset", "cityscapes", "--root", str(synth_root), "--split", "val",
+                 "--out", str(out_csv), "--no-cache"]) == 0
+    assert "fitted on train" in capsys.readouterr().out
+    rows = list(csv.DictReader(out_csv.open()))
+    sc_train = score_dataset(open_dataset("cityscapes", synth_root, "train"), use_cache=False)
+    sc_val = np.array([float(r["sc_mean"]) for r in rows])
+    train_cdf, val_cdf = MaxwellCDF.fit(sc_train), MaxwellCDF.fit(sc_val)
+    got = np.array([float(r["p"]) for r in rows])
+    np.testing.assert_allclose(got, train_cdf.p(sc_val), atol=2e-6)
+    assert np.abs(val_cdf.p(sc_val) - got).max() > 1e-3   # a fresh fit on val would differ
 
 
 @pytest.mark.parametrize("argv,needle", [

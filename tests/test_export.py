@@ -51,6 +51,11 @@ def test_onnx_export_of_a_pruned_model_matches_pytorch_in_onnxruntime(name, tmp_
         proto = onnx.load(str(tmp_path / b["file"]))
         assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) <= 13
         assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 3, b["height"], b["width"]]
+        # Sizes are baked in: no Shape ops left, every Resize reads its sizes/scales from initializers.
+        made_by_node = {o for n in proto.graph.node for o in n.output}
+        assert not [n for n in proto.graph.node if n.op_type == "Shape"]
+        resizes = [n for n in proto.graph.node if n.op_type == "Resize"]
+        assert all(i not in made_by_node for n in resizes for i in n.input[1:] if i)
         sess = ort.InferenceSession(str(tmp_path / b["file"]), providers=["CPUExecutionProvider"])
         assert [i.name for i in sess.get_inputs()] == ["input"] and [o.name for o in sess.get_outputs()] == ["logits"]
         x = torch.randn(1, 3, b["height"], b["width"])
@@ -120,6 +125,18 @@ def test_default_buckets_come_from_the_validation_images(tmp_path):
     buckets = res.manifest["buckets"]
     assert sum(b["fraction"] for b in buckets) == pytest.approx(1.0)
     assert all(b["height"] % 16 == 0 and b["width"] % 16 == 0 and b["height"] <= 96 for b in buckets)
+    assert res.manifest["size_quantum"] == model.size_quantum == 16
+    # Buckets cut at train.size_quantum 32: the manifest says 32, so a board computes the same sizes.
+    coarse = save_checkpoint(tmp_path / "c32.pt", model, cdf=MaxwellCDF(0.0, 20.0),
+                             extra={"config": {**config, "train": {"size_quantum": 32}}})
+    res32 = export_checkpoint(coarse, tmp_path / "out32", "onnx", verify=False)
+    assert res32.manifest["size_quantum"] == 32
+    assert all(b["height"] % 32 == 0 and b["width"] % 32 == 0 for b in res32.manifest["buckets"])
+    # A Table 6 ablation (random / inverse p) cannot be sized by a board: refused with one clear error.
+    inv = save_checkpoint(tmp_path / "inv.pt", model, cdf=MaxwellCDF(0.0, 20.0),
+                          extra={"config": {**config, "slimming": {**config["slimming"], "p_mode": "inverse"}}})
+    with pytest.raises(ExportError, match="p_mode=inverse"):
+        export_checkpoint(inv, tmp_path / "out_inv", "onnx", verify=False)
     assert all(abs(b["fraction"] * 6 - round(b["fraction"] * 6)) < 1e-9 for b in buckets)  # shares of 6 images
     # The synthetic set has 19 classes, the model 5: dataset names are not borrowed for it.
     assert res.manifest["class_names"] == [f"class_{i}" for i in range(5)]

@@ -175,6 +175,78 @@ def _exportable_adaptive_pool() -> Iterator[None]:
         F.adaptive_avg_pool2d = original
 
 
+# Ops that only compute shapes and sizes: folded to constants when all their inputs are known.
+_FOLDABLE = {"Shape", "Slice", "Concat", "Gather", "Unsqueeze", "Squeeze", "Cast", "Mul", "Div", "Add", "Sub",
+             "Floor", "Ceil", "Reshape", "Identity", "Constant", "ConstantOfShape", "Range"}
+_FOLD_MAX_ELEMENTS = 64  # shape vectors, never weights
+
+
+def fold_static_shapes(proto: Any) -> int:
+    """Replace shape computations of a static-shape ONNX graph by constants, in place; returns nodes removed.
+
+    The TorchScript exporter writes ``F.interpolate(x, size=(h, w))`` as
+    Shape(x) → Slice → Concat(…, (h, w)) → Resize even when every shape is static, and its
+    own constant folding cannot fold ``Shape`` of a tensor computed from the input. With the
+    input shape fixed, shape inference knows every such shape: each ``Shape`` of a fully
+    known tensor becomes a constant, each small shape op whose inputs are all constants is
+    evaluated (``onnx.reference``), and nodes nobody reads any more are dropped. Resize then
+    reads its sizes from an initializer, which is what TensorRT's static-shape parser wants.
+    """
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = proto.graph
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    dims: dict[str, list[int] | None] = {}
+    for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        dims[vi.name] = None if any(v is None for v in shape) else shape
+    consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer
+                                     if int(np.prod(i.dims)) <= _FOLD_MAX_ELEMENTS}
+    folded: set[str] = set()  # outputs computed here (become initializers if still read)
+    kept = []
+    for node in graph.node:
+        value = None
+        if node.op_type == "Shape" and dims.get(node.input[0]) is not None and not node.attribute:
+            value = np.asarray(dims[node.input[0]], dtype=np.int64)
+        elif node.op_type in _FOLDABLE and len(node.output) == 1 and all(not n or n in consts for n in node.input):
+            try:
+                feeds = {n: consts[n] for n in node.input if n}
+                value = np.asarray(ReferenceEvaluator(node).run(None, feeds)[0])
+            except Exception:  # an op the reference runtime cannot evaluate here: leave it in the graph
+                value = None
+            if value is not None and value.size > _FOLD_MAX_ELEMENTS:
+                value = None
+        if value is None:
+            kept.append(node)
+            continue
+        consts[node.output[0]] = value
+        folded.add(node.output[0])
+    # Drop what nobody reads any more (graph outputs stay).
+    needed = {o.name for o in graph.output}
+    live = []
+    for node in reversed(kept):
+        if any(o in needed for o in node.output):
+            live.append(node)
+            needed.update(n for n in node.input if n)
+    live.reverse()
+    removed = len(graph.node) - len(live)
+    if not removed:
+        return 0
+    new_inits = [numpy_helper.from_array(consts[n], n) for n in sorted(folded & needed)]
+    old_inits = [i for i in graph.initializer if i.name in needed]
+    del graph.node[:]
+    graph.node.extend(live)
+    del graph.initializer[:]
+    graph.initializer.extend(old_inits + new_inits)
+    stale = {n for n in folded}
+    keep_vi = [vi for vi in graph.value_info if vi.name not in stale]
+    del graph.value_info[:]
+    graph.value_info.extend(keep_vi)
+    return removed
+
+
 def _onnx_export(model: nn.Module, x: torch.Tensor, path: Path, opset: int) -> None:
     import onnx
 
@@ -183,6 +255,12 @@ def _onnx_export(model: nn.Module, x: torch.Tensor, path: Path, opset: int) -> N
         torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
                           output_names=["logits"], do_constant_folding=True, export_params=True)
     proto = onnx.load(str(path))
+    # Each pass lets shape inference see through the Resizes it made static (ICNet chains them).
+    folded = 0
+    while (n := fold_static_shapes(proto)):
+        folded += n
+    if folded:
+        onnx.save(proto, str(path))
     onnx.checker.check_model(proto)
     used = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if used > MAX_OPSET:
@@ -205,8 +283,12 @@ def _onnx_check(path: Path, x: torch.Tensor, ref: torch.Tensor) -> dict[str, Any
 def export_model(model: nn.Module, out_dir: str | Path, fmt: str, buckets: Sequence[Bucket], *,
                  cdf: MaxwellCDF | None = None, class_names: Sequence[str] | None = None,
                  spec: dict[str, Any] | None = None, opset: int = MAX_OPSET, verify: bool = True,
-                 log: Callable[[str], None] | None = None) -> ExportResult:
+                 log: Callable[[str], None] | None = None, size_quantum: int | None = None) -> ExportResult:
     """Write one file per bucket and ``manifest.json`` into ``out_dir``.
+
+    ``size_quantum`` is the quantum the buckets were cut at (the training run's
+    ``train.size_quantum`` when it set one); default the model's own. A board rounds CAD
+    sizes to the manifest's quantum, so it must be the one the buckets came from.
 
     Raises :class:`ExportError` for an unknown format, an opset > 13, a size the model does
     not accept, or (with ``verify``) an ONNX file differing from PyTorch beyond
@@ -269,7 +351,7 @@ def export_model(model: nn.Module, out_dir: str | Path, fmt: str, buckets: Seque
         "schema": 1, "format": fmt, "num_classes": num_classes, "class_names": names,
         "cdf": cdf.to_dict() if cdf is not None else None,
         "model": dict(spec if spec is not None else getattr(model, "spec", {}) or {}),
-        "size_quantum": int(getattr(model, "size_quantum", 1)),
+        "size_quantum": int(size_quantum if size_quantum is not None else getattr(model, "size_quantum", 1)),
         "buckets": entries,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -287,15 +369,20 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, fmt: str, buckets: 
     model = ckpt.model
     config = ckpt.extra.get("config")
     class_names = ckpt.meta.get("class_names")
+    # train.size_quantum, when set, coarsened the sizes the model was trained and evaluated at
+    train_cfg = (config.get("train") or {}) if isinstance(config, dict) else {}
+    quantum = int(train_cfg.get("size_quantum") or getattr(model, "size_quantum", 1))
+    p_mode = ((config.get("slimming") or {}) if isinstance(config, dict) else {}).get("p_mode", "proposed")
+    if p_mode != "proposed":
+        raise ExportError(f"{path}: trained with slimming.p_mode={p_mode} (a paper Table 6 ablation); boards size "
+                          "images by p = CDF(SC), so only p_mode=proposed models can be exported")
     if buckets is None:
         if not isinstance(config, dict) or "data" not in config:
             raise ExportError(f"{path}: the checkpoint carries no training config (extra['config'] with a 'data' "
                               "section), so the resolution buckets are unknown; give --buckets HxW[,HxW...]")
         if log:
             log("computing resolution buckets from the validation images ...")
-        # train.size_quantum, when set, coarsened the sizes the model was trained and evaluated at
-        quantum = (config.get("train") or {}).get("size_quantum") or int(getattr(model, "size_quantum", 1))
-        buckets = buckets_from_config(config, ckpt.cdf, int(quantum), int(getattr(model, "min_size", 0)),
+        buckets = buckets_from_config(config, ckpt.cdf, quantum, int(getattr(model, "min_size", 0)),
                                       progress=progress)
     if not class_names and isinstance(config, dict) and "data" in config:
         try:
@@ -309,4 +396,4 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, fmt: str, buckets: 
         except Exception:  # class names are a nicety; the export must not fail over them
             class_names = None
     return export_model(model, out_dir, fmt, buckets, cdf=ckpt.cdf, class_names=class_names, opset=opset,
-                        verify=verify, log=log)
+                        verify=verify, log=log, size_quantum=quantum)

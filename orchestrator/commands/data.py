@@ -100,8 +100,33 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_score(args: argparse.Namespace) -> int:
+def score_cdf(data: DataConfig, split: str, args: argparse.Namespace):
+    """The CDF that maps this split's scores to p: a checkpoint's, or the one fitted on the TRAIN split.
+
+    p of a validation or test image must come from the training set's CDF (the one the model
+    uses, DESIGN §3); fitting a fresh CDF on the split itself would give other p values.
+    """
     from workers.dance.cdf import MaxwellCDF
+    from workers.data.scoring import score_dataset
+
+    if args.checkpoint is not None:
+        from orchestrator.commands.evaluate import load_run
+
+        run = load_run(args.checkpoint)
+        if run.checkpoint.cdf is None:
+            raise UserError(f"{run.file}: the checkpoint carries no CDF (trained without complexity scores)")
+        return run.checkpoint.cdf, f"from {run.file}"
+    train = open_split(data, data.train_split)
+    with progress_bar(f"scoring {len(train)} {data.train_split} images for the CDF") as bar:
+        sc_train = score_dataset(train, cache_dir=data.cache_dir, use_cache=not args.no_cache, device=args.device,
+                                 batch_size=data.score_batch, progress=bar)
+    try:
+        return MaxwellCDF.fit(sc_train), f"fitted on {data.train_split}"
+    except ValueError as exc:
+        raise UserError(f"{data.root} ({data.train_split}): {exc}") from None
+
+
+def cmd_score(args: argparse.Namespace) -> int:
     from workers.data.scoring import score_dataset
 
     data, split = resolve_data(args)
@@ -109,10 +134,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     with progress_bar(f"scoring {len(ds)} images (Eq. 1)") as bar:
         sc = score_dataset(ds, cache_dir=data.cache_dir, use_cache=not args.no_cache, device=args.device,
                            batch_size=data.score_batch, progress=bar)
-    try:
-        cdf = MaxwellCDF.fit(sc)
-    except ValueError as exc:
-        raise UserError(f"{data.root} ({split}): {exc}") from None
+    cdf, origin = score_cdf(data, split, args)
     p = cdf.p(sc)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +146,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     q = np.quantile(sc, [0.0, 0.5, 1.0])
     print(f"{data.kind} {split}: {len(ds)} images scored")
     print(f"SC_mean min {q[0]:.3f}  median {q[1]:.3f}  max {q[2]:.3f}")
-    print(f"Maxwell fit: loc={cdf.loc:.6f} scale={cdf.scale:.6f}")
+    print(f"Maxwell CDF ({origin}): loc={cdf.loc:.6f} scale={cdf.scale:.6f}")
     print(f"p: mean {p.mean():.3f}, quartiles {np.quantile(p, 0.25):.3f} / {np.quantile(p, 0.5):.3f} / {np.quantile(p, 0.75):.3f}")
     if args.out:
         print(f"wrote {args.out}")
@@ -151,8 +173,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (class pixel counts under `class_pixels`)")
     p.set_defaults(func=cmd_stats)
 
-    p = dsub.add_parser("score", help="spatial complexity (Eq. 1) per image, the Maxwell fit and p")
+    p = dsub.add_parser("score", help="spatial complexity (Eq. 1) per image, the Maxwell fit and p",
+                        description="Score a split (Eq. 1) and map the scores to p through the Maxwell CDF fitted on "
+                                    "the TRAIN split (the one a model trained on this data uses), or through the CDF "
+                                    "stored in --checkpoint.")
     _add_dataset_args(p)
+    p.add_argument("--checkpoint", type=Path, help="use this checkpoint's CDF (model.pt or its folder) instead of fitting one")
     p.add_argument("--out", type=Path, help="write a CSV with columns image,sc_mean,p")
     p.add_argument("--no-cache", action="store_true", help="recompute every score (default: reuse the on-disk cache)")
     p.add_argument("--device", default="cpu", help="torch device for scoring (cpu, cuda)")
