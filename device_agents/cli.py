@@ -65,10 +65,12 @@ def _add_power_args(p):
     g.add_argument("--min-samples", type=int, default=None, metavar="N",
                    help="minimum power samples per window (default 50 when the sensor's "
                         "refresh is unknown, 2 when windows are sized in sensor updates)")
-    g.add_argument("--min-updates", type=int, default=10, metavar="N",
+    g.add_argument("--min-updates", type=int, default=None, metavar="N",
                    help="minimum distinct sensor updates per window where the sensor "
                         "declares its refresh (polling_delay_<k> / update_interval); "
-                        "windows are stretched to N refresh periods (default 10)")
+                        "windows are stretched to N refresh periods (default 10; when "
+                        "only --min-samples is given, windows follow that sample rule as "
+                        "before and too few updates are a warning)")
     g.add_argument("--sensor-refresh-ms", type=_nonneg_float, default=None, metavar="MS",
                    help="override the sensor refresh period read from sysfs; 0 = take "
                         "every sample as an instantaneous value")
@@ -263,13 +265,16 @@ def _config(args, log, source):
     else:
         interval = 0.01
     min_samples = args.min_samples if args.min_samples is not None else (2 if refresh else 50)
+    # an explicit --min-samples without --min-updates keeps the sample rule of earlier
+    # releases (callers sized their windows with it); updates are then only checked
+    by_updates = args.min_updates is not None or args.min_samples is None
     return protocol.Config(
         duration_s=args.duration, repeats=args.repeats,
         warmup_s=getattr(args, "warmup", 0.0), warmup_iters=getattr(args, "warmup_iters", 0),
         idle_s=getattr(args, "idle", 0.0), min_samples=min_samples,
         interval_s=interval, cv_warn=args.cv_warn,
         cooldown_s=getattr(args, "cooldown", 0.0), fs_root=args.fs_root, log=log,
-        refresh_s=refresh, min_updates=args.min_updates,
+        refresh_s=refresh, min_updates=args.min_updates or 10, size_by_updates=by_updates,
         active_idle_s=getattr(args, "active_idle", None),
         thermal_max_c=getattr(args, "thermal_max_c", None),
         thermal_timeout_s=getattr(args, "thermal_timeout", 0.0),
@@ -581,6 +586,8 @@ def _settings(args, cfg, batch=None):
          "interval_s": cfg.interval_s, "min_samples": cfg.min_samples,
          "fs_root": args.fs_root, "power": args.power, "rails": args.rails,
          "min_updates": cfg.min_updates, "sensor_refresh_s": cfg.refresh_s,
+         "windows_sized_by": "sensor updates" if (cfg.refresh_s and cfg.size_by_updates)
+         else "samples",
          "min_window_s": cfg.min_window_s(), "require_energy": args.require_energy}
     if getattr(args, "thermal_timeout", None) is not None:
         s["active_idle"] = cfg.active_idle_s

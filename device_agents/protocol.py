@@ -39,7 +39,8 @@ class Config(object):
                  idle_s=3.0, min_samples=50, interval_s=0.01, min_steps=1,
                  cv_warn=0.05, cooldown_s=0.0, fs_root="/", log=None, refresh_s=None,
                  min_updates=10, active_idle_s=None, thermal_max_c=70.0,
-                 thermal_timeout_s=30.0, thermal_stable_c=0.5, progress=None):
+                 thermal_timeout_s=30.0, thermal_stable_c=0.5, progress=None,
+                 size_by_updates=True):
         if duration_s <= 0:
             raise AgentError("usage", "--duration must be positive")
         if repeats < 1:
@@ -69,6 +70,9 @@ class Config(object):
         self.log = log or (lambda msg: None)
         self.refresh_s = refresh_s or None
         self.min_updates = int(min_updates)
+        #: False: windows follow min_samples only (an explicit --min-samples of earlier
+        #: callers); too few sensor updates are still warned about
+        self.size_by_updates = bool(size_by_updates)
         self.thermal_max_c = thermal_max_c
         self.thermal_timeout_s = float(thermal_timeout_s)
         self.thermal_stable_c = float(thermal_stable_c)
@@ -79,7 +83,7 @@ class Config(object):
         """Shortest window the sample rules allow: ``base`` (default duration_s) and,
         with a known sensor refresh, min_updates refresh periods."""
         need = self.duration_s if base is None else base
-        if self.refresh_s:
+        if self.refresh_s and self.size_by_updates:
             need = max(need, self.min_updates * self.refresh_s)
         return need
 
@@ -92,7 +96,7 @@ class Config(object):
         """True when the window [t0, now] satisfies the sample rules."""
         if sampler is None:
             return True
-        if self.refresh_s and now - t0 < self.min_updates * self.refresh_s:
+        if self.refresh_s and self.size_by_updates and now - t0 < self.min_window_s(0.0):
             return False
         return sampler.count_between(t0, now) >= self.min_samples
 
@@ -251,7 +255,7 @@ def measure_idle(source, sampler, cfg, seconds=None, what="idle baseline"):
         "warnings": warnings,
     }
     _stamp(out, t0, t1)
-    if not cfg.refresh_s and w["samples"] < cfg.min_samples:
+    if (not cfg.refresh_s or not cfg.size_by_updates) and w["samples"] < cfg.min_samples:
         warnings.append("%s has %d power samples (< %d)" % (what, w["samples"],
                                                               cfg.min_samples))
     w["_dur"] = dur
@@ -353,7 +357,8 @@ def _repeat_figures(source, sampler, win, idle, cfg, warnings, index, active=Non
         rac = active["rails_w"].get(name) if active else None
         rails[name] = {"energy_j": e, "energy_j_net": _net(e, rid, dur),
                        "energy_j_net_active": _net(e, rac, dur)}
-    if source.kind != "none" and not cfg.refresh_s and w["samples"] < cfg.min_samples:
+    if (source.kind != "none" and (not cfg.refresh_s or not cfg.size_by_updates)
+            and w["samples"] < cfg.min_samples):
         warnings.append("too few power samples in repeat %d: %d < %d"
                         % (index + 1, w["samples"], cfg.min_samples))
     w["_dur"] = dur

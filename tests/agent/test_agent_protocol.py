@@ -50,6 +50,7 @@ def test_default_sampling_and_window_follow_the_sensor(tmp_path):
     assert rc == 0, doc.get("error")
     st = doc["settings"]
     assert st["interval_s"] == pytest.approx(0.105)  # 4 reads per 0.42 s update
+    assert st["windows_sized_by"] == "sensor updates"
     assert st["sensor_refresh_s"] == pytest.approx(0.42) and st["min_samples"] == 2
     assert doc["duration_s"] >= 3 * 0.42  # stretched to 3 sensor updates
     assert doc["sensor_refresh_s"] == pytest.approx(0.42)
@@ -60,6 +61,20 @@ def test_default_sampling_and_window_follow_the_sensor(tmp_path):
                          str(tmp_path / "q.json"))
     assert rc == 0 and doc["settings"]["interval_s"] == pytest.approx(0.01)
     assert doc["duration_s"] < 1.0
+
+
+def test_explicit_min_samples_keeps_the_earlier_sample_rule(tmp_path):
+    """Callers of the earlier command line (--min-samples, no --min-updates) keep their
+    window sizes; too few sensor updates are a warning, not a longer run."""
+    root = _tree(tmp_path)
+    rc, doc = agent_main(["power", "--fs-root", root, "--duration", "0.2", "--repeats", "1",
+                          "--min-samples", "5", "--interval-ms", "10"], str(tmp_path / "p.json"))
+    assert rc == 0, doc.get("error")
+    assert doc["settings"]["windows_sized_by"] == "samples"
+    assert doc["duration_s"] < 0.42
+    assert doc["sensor_refresh_s"] == pytest.approx(0.42)  # still integrated as a sensor
+    assert any("same value throughout" in w or "distinct sensor updates" in w
+               for w in doc["warnings"])
 
 
 def test_distinct_sensor_updates_are_counted(mem_dir):
