@@ -141,14 +141,16 @@ def run_job(t: Transport, job: Job, job_id: str, measure: Measure, cache_dir: Pa
     cwd = f"{board.workdir}/jobs/{job_id}"
     deadline = job.deadline_s or board.job_deadline_s
     argv = agent_argv(job, board, settings, model_remote)
-    try:
-        res = t.run(argv, cwd, deadline, env={"PYTHONPATH": agent, "PYTHONDONTWRITEBYTECODE": "1"})
-        raw = t.read(f"{cwd}/result.json")
-    finally:
+    res = t.run(argv, cwd, deadline, env={"PYTHONPATH": agent, "PYTHONDONTWRITEBYTECODE": "1"})
+    parked = f"{cwd}.result.json"  # the job line moved the result here and removed the job folder
+    raw = t.read(parked) if not res.timed_out else None
+    if res.timed_out:
+        raw = t.read(f"{cwd}/result.json")  # the partial JSON a stopped agent wrote
         try:
-            t.remove(cwd)  # the job folder never outlives the job (the blobs stay: they are the upload cache)
+            t.remove(cwd)
         except BoardError:
             pass
+    t.remove_file(parked)
     doc = None
     if raw:
         try:

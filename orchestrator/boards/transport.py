@@ -54,14 +54,17 @@ def _tail(buf: bytearray) -> str:
 
 
 def job_shell(argv: list[str], cwd: str, lock: str, lock_wait_s: float, env: dict[str, str] | None = None) -> str:
-    """The remote shell line: make ``cwd``, take the board lock (fd 9, inherited by the agent,
-    so the lock lives exactly as long as the measurement), record the PID, exec the agent.
-    Every word is quoted; nothing from the job reaches the shell unquoted."""
+    """The remote shell line, one round trip per job: make ``cwd``, take the board lock (fd 9,
+    inherited by the agent, so the lock lives exactly as long as the measurement), record the
+    shell's PID (the process group the deadline stops), run the agent, then move its
+    ``result.json`` to ``<cwd>.result.json`` and remove ``cwd`` (the job folder never outlives
+    the job). Every word is quoted; nothing from the job reaches the shell unquoted."""
     q = shlex.quote
     envs = " ".join(f"{k}={q(v)}" for k, v in (env or {}).items())
     return (f"mkdir -p {q(cwd)} && cd {q(cwd)} && exec 9>>{q(lock)} && "
             f"{{ flock -w {int(max(1, lock_wait_s))} 9 || {{ echo 'board busy: lock {lock} held' >&2; exit 75; }}; }} && "
-            f"echo $$ > pid && exec {('env ' + envs + ' ') if envs else ''}{' '.join(q(a) for a in argv)}")
+            f"echo $$ > pid && {('env ' + envs + ' ') if envs else ''}{' '.join(q(a) for a in argv)}; rc=$?; "
+            f"mv -f result.json {q(cwd + '.result.json')} 2>/dev/null; cd / && rm -rf -- {q(cwd)}; exit $rc")
 
 
 class Transport:
@@ -77,6 +80,7 @@ class Transport:
     def run(self, argv: list[str], cwd: str, deadline_s: float, env: dict[str, str] | None = None) -> RunResult: ...
     def read(self, path: str) -> bytes | None: ...
     def remove(self, path: str) -> None: ...
+    def remove_file(self, path: str) -> None: ...
 
     @property
     def lock_path(self) -> str:
@@ -93,6 +97,8 @@ class SshTransport(Transport):
         self.client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self.connects = 0
+        self._present: set[str] = set()  # files verified on the board during this connection
+        self._dirs: set[str] = set()     # folders made during this connection
 
     # -- connection ------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -141,6 +147,8 @@ class SshTransport(Transport):
                 pass
         self._sftp = None
         self.client = None
+        self._present.clear()  # a new connection checks again (the board may have been wiped)
+        self._dirs.clear()
 
     def _alive(self) -> bool:
         return bool(self.client and self.client.get_transport() and self.client.get_transport().is_active())
@@ -230,29 +238,38 @@ class SshTransport(Transport):
                 dst.write(block)
 
     def put(self, local: str | Path, remote: str, sha256: str | None = None) -> bool:
-        """Copy ``local`` to ``remote`` unless the board holds it already; returns True when sent."""
+        """Copy ``local`` to ``remote`` unless the board holds it already; returns True when sent.
+
+        Sent to a temporary name; the board hashes what it received and only a match is
+        renamed into place (one command); a mismatch is sent once more, then an ``upload`` error."""
         sha256 = sha256 or sha256_file(local)
         size = os.path.getsize(local)
-        if self.exists(remote, size):
+        if remote in self._present or self.exists(remote, size):
+            self._present.add(remote)
             return False
-        parent = remote.rsplit("/", 1)[0]
-        tmp = f"{parent}/.{remote.rsplit('/', 1)[1]}.{secrets.token_hex(4)}.part"
+        parent, name = remote.rsplit("/", 1)
+        tmp = f"{parent}/.{name}.{secrets.token_hex(4)}.part"
         q = shlex.quote
-        self._check(self.shell(f"mkdir -p {q(parent)}"), f"mkdir {parent}")
+        if parent not in self._dirs:
+            self._check(self.shell(f"mkdir -p {q(parent)}"), f"mkdir {parent}")
+            self._dirs.add(parent)
+        got = None
         for attempt in (1, 2):
             try:
                 self._upload(local, tmp)
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise self._dropped(f"upload of {Path(local).name}", exc) from None
-            # the board hashes what it received; only a match is renamed into place
-            res = self.shell(f"sha256sum {q(tmp)}", 600)
-            got = res.stdout.split()[0] if res.rc == 0 and res.stdout.strip() else None
-            if got == sha256:
-                self._check(self.shell(f"mv -f {q(tmp)} {q(remote)}"), f"rename {tmp}")
+            res = self.shell(f"h=$(sha256sum < {q(tmp)}) || exit 2; h=${{h%% *}}; "
+                             f"if [ \"$h\" = {q(sha256)} ]; then mv -f {q(tmp)} {q(remote)}; else rm -f {q(tmp)}; "
+                             f"echo \"$h\"; exit 3; fi", 600)
+            if res.rc == 0:
+                self._present.add(remote)
                 return True
-            self.shell(f"rm -f {q(tmp)}")
-            if res.rc != 0:
-                raise BoardError("board", self.board.name, f"sha256sum failed on the board: {res.stderr.strip()[-300:]}")
+            if res.rc != 3:
+                self.shell(f"rm -f {q(tmp)}")
+                raise BoardError("board", self.board.name, f"sha256sum failed on the board (exit {res.rc}): "
+                                 f"{res.stderr.strip()[-300:]}")
+            got = res.stdout.strip()
         raise BoardError("upload", self.board.name,
                          f"{Path(local).name} arrived corrupted twice (board sha256 {got}, expected {sha256})")
 
@@ -275,6 +292,16 @@ class SshTransport(Transport):
         if not path.startswith(self.board.workdir + "/"):
             raise ValueError(f"refusing to remove {path}: outside the board's workdir {self.board.workdir}")
         self.shell(f"rm -rf -- {shlex.quote(path)}", 120)
+
+    def remove_file(self, path: str) -> None:
+        """Remove one file (an SFTP request: no process started on the board)."""
+        try:
+            self.sftp().remove(path)
+        except FileNotFoundError:
+            pass
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if not (isinstance(exc, OSError) and getattr(exc, "errno", None) == 2):
+                raise self._dropped(f"removing {path}", exc) from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -349,6 +376,9 @@ class LocalTransport(Transport):
         if not path.startswith(self.board.workdir + "/"):
             raise ValueError(f"refusing to remove {path}: outside the board's workdir {self.board.workdir}")
         shutil.rmtree(path, ignore_errors=True)
+
+    def remove_file(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
 
 
 def make_transport(board: Board, known_hosts: Path) -> Transport:
