@@ -198,7 +198,9 @@ class PowerSource(object):
         if selected is not None:
             # --rails: the input rail if kept, else the sum of the kept module rails
             want = table.total if table is not None else [(n,) for n in GENERIC_INPUTS]
-            for alts in want[:1] if (table is None or table.input_rail) else []:
+            inputs = (want if table is None else want[:1]) if (
+                table is None or table.input_rail) else []
+            for alts in inputs:
                 for a in alts:
                     if a in names:
                         self.total_rail = a
