@@ -75,8 +75,8 @@ def dispatch(b: Board, kh: Path, tmp: Path, sizes: list[int]) -> None:
                          "result.json"], cwd, 60, env={"PYTHONPATH": agent})
             assert res.rc == 0, res.stderr
             t3 = time.perf_counter()
-            data = t.read(f"{cwd}/result.json")
-            t.remove(cwd)
+            data = t.read(f"{cwd}.result.json")  # the job line parks the result and removes the folder
+            t.remove_file(f"{cwd}.result.json")
             t4 = time.perf_counter()
             assert data
             rows.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0))
