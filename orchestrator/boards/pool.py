@@ -330,6 +330,8 @@ def start_pool_actor(inventory: Inventory, journal: str | Path, *, name: str | N
     """
     import ray
 
+    # the actor's working directory is not the caller's: hand it absolute paths
+    inventory = inventory.model_copy(update={"known_hosts": inventory.known_hosts_path()})
     cls = ray.remote(BoardPool).options(num_cpus=0, max_concurrency=max(16, 4 * len(inventory.boards) + 8),
                                         name=name, namespace=namespace if name else None)
     actor = cls.remote(inventory, str(Path(journal).resolve()), **kwargs)
