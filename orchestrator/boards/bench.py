@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -333,7 +334,9 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
                     log(f"  cached   {k.name:<14} {purpose:<5} {h}x{w}")
                     continue
                 nonce = f"{time.time_ns()}" if fresh else None
-                job = Job(model=path, model_sha256=sha, runtime=runtime, input_shape=shape if steps or purpose == "score"
+                has_power = k.first.power != "none" and (k.first.power != "auto" or
+                                                         probes[k.first.name].get("power_auto") not in (None, "none"))
+                job = Job(model=path, model_sha256=sha, runtime=runtime, trace=has_power, input_shape=shape if steps or purpose == "score"
                           else None, train_steps=steps, num_classes=num_classes if steps else None,
                           labels=k.labels, board=k.first.name if not k.labels else None,
                           meta={"kind": k.name, "purpose": purpose, "bucket": f"{h}x{w}", "nonce": nonce})
@@ -474,6 +477,9 @@ def _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experim
             d = root / m.kind
             d.mkdir(parents=True, exist_ok=True)
             (d / f"{m.purpose}_{m.height}x{m.width}.json").write_text(json.dumps(m.result, indent=1))
+            trace = m.result.get("trace_local")
+            if trace and Path(trace).is_file():  # the agent's raw power samples, beside its JSON
+                shutil.copyfile(trace, d / f"{m.purpose}_{m.height}x{m.width}.trace.csv")
         if notes:
             root.mkdir(parents=True, exist_ok=True)
             (root / "notes.txt").write_text("\n".join(notes) + "\n")

@@ -57,14 +57,15 @@ def job_shell(argv: list[str], cwd: str, lock: str, lock_wait_s: float, env: dic
     """The remote shell line, one round trip per job: make ``cwd``, take the board lock (fd 9,
     inherited by the agent, so the lock lives exactly as long as the measurement), record the
     shell's PID (the process group the deadline stops), run the agent, then move its
-    ``result.json`` to ``<cwd>.result.json`` and remove ``cwd`` (the job folder never outlives
+    ``result.json`` (and ``trace.csv``) to ``<cwd>.result.json`` (``.trace.csv``) and remove ``cwd`` (the job folder never outlives
     the job). Every word is quoted; nothing from the job reaches the shell unquoted."""
     q = shlex.quote
     envs = " ".join(f"{k}={q(v)}" for k, v in (env or {}).items())
     return (f"mkdir -p {q(cwd)} && cd {q(cwd)} && exec 9>>{q(lock)} && "
             f"{{ flock -w {int(max(1, lock_wait_s))} 9 || {{ echo 'board busy: lock {lock} held' >&2; exit 75; }}; }} && "
             f"echo $$ > pid && {('env ' + envs + ' ') if envs else ''}{' '.join(q(a) for a in argv)}; rc=$?; "
-            f"mv -f result.json {q(cwd + '.result.json')} 2>/dev/null; cd / && rm -rf -- {q(cwd)}; exit $rc")
+            f"mv -f result.json {q(cwd + '.result.json')} 2>/dev/null; mv -f trace.csv {q(cwd + '.trace.csv')} 2>/dev/null; "
+            f"cd / && rm -rf -- {q(cwd)}; exit $rc")
 
 
 class Transport:
@@ -250,9 +251,7 @@ class SshTransport(Transport):
         parent, name = remote.rsplit("/", 1)
         tmp = f"{parent}/.{name}.{secrets.token_hex(4)}.part"
         q = shlex.quote
-        if parent not in self._dirs:
-            self._check(self.shell(f"mkdir -p {q(parent)}"), f"mkdir {parent}")
-            self._dirs.add(parent)
+        self.mkdirs(parent)
         got = None
         for attempt in (1, 2):
             try:
@@ -272,6 +271,26 @@ class SshTransport(Transport):
             got = res.stdout.strip()
         raise BoardError("upload", self.board.name,
                          f"{Path(local).name} arrived corrupted twice (board sha256 {got}, expected {sha256})")
+
+    def mkdirs(self, path: str) -> None:
+        """``mkdir -p`` through SFTP requests (no process started on the board)."""
+        if path in self._dirs:
+            return
+        sftp = self.sftp()
+        parts = [p for p in path.split("/") if p]
+        cur = ""
+        for part in parts:
+            cur += "/" + part
+            try:
+                sftp.stat(cur)
+            except FileNotFoundError:
+                try:
+                    sftp.mkdir(cur)
+                except OSError:
+                    sftp.stat(cur)  # made concurrently by another job: fine; anything else raises
+            except (paramiko.SSHException, EOFError) as exc:
+                raise self._dropped(f"mkdir {cur}", exc) from None
+        self._dirs.add(path)
 
     def _check(self, res: RunResult, what: str) -> None:
         if res.rc != 0:

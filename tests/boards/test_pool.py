@@ -218,6 +218,9 @@ def test_bench_checkpoint_to_mlflow_via_the_ray_pool_then_cache_hit(fleet, tmp_p
     assert tags["device.tx2-a.power_mode"] == "MAXN" and tags["device.tx2-a.board"] == "tx2-a"
     arts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(res.run_id, "device/tx2-a")}
     assert "device/tx2-a/infer_64x128.json" in arts and "device/tx2-a/train_32x64.json" in arts
+    assert "device/tx2-a/infer_64x128.trace.csv" in arts  # the agent's raw power samples
+    assert not mlflow.MlflowClient(uri).list_artifacts(res.run_id, "device/cpu-b") or not [
+        a for a in mlflow.MlflowClient(uri).list_artifacts(res.run_id, "device/cpu-b") if a.path.endswith(".csv")]
     assert sum("done" in ln for ln in lines) >= 8  # a progress line per job
 
     accepted = {n: s.accepted() for n, s in fleet.sshds.items()}
@@ -226,3 +229,8 @@ def test_bench_checkpoint_to_mlflow_via_the_ray_pool_then_cache_hit(fleet, tmp_p
     assert not again.boards_contacted and again.jobs_run == 0 and all(x.cached for x in again.measurements)
     assert {n: s.accepted() for n, s in fleet.sshds.items()} == accepted  # no board saw a login
     assert again.metrics == res.metrics
+
+    fresh = run_bench(str(ckpt), inv, labels=["cpu"], buckets="64x128:0.75,32x64:0.25", tracking_uri=uri,
+                      use_ray=False, fresh=True, log=lines.append)
+    assert fresh.boards_contacted and fresh.jobs_run == 2 and not any(x.cached for x in fresh.measurements)
+    assert fleet.sshds["cpu-b"].accepted() > accepted["cpu-b"] and fleet.sshds["tx2-a"].accepted() == accepted["tx2-a"]

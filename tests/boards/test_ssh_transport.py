@@ -178,3 +178,17 @@ def test_boards_check_reports_python_and_probe(fleet, tmp_path):
     assert rc == 0, out
     assert re.search(r"ok\s+python\s+\S+ 3\.\d+", out)
     assert "model quill" in out and "L4T 32.6.1" in out and "power auto=iio" in out and "VDD_IN" in out
+
+
+def test_thermal_throttling_is_a_typed_transient_failure(fleet, tmp_path, tiny_model):
+    from device_agents import emulate
+
+    board = fleet.add("tx2-hot", writer=False)
+    emulate.set_zone_temp(board.fs_root, 0, 97.0)  # BCPU-therm above its 96 °C passive trip point
+    t = SshTransport(board, fleet.known_hosts)
+    with pytest.raises(BoardError) as e:
+        # the agent's thermal gate waits at most 1 s for the zone to cool, then measures with a warning
+        run_job(t, Job(model=str(tiny_model)), "hot1", FAST.model_copy(update={"extra_args": ["--thermal-timeout", "1"]}),
+                tmp_path / "cache")
+    assert e.value.kind == "thermal" and e.value.transient and "BCPU-therm" in str(e.value)
+    t.close()
