@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sshd_helpers import Sshd, have_sshd, keygen  # noqa: E402
+from sshd_helpers import Sshd, keygen  # noqa: E402
 
 from device_agents import emulate  # noqa: E402
 from orchestrator.boards import hostkeys  # noqa: E402
@@ -19,9 +19,6 @@ from orchestrator.boards.inventory import Board, Inventory, Measure  # noqa: E40
 
 #: short agent windows: a measurement takes ~1.5 s
 FAST = Measure(duration=0.4, repeats=2, idle=0.3, warmup=0.1, warmup_iters=2, min_samples=15, threads=1)
-
-pytestmark = pytest.mark.skipif(not have_sshd(), reason="needs Debian's openssh-server (/usr/sbin/sshd); .ci/run installs it")
-
 
 @pytest.fixture(scope="session")
 def client_key(tmp_path_factory) -> Path:

@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST
+from sshd_helpers import have_sshd
 from orchestrator.boards.agentjob import Job
 from orchestrator.boards.inventory import Measure
 from orchestrator.boards.pool import BoardPool
 
 ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(not have_sshd(), reason="needs Debian's openssh-server (/usr/sbin/sshd); .ci/run installs it")
 
 
 def _wrapper(path: Path, action: str, pidfile: Path) -> Path:

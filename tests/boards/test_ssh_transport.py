@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST
+from sshd_helpers import have_sshd
 from orchestrator.boards import hostkeys
 from orchestrator.boards.agentjob import Job, run_job
 from orchestrator.boards.errors import BoardError
@@ -20,6 +21,8 @@ from orchestrator.boards.inventory import Board
 from orchestrator.boards.transport import SshTransport, sha256_file
 from orchestrator.cli import main as dance
 from sshd_helpers import Sshd, keygen
+
+pytestmark = pytest.mark.skipif(not have_sshd(), reason="needs Debian's openssh-server (/usr/sbin/sshd); .ci/run installs it")
 
 
 def _cli(*argv: str) -> tuple[int, str]:
