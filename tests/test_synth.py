@@ -52,7 +52,7 @@ def test_layout_and_summary(synth) -> None:
     train_cities = {p.name for p in (root / "leftImg8bit/train").iterdir()}
     val_cities = {p.name for p in (root / "leftImg8bit/val").iterdir()}
     assert len(train_cities) >= 3 and val_cities and not train_cities & val_cities
-    names = sorted(p.name for p in (root / "gtFine/val").rglob("*.png"))
+    names = sorted(p.name for p in (root / "gtFine/val").rglob("*_labelIds.png"))
     assert names[0].endswith("_000000_000019_gtFine_labelIds.png")
     assert abs(sum(summary["label_fractions"].values()) - 1) < 1e-3
 
@@ -102,7 +102,7 @@ def test_deterministic_by_seed(tmp_path: Path) -> None:
     kw = dict(n_train=4, n_val=2, size=(48, 96))
     a, b, c = (generate_dataset(tmp_path / n, seed=s, **kw)["root"] for n, s in (("a", 7), ("b", 7), ("c", 8)))
     fa, fb, fc = _files(Path(a)), _files(Path(b)), _files(Path(c))
-    assert len(fa) == 12 and fa == fb
+    assert len(fa) == 18 and fa == fb  # 6 images, each with labelIds and instanceIds
     assert fa.keys() == fc.keys() and all(fa[k] != fc[k] for k in fa if "leftImg8bit" in k)
 
 
@@ -144,6 +144,33 @@ def test_encode_png_roundtrip(shape: tuple[int, ...]) -> None:
     assert back.dtype == np.uint8 and np.array_equal(back, arr)
     with pytest.raises(ValueError):
         encode_png(arr.astype(np.int16))
+
+
+def test_encode_png_16_bit_roundtrip() -> None:
+    arr = np.random.default_rng(1).integers(0, 65536, (6, 9), dtype=np.uint16)
+    back = np.asarray(Image.open(io.BytesIO(encode_png(arr))))
+    assert np.array_equal(back.astype(np.int64), arr.astype(np.int64))
+
+
+def test_instance_ids_files_follow_the_cityscapes_encoding(synth) -> None:
+    """cityscapesScripts' evaluation opens gtFine/*_instanceIds.png next to every labelIds file (for iIoU)."""
+    from workers.data.synth import INSTANCE_LABEL_IDS
+
+    root, _, _ = synth
+    seen_instances = 0
+    for lab_path in sorted((root / "gtFine").rglob("*_gtFine_labelIds.png")):
+        inst_path = Path(str(lab_path).replace("labelIds", "instanceIds"))
+        assert inst_path.is_file(), inst_path
+        lab = np.asarray(Image.open(lab_path)).astype(np.int64)
+        inst = np.asarray(Image.open(inst_path)).astype(np.int64)
+        assert inst.shape == lab.shape
+        is_obj = inst >= 1000
+        # objects: labelId*1000 + k, only on instance classes; everything else holds its labelId
+        assert np.array_equal(np.where(is_obj, inst // 1000, inst), lab)
+        assert set(np.unique(lab[is_obj]).tolist()) <= set(INSTANCE_LABEL_IDS)
+        assert not np.isin(lab[~is_obj], INSTANCE_LABEL_IDS).any()
+        seen_instances += len(np.unique(inst[is_obj]))
+    assert seen_instances > 0
 
 
 def test_benchmark_script_runs() -> None:

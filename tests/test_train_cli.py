@@ -68,7 +68,7 @@ def test_predict_writes_cityscapes_label_ids(trained, tmp_path, capsys):
         ids = np.asarray(img)
         assert set(np.unique(ids)) <= {label_id for label_id, _ in TRAIN_CLASSES}   # official labelIds
         cm.update(torch.from_numpy(table[ids].astype(np.int64)), torch.from_numpy(val.load_label(i).astype(np.int64)))
-        assert (out / "color" / city / s.image.name).is_file()
+        assert (tmp_path / "pred_color" / city / s.image.name).is_file()   # colour maps outside OUT
     # scoring the written files reproduces `dance eval`'s mIoU
     assert cm.miou() == pytest.approx(rt.reports[-1]["miou"])
     # and the platform's own Cityscapes reader accepts them as gtFine labelIds

@@ -121,7 +121,10 @@ def resolve_inputs(run: LoadedRun, args: argparse.Namespace, progress=None):
     if not args.full_res and slimming.cad and run.checkpoint.cdf is not None:
         sc = score_dataset(ds, cache_dir=data.cache_dir, use_cache=not args.no_cache,
                            batch_size=data.score_batch, progress=progress)
-        p = np.asarray(run.checkpoint.cdf.p(sc))
+        from workers.dance.slimming import indicator_p
+
+        # p_mode (paper Table 6): the same indicator the run trained and evaluated with
+        p = indicator_p(run.checkpoint.cdf.p(sc), slimming, cfg.seed if cfg is not None else 0, split)
     sizes = inference_sizes(stored_sizes(ds), p, slimming if not args.full_res else slimming.model_copy(update={"cad": False}),
                             quantum, min_size)
     return ds, sizes, p
@@ -149,7 +152,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "infer_network_flops_per_image": res.network_flops / max(len(ds), 1),
         "adaptive_resolution": p is not None,
         "sizes": {f"{h}x{w}": n for (h, w), n in sorted(Counter(map(tuple, sizes)).items())},
-        "epoch": extra.get("epoch"), "ans_stage": (extra.get("slimmer") or {}).get("stage"),
+        # extra["epoch"] counts epochs done; "epoch" is the 0-based index, as in the metrics and the
+        # checkpoint folder name (checkpoint_epoch_0015 holds epoch 15, the 16th)
+        "epoch": extra["epoch"] - 1 if isinstance(extra.get("epoch"), int) else None,
+        "epochs_done": extra.get("epoch"), "ans_stage": (extra.get("slimmer") or {}).get("stage"),
     }
     if args.json:
         json.dump(out, sys.stdout, indent=2)
@@ -157,6 +163,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{run.file}  ({ds.kind} {ds.split}, {len(ds)} images, "
           f"{'complexity-adaptive sizes' if p is not None else 'full resolution'})")
+    if out["epoch"] is not None:
+        print(f"epoch                 {out['epoch']} ({out['epochs_done']} done), ANS stage {out['ans_stage']}")
     print(f"mIoU                  {100 * out['miou']:.2f}")
     print(f"pixel accuracy        {100 * out['pixel_acc']:.2f}")
     print(f"inference FLOPs/image {out['infer_flops_per_image']:.4g}")

@@ -5,6 +5,10 @@ For Cityscapes the files are ``DIR/<city>/<city>_<seq>_<frame>_leftImg8bit.png``
 evaluation (``evalPixelLevelSemanticLabeling`` with ``CITYSCAPES_RESULTS=DIR``) finds by
 the ``<city>_<seq>_<frame>`` prefix. Other datasets keep each image's path below its split
 folder, with a ``.png`` suffix.
+
+``--color`` writes colourised maps to a SEPARATE folder (``--color-dir``, default
+``<OUT>_color`` beside OUT): the official evaluation walks the whole results folder and
+stops at a second PNG matching an image's prefix, so colour files must never sit under OUT.
 """
 from __future__ import annotations
 
@@ -38,12 +42,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    color_dir: Path | None = None
+    if args.color or args.color_dir is not None:
+        color_dir = args.color_dir if args.color_dir is not None else out.parent / f"{out.name}_color"
+        a, b = out.expanduser().resolve(), color_dir.expanduser().resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise UserError(f"--color-dir {color_dir} must lie outside --out {out} (and not contain it): the official "
+                            "evaluation would find two predictions per image")
+        if color_dir.exists() and not color_dir.is_dir():
+            raise UserError(f"{color_dir}: exists and is not a folder")
     device = default_device(args.device)
     run = load_run(args.checkpoint, device)
     with progress_bar("scoring images (Eq. 1)") as bar:
         ds, sizes, _ = resolve_inputs(run, args, bar)
     bs = args.batch_size or (run.cfg.train.eval_batch_size if run.cfg is not None else 4)
-    colors = ds.meta.get("colors") if args.color else None
+    colors = ds.meta.get("colors") if color_dir is not None else None
+    if color_dir is not None and not colors:
+        raise UserError(f"{ds.kind} has no class colours; drop --color")
     written = 0
     with progress_bar(f"predicting {len(ds)} images") as bar:
         for idx, preds, _labels in predict_batches(run.checkpoint.model, ds, sizes, batch_size=bs,
@@ -57,12 +72,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if colors:
                     palette = np.zeros((256, 3), dtype=np.uint8)
                     palette[:len(colors)] = np.asarray(colors, dtype=np.uint8)
-                    cdest = out / "color" / rel
+                    cdest = color_dir / rel
                     cdest.parent.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(palette[train_ids]).save(cdest)
                 written += 1
             bar(written, len(ds))
     print(f"wrote {written} label PNGs ({ds.kind} label ids) to {out}")
+    if colors:
+        print(f"wrote {written} colour PNGs to {color_dir}")
     return 0
 
 
@@ -73,5 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="model.pt, or the checkpoint folder holding it")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     add_data_args(p)
-    p.add_argument("--color", action="store_true", help="also write colourised predictions under OUT/color/")
+    p.add_argument("--color", action="store_true", help="also write colourised predictions, to --color-dir")
+    p.add_argument("--color-dir", type=Path, default=None,
+                   help="folder for the colour PNGs, outside OUT (default: OUT_color beside OUT; implies --color)")
     p.set_defaults(func=cmd_predict)
