@@ -116,6 +116,9 @@ def run_agent(args, python=None):
 
 # ------------------------------------------------------------------------------------
 def _errors(doc, wf, root):
+    # the value covering a window's end is published at the next refresh after it:
+    # let the writer log reach past the last window (a naive run does not wait)
+    time.sleep(REFRESH_S + 0.1)
     log = emulate.read_presented(root, periods=True)
     err, err_shown, updates = [], [], []
     for r in doc["repeats"]:
@@ -135,6 +138,14 @@ def _errors(doc, wf, root):
             "max_abs_error_pct_vs_tree": max(abs(e) for e in err_shown),
             "cv_power_pct": 100.0 * (cv([r["power_w_mean"] for r in doc["repeats"]]) or 0.0),
             "warnings": doc["warnings"]}
+
+
+def _writer_alive(proc, what):
+    """The waveform writer must have run through the whole measurement (a writer that
+    was stopped from outside would leave the tree frozen and the figures meaningless)."""
+    if proc.poll() is not None:
+        raise RuntimeError("the waveform writer (pid %d) exited with %s during %s: stopped "
+                           "from outside?" % (proc.pid, proc.returncode, what))
 
 
 def accuracy(work, long_s, short_s, repeats, model_repeats):
@@ -160,6 +171,7 @@ def accuracy(work, long_s, short_s, repeats, model_repeats):
         for name, args in runs:
             out = os.path.join(work, "r.json")
             run_agent(args + ["--fs-root", root, "--out", out])
+            _writer_alive(proc, name)
             doc = json.load(open(out))
             row = _errors(doc, wf, root)
             if doc.get("idle"):
@@ -180,6 +192,7 @@ def orin_total(work, seconds, repeats):
         out = os.path.join(work, "o.json")
         run_agent(["power", "--fs-root", root, "--duration", str(seconds), "--repeats",
                    str(repeats), "--out", out])
+        _writer_alive(proc, "AGX Orin")
         doc = json.load(open(out))
     finally:
         emulate.stop_writer(proc)
