@@ -92,7 +92,7 @@ def ensure_agent(t: Transport, cache_dir: Path) -> str:
     local = cache_dir / f"agent-{sha[:16]}.zip"
     if not local.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_suffix(".tmp")
+        tmp = local.with_name(f".{local.name}.{secrets.token_hex(4)}.tmp")  # pools share this folder
         tmp.write_bytes(data)
         tmp.replace(local)
     remote = f"{t.board.workdir}/agent/{sha}.zip"

@@ -252,7 +252,9 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
     num_classes = man0.get("num_classes")
     score_sizes = None
     if man0.get("cdf"):
-        score_sizes = __import__("orchestrator.boards.scoring", fromlist=["stored_sizes"]).stored_sizes(config)
+        from orchestrator.boards.scoring import stored_sizes
+
+        score_sizes = stored_sizes(config)
     if score_sizes is None:
         notes.append("scoring cost (Eq. 1) not counted: the checkpoint's config has no CAD or its dataset "
                      "is not on this machine")

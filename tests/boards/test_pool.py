@@ -174,7 +174,7 @@ def test_two_jobs_on_one_board_never_overlap(fleet, tmp_path, tiny_model):
     finally:
         a.close()
         b.close()
-    assert all(o["state"] == "done" for o in outs)
+    assert all(o["state"] == "done" for o in outs), [o["history"] for o in outs if o["state"] != "done"]
     spans = sorted(_window(o["result"]) for o in outs)
     for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
         assert e0 <= s1, f"windows overlap: {e0} > {s1}"
