@@ -7,12 +7,16 @@ identified by their key (:attr:`Job.key`): submitting the same job twice returns
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from orchestrator.errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -32,6 +36,21 @@ class Journal:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One pool per journal: a second one would put the first one's running jobs back in
+        # the queue (recover) and run them twice. The lock dies with its process, even on SIGKILL.
+        self._lockf = open(self.path.with_name(self.path.name + ".lock"), "a+")
+        try:
+            fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lockf.seek(0)
+            holder = self._lockf.read().strip() or "another process"
+            self._lockf.close()
+            raise UserError(f"journal {self.path} is in use by {holder}; one board pool per journal "
+                            "(give this one another --journal)") from None
+        self._lockf.seek(0)
+        self._lockf.truncate()
+        self._lockf.write(f"pid {os.getpid()}\n")
+        self._lockf.flush()
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -41,6 +60,7 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._lockf.close()  # releases the flock
 
     def _row(self, r: sqlite3.Row | tuple | None) -> dict[str, Any] | None:
         if r is None:

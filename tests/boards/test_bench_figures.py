@@ -66,3 +66,14 @@ def test_scoring_sizes_come_from_the_validation_images(tmp_path):
     assert stored_sizes(cfg) == [(64, 128, 1.0)]
     assert stored_sizes({**cfg, "slimming": {"cad": False}}) is None  # no CAD: inference scores nothing
     assert stored_sizes({"data": {"kind": "cityscapes", "root": str(tmp_path / "none")}, "slimming": {"cad": True}}) is None
+
+
+def test_one_pool_per_journal(tmp_path):
+    from orchestrator.boards.journal import Journal
+    from orchestrator.errors import UserError
+
+    j = Journal(tmp_path / "j.sqlite")
+    with pytest.raises(UserError, match="in use by pid"):
+        Journal(tmp_path / "j.sqlite")
+    j.close()
+    Journal(tmp_path / "j.sqlite").close()  # free again once the first is closed
