@@ -209,6 +209,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
         raise SweepInterrupted(f"sweep {sweep_id} interrupted with {len(interrupted)} trial(s) unfinished; "
                                f"continue it with: dance sweep {spec.source} --resume {sweep_id}")
     timings["tune_s"] = time.perf_counter() - t0
+    timings["mlflow_s"] = tracker.seconds
     t0 = time.perf_counter()
     rows, hv, registered = finalize(client, exp_id, parent_id, spec, sweep_id)
     timings["finalize_s"] = time.perf_counter() - t0

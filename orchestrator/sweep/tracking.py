@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,20 @@ def sweep_children(client, experiment_id: str, sweep_id: str) -> list:
                                                             f"tags.`{KIND_TAG}` = 'trial'", max_results=10000)
 
 
+def _timed(hook):
+    """Add the hook's wall time to ``self.seconds``: MLflow's share of the sweep's overhead."""
+    import functools
+
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+    return wrapper
+
+
 class SweepTracker(Callback):
     """The Tune callback that keeps the sweep's MLflow runs (picklable: Tune saves it with the sweep)."""
 
@@ -61,6 +76,7 @@ class SweepTracker(Callback):
         self.spec, self.storage, self.cdf = spec, storage, prepared_cdf
         self._runs: dict[str, str] = {}
         self._client = None
+        self.seconds = 0.0  # time spent logging to MLflow (for the sweep's overhead figures)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -107,6 +123,7 @@ class SweepTracker(Callback):
         return rid
 
     # ------------------------------------------------------------ Tune hooks
+    @_timed
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         rid = self.run_id(trial)
         run = self.client.get_run(rid)
@@ -114,6 +131,7 @@ class SweepTracker(Callback):
             self.client.delete_tag(rid, "dance.stop_reason")
         self.client.update_run(rid, status="RUNNING")
 
+    @_timed
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         from orchestrator.tracking import log_epoch
 
@@ -122,6 +140,7 @@ class SweepTracker(Callback):
             return
         log_epoch(metrics, int(metrics["epoch"]), self.run_id(trial), self.client)
 
+    @_timed
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         rid = self.run_id(trial)
         last = trial.last_result or {}
@@ -136,6 +155,7 @@ class SweepTracker(Callback):
         else:
             self.client.set_terminated(rid, "FINISHED")
 
+    @_timed
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         rid = self.run_id(trial)
         self.client.set_tag(rid, "dance.error", trial_error_text(trial)[:5000])

@@ -9,6 +9,7 @@ one trial whose worker kills itself with Ray Train's retries off, so it ends FAI
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def env(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DANCE_SCORING_TRACE", str(trace))  # before ray.init: the local workers inherit it
     mp.delenv("RAY_ADDRESS", raising=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # With its dashboard, as `dance sweep` starts Ray: Ray Train needs the State API to free stopped trials' CPUs.
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
     try:
         yield tmp, root, trace, f"sqlite:///{tmp / 'mlflow.db'}"
     finally:
@@ -87,6 +89,11 @@ def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_s
     client = mlflow.MlflowClient(uri)
     parent = client.get_run(out.parent_run_id)
     assert parent.data.tags["dance.kind"] == "sweep" and parent.info.status == "FINISHED"
+    # The stopped trial's worker group was given back: nothing waits for CPUs after a sweep.
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == 2
     assert client.get_experiment(parent.info.experiment_id).name == "sweep-asha"  # one experiment per config name
     kids = children(client, out)
     assert len(kids) == 2
@@ -154,13 +161,13 @@ def test_a_crashing_trial_ends_failed_with_its_error(env, capsys):
     tmp, root, trace, uri = env
     cfg = tmp / "fail.yaml"
     marker = tmp / "fault.marker"
-    cfg.write_text(base_yaml(tmp, root, "sweep-fail") + f"""
-train: {{fault_injection: {{epoch: 0, step: 0, marker: {marker}, delay_s: 0}}}}
+    cfg.write_text(base_yaml(tmp, root, "sweep-fail") + """
 sweep:
   space:
-    optim.lr: {{grid: [0.02]}}
+    optim.lr: {grid: [0.02]}
 """)
-    assert main(["sweep", str(cfg), "--tracking-uri", uri, "--plain"]) == 1  # every trial failed
+    fault = f"train.fault_injection={{epoch: 0, step: 0, marker: {marker}, delay_s: 0}}"
+    assert main(["sweep", str(cfg), "--tracking-uri", uri, "--plain", "--set", fault]) == 1  # every trial failed
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("sweep-fail")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`dance.kind` = 'trial'")
