@@ -279,3 +279,17 @@ def test_every_stage_prunes_at_its_own_step_and_the_last_stage_trains(data):
 def test_too_few_steps_for_the_stages_is_one_clear_error(data):
     with pytest.raises(ValueError, match="separate training steps"):
         train(data, "train.epochs=1", "ans.stages=40")
+
+
+def test_p_mode_replaces_the_indicator_everywhere(data, all_on):
+    """Paper Table 6: inverse uses 1 - p, random a seeded uniform p per image; sizes, drops, weights and
+    the val sizes all follow the replaced indicator."""
+    ref, _ = all_on
+    inv, _ = train(data, "slimming.p_mode=inverse", "ans.enabled=false", "train.epochs=1")
+    np.testing.assert_allclose(inv.train_p, 1 - ref.train_p)
+    np.testing.assert_allclose(inv.val_p, 1 - ref.val_p)
+    np.testing.assert_allclose(phase(inv).weights, 1 - ref.train_p)
+    np.testing.assert_allclose(phase(inv).drop_prob, ref.train_p)
+    rnd, _ = train(data, "slimming.p_mode=random", "ans.enabled=false", "train.epochs=1")
+    assert not np.allclose(rnd.train_p, ref.train_p) and not np.allclose(rnd.train_p, 1 - ref.train_p)
+    np.testing.assert_allclose(phase(rnd).weights, rnd.train_p)
