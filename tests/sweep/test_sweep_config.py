@@ -195,3 +195,32 @@ def test_concurrency_follows_the_nodes_and_refuses_what_never_fits():
     gpu = TrialNeeds(workers=1, cpus_per_worker=1, gpus_per_worker=1, driver_cpus=0.01)
     with pytest.raises(UserError, match="0 GPU"):
         plan_concurrency([gpu], [{"CPU": 8}], "auto")
+
+
+def test_optuna_nsga2_suggests_points_of_the_space_and_learns_from_results(tmp_path, data_root):
+    pytest.importorskip("optuna")
+    from orchestrator.sweep.runner import _searcher
+
+    f = write(tmp_path, f"""
+data: {{root: {data_root}}}
+sweep:
+  search: optuna
+  num_samples: 4
+  space:
+    ans.target_ratio: {{uniform: [0.2, 0.8]}}
+    ans.stages: {{choice: [2, 4, 6]}}
+    slimming.casd_range: {{choice: [{{lo: 0.0, hi: 1.0}}, {{lo: 0.4, hi: 0.6}}]}}
+  objectives: [{{metric: miou, mode: max}}, {{metric: train_flops, mode: min}}]
+""")
+    spec = load_sweep(f)
+    searcher = _searcher(spec)
+    assert searcher.set_search_properties(None, None, tune_space(spec.sweep))
+    for i in range(4):
+        point = searcher.suggest(f"t{i}")
+        cfg = spec.resolve(point)  # every suggestion is a valid experiment
+        assert 0.2 <= cfg.ans.target_ratio <= 0.8 and cfg.ans.stages in (2, 4, 6)
+        assert (cfg.slimming.casd_range.lo, cfg.slimming.casd_range.hi) in ((0.0, 1.0), (0.4, 0.6))
+        searcher.on_trial_complete(f"t{i}", result={"miou": 0.1 * i, "train_flops": 1e9 * (4 - i)})
+    study = searcher._ot_study
+    assert type(study.sampler).__name__ == "NSGAIISampler" and len(study.directions) == 2
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 4
