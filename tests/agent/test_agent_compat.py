@@ -263,3 +263,12 @@ def test_every_command_under_python36(tmp_path):
         assert p.returncode == 0, p.stderr.decode()
         assert json.loads(p.stdout.decode())["power_auto"] == ("iio" if layout == "nano"
                                                                else "hwmon")
+    # the waveform writer (emulate run) at the sensor rate, under 3.6 too
+    root = str(tmp_path / "run")
+    p = subprocess.run([py, "-m", "device_agents", "emulate", "run", "--root", root,
+                        "--layout", "tx2", "--duration", "1.0", "--waveform",
+                        '{"base_w": 6}'], cwd=home, env=_clean_env(),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.returncode == 0, p.stderr.decode()
+    ts, ps, _ = emulate.read_presented(root)
+    assert 2 <= len(ts) <= 4 and all(v == pytest.approx(6.0) for v in ps)  # every 0.42 s
