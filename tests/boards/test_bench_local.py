@@ -38,6 +38,16 @@ def test_bench_a_run_id_logs_into_that_run(tmp_path, monkeypatch):
     assert len(client.search_runs([exp])) == 1  # no second run for a run id
     assert list((tmp_path / "work" / "jobs").iterdir()) == []
 
+    def bench(*extra):
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert dance(["bench", run_id, "--boards", str(boards), "--buckets", "64x128", "--tracking-uri", uri,
+                          "--no-ray", *extra]) == 0
+        return out.getvalue()
+
+    assert "0 job(s) run on boards, 1 answered from the cache, no board contacted" in bench()
+    assert "1 job(s) run on boards, 0 answered from the cache" in bench("--fresh")  # --fresh measures again
+
 
 def test_bench_refuses_what_is_neither_a_checkpoint_nor_a_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

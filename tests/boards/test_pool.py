@@ -232,8 +232,3 @@ def test_bench_checkpoint_to_mlflow_via_the_ray_pool_then_cache_hit(fleet, tmp_p
     assert not again.boards_contacted and again.jobs_run == 0 and all(x.cached for x in again.measurements)
     assert {n: s.accepted() for n, s in fleet.sshds.items()} == accepted  # no board saw a login
     assert again.metrics == res.metrics
-
-    fresh = run_bench(str(ckpt), inv, labels=["cpu"], buckets="64x128:0.75,32x64:0.25", tracking_uri=uri,
-                      use_ray=False, fresh=True, log=lines.append)
-    assert fresh.boards_contacted and fresh.jobs_run == 2 and not any(x.cached for x in fresh.measurements)
-    assert fleet.sshds["cpu-b"].accepted() > accepted["cpu-b"] and fleet.sshds["tx2-a"].accepted() == accepted["tx2-a"]
