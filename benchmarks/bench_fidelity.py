@@ -47,15 +47,15 @@ RUNS = {
 }
 
 
-def overrides(root: Path, cache: Path, epochs: int) -> list[str]:
-    return [f"data.root={root}", f"data.cache_dir={cache}", "model.variant=small", "optim.lr=0.02",
+def overrides(root: Path, cache: Path, epochs: int, seed: int = 0) -> list[str]:
+    return [f"seed={seed}", f"data.root={root}", f"data.cache_dir={cache}", "model.variant=small", "optim.lr=0.02",
             "ans.stages=6", "ans.target_ratio=0.5", "ans.l1_lambda=1e-3", f"train.epochs={epochs}",
             "train.batch_size=8", "train.eval_batch_size=8", "train.size_quantum=64", "train.eval_every=5",
             "scaling.num_workers=1", "scaling.torch_threads=1", "tracking.enabled=false"]
 
 
-def run(name: str, root: Path, tmp: Path, epochs: int) -> dict:
-    cfg = load_config(None, overrides(root, tmp / "cache", epochs) + RUNS[name])
+def run(name: str, root: Path, tmp: Path, epochs: int, seed: int = 0) -> dict:
+    cfg = load_config(None, overrides(root, tmp / "cache", epochs, seed) + RUNS[name])
     t0 = time.perf_counter()
     tr_reports = run_local(worker_config(cfg)).reports
     wall = time.perf_counter() - t0
@@ -64,7 +64,7 @@ def run(name: str, root: Path, tmp: Path, epochs: int) -> dict:
     prunes = [r["epoch"] for r in tr_reports if r.get("ans_prunes")]
     before = [r for r in evals if prunes and r["epoch"] < prunes[-1]]
     return {
-        "run": name, "epochs": epochs, "miou": last["miou"],
+        "run": name, "epochs": epochs, "seed": seed, "miou": last["miou"],
         "miou_before_last_prune": before[-1]["miou"] if before else None,
         "epoch_before_last_prune": before[-1]["epoch"] if before else None,
         "last_prune_epoch": prunes[-1] if prunes else None,
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--runs", default="baseline,dance", help=f"comma-separated, of {','.join(RUNS)}")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (init, drops); the data set is seed 0")
     ap.add_argument("--data", type=Path, default=None, help="reuse a synthetic set (default: generate one)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here (after every run)")
     args = ap.parse_args(argv)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.data is None:
             generate_dataset(root, n_train=160, n_val=40, size=(128, 256), seed=0)
         for name in names:
-            row = run(name, root, tmp, args.epochs)
+            row = run(name, root, tmp, args.epochs, args.seed)
             rows.append(row)
             base = next((r for r in rows if r["run"] == "baseline"), None)
             ratio = f" ({row['train_flops'] / base['train_flops']:.2f}x)" if base else ""

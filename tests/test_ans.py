@@ -170,8 +170,9 @@ def test_due_stage_follows_algorithm_1():
     # The old schedule stays available by name: the last prune on the last iteration.
     assert [due_stage(e, 12, 6, "end_of_stage") for e in range(13)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
     assert due_stage(10, 10, 3, "end_of_stage") == 3 and due_stage(3.34, 10, 3, "end_of_stage") == 1
-    # Stages shorter than two epochs: the first prune half a stage in, every point distinct and < t_max.
-    for total, stages in [(6, 6), (4, 6), (1, 6), (8, 6), (10, 3)]:
+    # Stages of one epoch or less: the first prune half a stage in; longer ones: after epoch 0 as printed.
+    assert stage_points(6, 6) == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] and stage_points(3, 2) == [1, 2.5]
+    for total, stages in [(6, 6), (4, 6), (1, 6), (8, 6), (10, 3), (3, 2), (7, 6)]:
         pts = stage_points(total, stages)
         assert len(set(pts)) == stages and all(0 < a < b for a, b in zip(pts, pts[1:])) and pts[-1] < total
     with pytest.raises(ValueError, match="unknown ANS schedule"):

@@ -258,7 +258,7 @@ def test_every_stage_prunes_at_its_own_step_and_the_last_stage_trains(data):
     assert [e["stage"] for e in log] == [1, 2, 3] and all(e["forced"] for e in log)
     steps = [e["step"] for e in log]
     assert len(set(steps)) == 3                                        # never two stages in one step
-    # Algorithm 1 (3 epochs, S = 3, stages shorter than two epochs): due half an epoch, 1.5 and 2.5 epochs in
+    # Algorithm 1 (3 epochs, S = 3, one-epoch stages): due half an epoch, 1.5 and 2.5 epochs in
     cum = np.cumsum([0] + tr.steps_per_epoch)
     expected = [int(np.ceil(cum[int(pt)] + (pt % 1) * tr.steps_per_epoch[int(pt)] - 1e-9)) for pt in (0.5, 1.5, 2.5)]
     assert steps == expected and steps[-1] < tr.total_steps            # the final structure trains

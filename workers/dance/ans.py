@@ -173,8 +173,8 @@ def stage_points(total: float, stages: int, schedule: str = "algorithm1") -> lis
     ``algorithm1`` (paper Algorithm 1, DESIGN §3): t counts epochs from 0 and a prune follows
     the SGD update of every epoch with ``t mod (t_max/S) == 0``, i.e. after epochs 0,
     t_max/S, …, (S−1)·t_max/S — points 1, 1 + t_max/S, … in epochs done. The last stage
-    then trains the final structure for ``t_max/S − 1`` epochs. When a stage is shorter than
-    two epochs the first prune comes half a stage in instead of one epoch, so the last
+    then trains the final structure for ``t_max/S − 1`` epochs. When a stage is one epoch
+    or shorter the first prune comes half a stage in instead of one epoch, so the last
     stage still trains (and no two points coincide).
 
     ``end_of_stage``: after every S-th of training, ``s·t_max/S``; the last prune lands on
@@ -189,7 +189,7 @@ def stage_points(total: float, stages: int, schedule: str = "algorithm1") -> lis
         return [s * length for s in range(1, stages + 1)]
     if schedule != "algorithm1":
         raise ValueError(f"unknown ANS schedule {schedule!r}; choose one of {SCHEDULES}")
-    first = min(1.0, length / 2)
+    first = 1.0 if length > 1.0 else length / 2
     return [first + (s - 1) * length for s in range(1, stages + 1)]
 
 
