@@ -99,3 +99,25 @@ def test_bad_value_names_yaml_path(tmp_path, capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "data", "score", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--out" in out.stdout
+
+
+def test_score_with_a_checkpoints_cdf(synth_root, tmp_path, capsys):
+    import torch
+
+    from workers.checkpoint import save_checkpoint
+    from workers.dance.cdf import MaxwellCDF
+    from workers.models import build_model
+
+    torch.manual_seed(0)
+    cdf = MaxwellCDF(1.0, 17.0)
+    ckpt = save_checkpoint(tmp_path / "c.pt", build_model("deeplabv3plus", num_classes=19, variant="small"), cdf=cdf)
+    out_csv = tmp_path / "val.csv"
+    assert main(["data", "score", "--dataset", "cityscapes", "--root", str(synth_root), "--split", "val",
+                 "--checkpoint", str(ckpt), "--out", str(out_csv), "--no-cache"]) == 0
+    assert f"from {ckpt}" in capsys.readouterr().out
+    rows = list(csv.DictReader(out_csv.open()))
+    sc = np.array([float(r["sc_mean"]) for r in rows])
+    np.testing.assert_allclose([float(r["p"]) for r in rows], cdf.p(sc), atol=2e-6)
+    no_cdf = save_checkpoint(tmp_path / "n.pt", build_model("deeplabv3plus", num_classes=19, variant="small"))
+    assert main(["data", "score", "--dataset", "cityscapes", "--root", str(synth_root), "--checkpoint", str(no_cdf)]) == 2
+    assert "no CDF" in capsys.readouterr().err
