@@ -85,3 +85,14 @@ TX2_MODULE_RAILS = {"VDD_SYS_GPU", "VDD_SYS_SOC", "VDD_4V0_WIFI", "VDD_IN", "VDD
                     "VDD_SYS_DDR"}
 TX2_CARRIER_RAILS = {"VDD_MUX", "VDD_5V0_IO_SYS", "VDD_3V3_SYS", "VDD_3V3_IO_SLP",
                      "VDD_1V8_IO", "VDD_3V3_SYS_M2"}
+
+
+def sensor_slack(wf, t0, t1, r=0.42):
+    """How far a window's energy from a sensor that averages over r seconds may lie
+    from the true integral of waveform wf: the two periods cut by t0 and t1 can
+    misplace at most r x the power's range around each edge."""
+    def edge(t):
+        ps = [wf.power(t - r + 2.0 * r * i / 400.0) for i in range(401)]
+        return r * (max(ps) - min(ps))
+    return edge(t0) + edge(t1)
+

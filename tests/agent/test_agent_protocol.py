@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from agent_helpers import FAST, REPO, WAVEFORM, agent_main
+from agent_helpers import FAST, REPO, WAVEFORM, agent_main, sensor_slack
 
 from device_agents import clocks, emulate, protocol, stats
 from device_agents.sampler import Sampler
@@ -98,7 +98,8 @@ def test_distinct_sensor_updates_are_counted(mem_dir):
     assert w["samples"] > 80
     shown = emulate.presented_energy(root, t0, t1)
     assert w["energy_j"] == pytest.approx(shown, rel=0.01)
-    assert w["energy_j"] == pytest.approx(wf.energy(t0, t1), rel=0.03)
+    truth = wf.energy(t0, t1)
+    assert abs(w["energy_j"] - truth) <= sensor_slack(wf, t0, t1) + 0.01 * truth
 
 
 def test_too_few_updates_warns(mem_dir, tmp_path):

@@ -10,7 +10,7 @@ from device_agents.emulate import Waveform
 from device_agents.sampler import Sampler
 from device_agents.sources import IioInaSource, RaplSource, TegrastatsSource
 
-from agent_helpers import WAVEFORM
+from agent_helpers import WAVEFORM, sensor_slack
 
 
 def test_waveform_energy_is_the_integral_of_its_power():
@@ -47,17 +47,22 @@ def test_iio_integration_matches_the_waveform(tx2_waveform):
     root, wf = tx2_waveform
     src = IioInaSource(root)
     wins, s = _windows(src)
+    r = src.refresh_s()
     for t0, t1, w in wins:
         truth = wf.energy(t0, t1)
         shown = emulate.presented_energy(root, t0, t1)
-        # against what the tree showed (exact), and against the analytic waveform
-        # (which also carries the writer process's own scheduling delays)
+        # against what the sensor values stand for (exact up to sampling)...
         assert abs(w["energy_j"] - shown) / shown <= 0.01, (w["energy_j"], shown)
-        assert abs(w["energy_j"] - truth) / truth <= 0.02, (w["energy_j"], truth)
+        # ...and against the analytic waveform: a sensor averaging over 0.42 s cannot
+        # tell where inside the two periods cut by t0 and t1 the power went, so the
+        # bound is what those periods can misplace (plus 1 %)
+        slack = sensor_slack(wf, t0, t1, r) + 0.01 * truth
+        assert abs(w["energy_j"] - truth) <= slack, (w["energy_j"], truth, slack)
         assert w["samples"] >= 40
-        # a sub-rail follows its share of the waveform too
-        assert w["rails"]["VDD_SYS_GPU"] == pytest.approx(0.25 * truth, rel=0.02)
+        # a sub-rail follows its share of the module power too
+        assert w["rails"]["VDD_SYS_GPU"] == pytest.approx(0.25 * w["energy_j"], rel=0.01)
     assert s.cpu_fraction() is not None
+
 
 
 def test_rapl_counter_integration_with_wraps(mem_dir):
