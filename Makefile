@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The official Cityscapes evaluation, for tests/test_cityscapes_official.py; --no-deps because its
+	# pinned `typing` backport breaks Python 3.11 (what it needs at run time is installed already).
+	$(BIN)/python -m pip install --quiet --no-deps cityscapesscripts==2.3.0 pyquaternion==0.9.9
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -28,7 +28,8 @@ from workers.config import ExperimentConfig
 TRIAL_METRICS = ("miou", "pixel_acc", "train_flops", "epoch_train_flops", "infer_flops_per_image",
                  "infer_network_flops_per_image", "header_channels_kept", "dropped_fraction", "unbatched_fraction",
                  "images_per_s", "epoch_time_s", "eval_time_s", "train_loss", "train_images", "ans_stage", "lr",
-                 "energy_j", "batch_fill", "gamma_spread")
+                 "energy_j", "batch_fill", "moved_fraction", "ans_gamma_spread", "ans_prune_gamma_spread",
+                 "ans_prunes")
 # Sweeping these would mean scoring more than one dataset; a sweep scores one, once.
 FIXED_PATHS = ("data.kind", "data.root", "data.train_split", "data.val_split", "data.cache_dir", "data",
                "tracking", "name")
