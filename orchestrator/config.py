@@ -54,9 +54,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _read_yaml(p: Path) -> dict:
+def read_yaml(p: Path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping; one clear :class:`UserError` otherwise."""
     if not p.is_file():
-        raise UserError(f"{p}: config file not found")
+        raise UserError(f"{p}: {what} not found")
     try:
         loaded = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
@@ -85,7 +86,7 @@ def read_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in _seen:
         raise UserError(f"{path}: 'base' chain loops back to itself")
-    tree = _read_yaml(path)
+    tree = read_yaml(path)
     base = tree.pop("base", None)
     if base is None:
         return tree

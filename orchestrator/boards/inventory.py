@@ -9,10 +9,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.config import format_validation_error
+from orchestrator.config import format_validation_error, read_yaml
 from orchestrator.errors import UserError
 
 DEFAULT_FILE = Path("configs/boards.yaml")
@@ -128,16 +127,7 @@ def load_inventory(path: str | Path | None = None) -> Inventory:
             return default_inventory()
         path = DEFAULT_FILE
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: boards file not found")
-    try:
-        tree = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(tree, dict):
-        raise UserError(f"{p}: the top level must be a mapping with a 'boards' list")
+    tree = read_yaml(p, "boards file")
     tree.pop("source", None)
     try:
         inv = Inventory.model_validate(tree)
