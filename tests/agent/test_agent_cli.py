@@ -139,7 +139,8 @@ def test_measure_trtexec_with_stand_in_tool(tx2_tools_tree, tiny_onnx, tmp_path)
     rc, doc = agent_main(["measure", "--model", tiny_onnx, "--runtime", "trtexec",
                           "--fs-root", tx2_tools_tree, "--work-dir", str(tmp_path / "eng"),
                           "--duration", "0.5", "--repeats", "2", "--idle", "0.2",
-                          "--warmup", "0.1", "--min-samples", "10", "--min-updates", "1"], str(tmp_path / "t.json"))
+                          "--warmup", "0.1", "--min-samples", "10", "--min-updates", "1",
+                          "--interval-ms", "10"], str(tmp_path / "t.json"))
     assert rc == 0, doc.get("error")
     assert doc["workload"]["engine_built_now"] is True
     assert os.path.isfile(doc["workload"]["engine"])
