@@ -800,7 +800,7 @@ def _script(path, text):
 
 #: tegrastats rail formats, as printed by the releases (see tests/agent/fixtures/):
 #: jp4 "VDD_IN 1649/1649" (L4T 32), jp5 "VDD_IN 2171mW/2171mW" (L4T 34/35),
-#: jp6 "VDD_GPU_SOC 5139mW/5139mW/5139mW" (current/average/peak, newer releases and
+#: jp6 "VDD_GPU_SOC 5139mW/5139mW/5139mW" (three values, newer releases and
 #: Thor, whose input is "VIN").
 TEGRASTATS_FORMATS = {
     "jp4": '"%s %d/%d" % (name, mw, avg)',

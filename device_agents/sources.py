@@ -519,8 +519,8 @@ class HwmonInaSource(PowerSource):
 # ------------------------------------------------------------------------------------
 # "VDD_IN 1649/1649" (JetPack 4) and "VDD_IN 2171mW/2171mW" (JetPack 5+): a rail name,
 # the current value and the running average, both in mW.
-# Newer releases print three values ("VDD_GPU_SOC 5139mW/5139mW/5139mW": current,
-# average, peak); Thor prints its input as "VIN".  The first value is the current one.
+# Newer releases print three values ("VDD_GPU_SOC 5139mW/5139mW/5139mW"; the first is
+# the current value, the others running figures); Thor prints its input as "VIN".
 _TEGRA_RAIL = re.compile(
     r"(?:^|\s)([A-Za-z0-9][A-Za-z0-9_]*)\s+(\d+)(?:mW)?/(\d+)(?:mW)?"
     r"(?:/(\d+)(?:mW)?)?(?=\s|$)")
