@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"using the synthetic dataset in {root}")
     cmd_score(argparse.Namespace(config=None, dataset="cityscapes", root=root, split="train",
-                                 out=root / "complexity.csv", no_cache=False, device="cpu"))
+                                 out=root / "complexity.csv", no_cache=False, device="cpu", checkpoint=None))
     if args.score_only:
         return 0
     overrides = [f"data.root={root}"] + (args.set or [])
