@@ -1,12 +1,22 @@
 """Progress bars on stderr for long passes; silent when stderr is not a terminal unless asked."""
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.console import Console
+
+
+def format_value(v: Any) -> str:
+    """A metric for a terminal: large numbers in e-notation, 4 significant digits, '–' where absent."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3e}" if abs(v) >= 1e5 else f"{v:.4g}"
+    return str(v)
 
 
 @contextmanager

@@ -323,19 +323,13 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_
     return TrainOutcome(name, metrics, history, ckpt_dir, run_id, uri, failures)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if abs(v) >= 1e5:
-            return f"{v:.3e}"
-        return f"{v:.4g}"
-    return str(v)
-
-
 def format_epoch(m: dict, epochs: int) -> str:
+    from orchestrator.progress import format_value
+
     parts = [f"epoch {int(m.get('epoch', 0)) + 1}/{epochs}"]
     for k in HEADLINE[1:]:
         if k in m:
-            parts.append(f"{k}={_fmt(m[k])}")
+            parts.append(f"{k}={format_value(m[k])}")
     if m.get("ans_stage", 0) < m.get("ans_stage_due", 0):
         parts.append(f"(ANS at stage {m['ans_stage']} of {m['ans_stage_due']} due: the header's BN scales are not "
                      "separated enough yet; the next stage waits)")

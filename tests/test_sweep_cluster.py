@@ -8,7 +8,6 @@ artifacts must be in the server (artifacts proxied to its artifact destination).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

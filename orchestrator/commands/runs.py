@@ -59,14 +59,6 @@ def select(target: str | None, client):
     return df, [], DEFAULT_METRICS, f"experiment {target}"
 
 
-def _cell(v) -> str:
-    if _missing(v):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3e}" if abs(v) >= 1e5 else f"{v:.4g}"
-    return str(v)
-
-
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
@@ -121,6 +113,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from orchestrator.progress import format_value
     from orchestrator.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
@@ -143,7 +136,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for c in cols:
         t.add_column(c)
     for row in rows:
-        t.add_row(*[_cell(v) for v in row])
+        t.add_row(*[format_value(v) for v in row])
     (Console() if sys.stdout.isatty() else Console(width=200)).print(t)
     return 0
 

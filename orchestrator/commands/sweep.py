@@ -10,14 +10,14 @@ def pareto_table(rows: list[dict], names: list[str]):
     """The trials as a rich table, front first."""
     from rich.table import Table
 
-    from orchestrator.sweep.live import _fmt
+    from orchestrator.progress import format_value
 
     t = Table(title="trials (★ = Pareto front)", title_justify="left")
     for col in ("", "trial", "components", "status", "epochs", *names, "rank"):
         t.add_column(col)
     for r in sorted(rows, key=lambda r: (r["pareto_rank"], r["trial"])):
         t.add_row("★" if r["is_pareto"] else "", r["trial"], r["label"], r["status"], str(r["epochs"]),
-                  *[_fmt(r.get(k)) for k in names], str(r["pareto_rank"]))
+                  *[format_value(r.get(k)) for k in names], str(r["pareto_rank"]))
     return t
 
 

@@ -3,17 +3,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 from ray.tune import Callback
 
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3e}" if abs(v) >= 1e5 else f"{v:.4g}"
-    return str(v)
+from orchestrator.progress import format_value
 
 
 class LiveTable(Callback):
@@ -44,7 +37,7 @@ class LiveTable(Callback):
             t.add_column(col)
         for r in self.rows.values():
             ep = f"{r['epoch'] + 1}/{r['epochs']}" if r["epoch"] is not None else f"–/{r['epochs']}"
-            t.add_row(r["trial"], r["what"], r["status"], ep, _fmt(r["miou"]), _fmt(r["train_flops"]))
+            t.add_row(r["trial"], r["what"], r["status"], ep, format_value(r["miou"]), format_value(r["train_flops"]))
         return t
 
     def _show(self, trial, event: str) -> None:
@@ -59,7 +52,7 @@ class LiveTable(Callback):
             self._view.update(self._table())
         else:
             ep = f"epoch {r['epoch'] + 1}/{r['epochs']}" if r["epoch"] is not None else ""
-            extra = f" miou={_fmt(r['miou'])} train_flops={_fmt(r['train_flops'])}" if event == "result" else ""
+            extra = f" miou={format_value(r['miou'])} train_flops={format_value(r['train_flops'])}" if event == "result" else ""
             print(f"[sweep] {r['trial']} {r['status']:<10} {ep}{extra}  ({r['what']})", file=sys.stderr, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.config import apply_overrides, deep_merge, format_validation_error, read_tree

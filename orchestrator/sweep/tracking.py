@@ -15,12 +15,10 @@ Train V2; so the sweep logs itself from a Tune callback on the driver:
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from ray.tune import Callback
 
