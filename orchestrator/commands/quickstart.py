@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orchestrator.commands.data import cmd_score
 from orchestrator.errors import UserError
 
 PACKAGED_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sweeps" / "quickstart.yaml"
@@ -26,7 +25,7 @@ def _config_path(given: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.commands.sweep import cmd_sweep
+    from orchestrator.cli import build_parser
     from orchestrator.progress import progress_bar
     from workers.data.synth import generate_dataset
 
@@ -38,15 +37,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"synthetic dataset written to {root}")
     else:
         print(f"using the synthetic dataset in {root}")
-    cmd_score(argparse.Namespace(config=None, dataset="cityscapes", root=root, split="train",
-                                 out=root / "complexity.csv", no_cache=False, device="cpu", checkpoint=None))
+    # Through the real parsers, so every option the sub-commands grow gets its default here too.
+    parser = build_parser()
+    score = parser.parse_args(["data", "score", "--dataset", "cityscapes", "--root", str(root), "--split", "train",
+                               "--out", str(root / "complexity.csv")])
+    score.func(score)
     if args.score_only:
         return 0
     overrides = [f"data.root={root}"] + (args.set or [])
     print(f"\nsweeping: dance sweep {config} " + " ".join(f"--set {o}" for o in overrides), flush=True)
-    return cmd_sweep(argparse.Namespace(config=config, set=overrides, dry_run=False, address=args.address,
-                                        tracking_uri=args.tracking_uri, resume=None, plain=args.plain,
-                                        verbose=False))
+    argv = ["sweep", str(config)] + [a for o in overrides for a in ("--set", o)]
+    argv += (["--address", args.address] if args.address else []) + (["--plain"] if args.plain else [])
+    argv += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
+    sweep = parser.parse_args(argv)
+    return sweep.func(sweep)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
