@@ -211,8 +211,6 @@ def check_search(sweep: SweepConfig, base: ExperimentConfig | None) -> list[str]
                           f"({', '.join(grids)}); use choice, or search: grid")
         if not sweep.space:
             errors.append("sweep.search: optuna needs a non-empty sweep.space")
-    elif sweep.search == "grid" and kinds - {"grid"} and sweep.num_samples == 1 and "grid" not in kinds:
-        pass  # random domains with grid search: Ray draws num_samples points; fine
     sch = sweep.scheduler
     if sch.kind == "asha":
         if sch.metric not in known:
