@@ -60,7 +60,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError("--train must be at least 2 and --val at least 1")
     with progress_bar("generating synthetic scenes") as bar:
         summary = generate_dataset(args.out, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
-                                   progress=bar, overwrite=args.overwrite)
+                                   progress=bar, overwrite=args.overwrite, style=args.style)
     print(f"wrote {args.train} train + {args.val} val images ({args.size[0]}x{args.size[1]}) to {args.out} in the Cityscapes layout")
     if args.json:
         json.dump(summary, sys.stdout, indent=2, default=str)
@@ -165,6 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=_parse_size, default=(256, 512), help="HxW (default 256x512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set in OUT (never other files)")
+    p.add_argument("--style", choices=["day", "dusk"], default="day", help="look of the scenes (default day)")
     p.add_argument("--json", action="store_true", help="also print the generator's summary as JSON")
     p.set_defaults(func=cmd_synth)
 

@@ -122,6 +122,12 @@ _ZN = 3.5  # ground depth at the bottom image row, in camera heights
 _SKIES = [  # zenith -> horizon colours: clear, overcast, hazy
     ((70, 122, 202), (176, 202, 232)), ((164, 170, 182), (212, 214, 220)), ((186, 190, 198), (228, 222, 210)),
 ]
+# Styles: another "domain" of the same classes (issue 12's stand-in for adapting from a pretraining
+# set to a target set). "day" is the original look; "dusk" has warm, darker light, dusk skies and
+# busier streets, so a model trained on "day" scenes has something to adapt to.
+STYLES = ("day", "dusk")
+_DUSK_SKIES = [((52, 44, 96), (236, 142, 84)), ((70, 60, 88), (206, 150, 120)), ((96, 84, 104), (224, 176, 140))]
+_DUSK_LIGHT = np.array([1.0, 0.80, 0.66], np.float32) * 0.78  # warm, dimmer light on everything but the sky
 
 
 def _ids(*names: str) -> list[int]:
@@ -374,11 +380,13 @@ def _paint_windows(r: np.ndarray, p: _Painter, windows: list[tuple], salt: int) 
 class SceneGenerator:
     """Paints scenes of one size; holds the texture banks shared by all scenes of a seed."""
 
-    def __init__(self, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> None:
+    def __init__(self, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0, style: str = "day") -> None:
         h, w = int(size[0]), int(size[1])
         if not (16 <= h <= 4096 and 16 <= w <= 4096):
             raise SynthArgumentError(f"image size {h}x{w} out of range (16..4096 per side)")
-        self.H, self.W, self.seed = h, w, int(seed)
+        if style not in STYLES:
+            raise SynthArgumentError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+        self.H, self.W, self.seed, self.style = h, w, int(seed), style
         rng = np.random.default_rng([self.seed, 0xBA4C])
         bh, bw = h + h // 2, w + w // 2
         self._fine = rng.standard_normal((bh, bw), dtype=np.float32)
@@ -394,7 +402,7 @@ class SceneGenerator:
     def render(self, split: str = "train", index: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(RGB uint8 (H, W, 3), Cityscapes labelIds uint8 (H, W)) of scene ``index`` of ``split``."""
         rng = np.random.default_rng([self.seed, {"train": 1, "val": 2, "test": 3}.get(split, 9), int(index)])
-        clutter = float(rng.beta(2.0, 2.2))
+        clutter = float(rng.beta(2.0, 2.2) if self.style == "day" else rng.beta(2.6, 1.8))
         r = self._paint(rng, clutter)
         return self._shade(rng, r, clutter), np.take(_LABEL_LUT, r)
 
@@ -535,7 +543,10 @@ class SceneGenerator:
         H, W = r.shape
         n = len(_APPEARANCES)
         rgb = _BASE_RGB + rng.normal(0.0, 5.0, _BASE_RGB.shape).astype(np.float32)
-        zen, hor = (np.array(v, np.float32) for v in _SKIES[int(rng.choice(3, p=[0.55, 0.3, 0.15]))])
+        skies = _SKIES if self.style == "day" else _DUSK_SKIES
+        zen, hor = (np.array(v, np.float32) for v in skies[int(rng.choice(3, p=[0.55, 0.3, 0.15]))])
+        if self.style == "dusk":
+            rgb[_SKY_BANDS:] *= _DUSK_LIGHT
         t = np.linspace(0.0, 1.0, _SKY_BANDS, dtype=np.float32)[:, None] ** 1.5
         # One jitter for all bands: independent ones would show as stripes.
         rgb[:_SKY_BANDS] = zen + (hor - zen) * t + rng.normal(0.0, 5.0, 3).astype(np.float32)
@@ -627,13 +638,15 @@ def generate_dataset(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
+    style: str = "day",
 ) -> dict:
     """Write ``n_train`` + ``n_val`` scenes of ``size`` (H, W) under ``out_dir`` in the Cityscapes layout.
 
     ``open_dataset("cityscapes", out_dir, split)`` reads the result. ``progress(done, total)``
     is called after each image. An existing non-empty ``out_dir`` is refused unless
     ``overwrite`` is set and it holds an earlier synthetic set (``synth.json``), whose
-    ``leftImg8bit/`` and ``gtFine/`` are then replaced. Errors are :class:`DatasetError`
+    ``leftImg8bit/`` and ``gtFine/`` are then replaced. ``style`` is one of :data:`STYLES`
+    ("day", the default, is the original look). Errors are :class:`DatasetError`
     subclasses (:class:`OutputExistsError` is also a FileExistsError, bad arguments also
     ValueError). Returns a summary dict.
     """
@@ -649,7 +662,7 @@ def generate_dataset(
             raise OutputExistsError(f"{out}: not a synthetic dataset (no synth.json); refusing to overwrite it")
         for sub in ("leftImg8bit", "gtFine"):
             shutil.rmtree(out / sub, ignore_errors=True)
-    gen = SceneGenerator(size, seed)
+    gen = SceneGenerator(size, seed, style)
     plan = [("train", i, c) for i, c in enumerate(_cities(TRAIN_CITIES, n_train))]
     plan += [("val", i, c) for i, c in enumerate(_cities(VAL_CITIES, n_val))] if n_val else []
     counts = np.zeros(256, np.int64)
@@ -673,7 +686,8 @@ def generate_dataset(
     cities = {"train": sorted(set(_cities(TRAIN_CITIES, n_train))),
               **({"val": sorted(set(_cities(VAL_CITIES, n_val)))} if n_val else {})}
     manifest = {"generator": "dance-synth", "version": VERSION, "seed": int(seed), "size": [gen.H, gen.W],
-                "splits": splits, "cities": cities, "layout": "cityscapes"}
+                "splits": splits, "cities": cities, "layout": "cityscapes",
+                **({"style": style} if style != "day" else {})}
     (out / "synth.json").write_text(json.dumps(manifest, indent=2) + "\n")
     total = counts.sum()
     return {
