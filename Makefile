@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-all bench install
+.PHONY: quickstart test test-all bench install reproduce
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,3 +29,20 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The synthetic reproduction of the paper's tables (docs/reproduce.md): two synthetic sets
+# (pretraining "day", target "dusk"), pretraining, one sweep of adaptations, `dance report`.
+# Starts from scratch in $(REPRO) (its own MLflow store and Ray results); about 40 min on 2 cores.
+REPRO ?= .dance/reproduce
+REPRO_URI = sqlite:///$(REPRO)/mlflow.db
+reproduce: $(STAMP)
+	rm -rf $(REPRO) && mkdir -p $(REPRO)
+	$(BIN)/dance data synth $(REPRO)/data/day --train 200 --val 50 --size 128x256 --seed 0 --style day
+	$(BIN)/dance data synth $(REPRO)/data/dusk --train 200 --val 50 --size 128x256 --seed 1 --style dusk
+	$(BIN)/dance train configs/reproduce/pretrain.yaml --set data.root=$(REPRO)/data/day \
+		--set train.storage_path=$(REPRO)/ray_results --tracking-uri $(REPRO_URI) --json $(REPRO)/pretrain.json
+	$(BIN)/python -c "import json, shutil; shutil.copy(json.load(open('$(REPRO)/pretrain.json'))['checkpoint'], '$(REPRO)/pretrained.pt')"
+	$(BIN)/dance sweep configs/reproduce/sweep.yaml --plain --tracking-uri $(REPRO_URI) --set data.root=$(REPRO)/data/dusk \
+		--set train.storage_path=$(REPRO)/ray_results --set train.init_checkpoint=$(REPRO)/pretrained.pt
+	$(BIN)/dance report reproduce --tracking-uri $(REPRO_URI) --out $(REPRO)/report
+	@echo "reproduction report: $(REPRO)/report/report.md"
