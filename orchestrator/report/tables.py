@@ -353,9 +353,9 @@ def comparisons(trials: Sequence[Trial], s: Setting | None, paper: dict) -> Tabl
             b = [x for x in base if x.epochs == be]
             d = [x for x in dance if x.epochs == de]
             bf, df = mean(b, "train_flops"), mean(d, "train_flops")
-            ratio = df / bf if bf and df else None
-            pairs.append({"base_epochs": be, "dance_epochs": de, "flops_ratio": ratio,
-                          "infer_ratio": (mean(d, "infer_flops_per_image") or math.nan) / (mean(b, "infer_flops_per_image") or math.nan),
+            bi, di = mean(b, "infer_flops_per_image"), mean(d, "infer_flops_per_image")
+            pairs.append({"base_epochs": be, "dance_epochs": de, "flops_ratio": df / bf if bf and df else None,
+                          "infer_ratio": di / bi if bi and di else None,
                           "base_miou": mean(b, "miou"), "dance_miou": mean(d, "miou"),
                           "d_miou": d_pts(mean(d, "miou"), mean(b, "miou"))})
     if not pairs:
