@@ -112,7 +112,12 @@ class Trial:
 
 
 def client_for(uri: str):
+    import os
+
     import mlflow
+
+    # one progress bar per downloaded pruning report would bury the report's own progress lines
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise UserError(f"no MLflow store at {uri} (run the sweep first, or pass --tracking-uri)")

@@ -70,6 +70,21 @@ def test_tables_from_a_sweep(sweep_logger):
     assert (fl["base_epochs"], fl["dance_epochs"]) == (4, 12) and fl["d_miou"] == pytest.approx(3.0)
 
 
+def test_markdown_and_figures(sweep_logger, tmp_path):
+    from orchestrator.report.render import write_report
+
+    lg = full_sweep(sweep_logger)
+    path = write_report(build_report(["full"], lg.uri, runtime_rounds=0), tmp_path / "r", lg.uri)
+    text = path.read_text()
+    row7 = next(line for line in text.splitlines() if line.startswith("| 7 | ANS+CAD+CAL+CASD |"))
+    assert "-60.00 %" in row7 and "-40.00 %" in row7 and "+1.00" in row7 and "+3.41" in row7
+    row2 = next(line for line in text.splitlines() if line.startswith("| 2 | ANS |"))
+    assert "| -1.00 | — | — |" in row2 and " 0.00 %" not in row2  # energy not measured: "—", not 0
+    assert "Left out (not FINISHED)" in text
+    assert (tmp_path / "r" / "fig4.png").stat().st_size > 1000 and "![Fig. 4](fig4.png)" in text
+    assert "Table 12" in text and "not measured (--no-runtime)" in text
+
+
 def test_claims_hold_fail_and_partly(sweep_logger):
     rep = build_report(["full"], full_sweep(sweep_logger).uri, runtime_rounds=0)
     assert claim(rep, "DANCE reaches at least the baseline's mIoU at lower").verdict == HOLDS
@@ -96,6 +111,7 @@ def test_tables_not_in_the_sweep_and_the_markdown(sweep_logger, tmp_path, capsys
     assert "| 3 | ANS+CAD | *not in this sweep* |" in text  # a Table 8 row with no trial
     assert "| 7 | ANS+CAD+CAL+CASD | 1 |" in text
     assert "❌ does not hold" in text  # DANCE 28 % < baseline 30 % at equal epochs
+    assert "no board measured" in text  # no trial has device.energy_j_per_image
     assert (out / "tradeoff.png").stat().st_size > 1000
     stdout = capsys.readouterr().out
     assert "does not hold" in stdout and f"report: {out / 'report.md'}" in stdout
