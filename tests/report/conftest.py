@@ -79,6 +79,7 @@ class SweepLogger:
         return rid
 
 
-@pytest.fixture
-def sweep_logger(tmp_path):
-    return SweepLogger(tmp_path)
+@pytest.fixture(scope="module")
+def sweep_logger(tmp_path_factory):
+    """One store per test module (creating MLflow's sqlite schema takes seconds); each test logs its own sweep id."""
+    return SweepLogger(tmp_path_factory.mktemp("mlflow"))

@@ -16,6 +16,12 @@ def claim(report, start: str):
     return next(c for c in report.claims if c.text.startswith(start))
 
 
+@pytest.fixture(scope="module")
+def full(sweep_logger):
+    """The store with sweep "full" logged once for the tests that read it."""
+    return full_sweep(sweep_logger)
+
+
 def full_sweep(lg):
     """Every table's trials; numbers chosen so some claims hold and some fail."""
     lg.sweep("full")
@@ -39,8 +45,8 @@ def full_sweep(lg):
     return lg
 
 
-def test_tables_from_a_sweep(sweep_logger):
-    lg = full_sweep(sweep_logger)
+def test_tables_from_a_sweep(full):
+    lg = full
     rep = build_report(["full"], lg.uri, runtime_rounds=0)
     t8 = {r["no"]: r for r in rep.tables["table8"].rows}
     assert [t8[n]["n"] for n in range(1, 8)] == [1] * 7  # the FAILED baseline is left out
@@ -70,10 +76,10 @@ def test_tables_from_a_sweep(sweep_logger):
     assert (fl["base_epochs"], fl["dance_epochs"]) == (4, 12) and fl["d_miou"] == pytest.approx(3.0)
 
 
-def test_markdown_and_figures(sweep_logger, tmp_path):
+def test_markdown_and_figures(full, tmp_path):
     from orchestrator.report.render import write_report
 
-    lg = full_sweep(sweep_logger)
+    lg = full
     path = write_report(build_report(["full"], lg.uri, runtime_rounds=0), tmp_path / "r", lg.uri)
     text = path.read_text()
     row7 = next(line for line in text.splitlines() if line.startswith("| 7 | ANS+CAD+CAL+CASD |"))
@@ -85,8 +91,8 @@ def test_markdown_and_figures(sweep_logger, tmp_path):
     assert "Table 12" in text and "not measured (--no-runtime)" in text
 
 
-def test_claims_hold_fail_and_partly(sweep_logger):
-    rep = build_report(["full"], full_sweep(sweep_logger).uri, runtime_rounds=0)
+def test_claims_hold_fail_and_partly(full):
+    rep = build_report(["full"], full.uri, runtime_rounds=0)
     assert claim(rep, "DANCE reaches at least the baseline's mIoU at lower").verdict == HOLDS
     assert claim(rep, "DANCE reaches at least the baseline's mIoU at equal").verdict == HOLDS
     casd = claim(rep, "CASD beats random dropping")
@@ -126,8 +132,6 @@ def test_tables_not_in_the_sweep_and_the_markdown(sweep_logger, tmp_path, capsys
 ])
 def test_unknown_sweep_exits_2(sweep_logger, tmp_path, capsys, target, message):
     lg = sweep_logger
-    lg.sweep("s")
-    lg.trial(BASELINE, 0.3, 1e12, 4e8)
     assert main(["report", target, "--out", str(tmp_path / "o"), "--tracking-uri", lg.uri]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dance: error:") and message in err and target in err
