@@ -65,6 +65,25 @@ def _plt():
     return plt
 
 
+def variations(t) -> list[str]:
+    """What sets a trial apart from default DANCE besides its components: mode, p, ratio, ranges."""
+    from orchestrator.report.tables import DEFAULT_RANGES
+
+    extra = []
+    if t.mode != "co":
+        extra.append(t.mode)
+    uses_p = bool({"CAD", "CASD", "CAL"} & t.switches)
+    if uses_p and t.p_mode != "proposed":
+        extra.append(f"p={t.p_mode}")
+    if "ANS" in t.switches and t.target_ratio is not None and abs(t.target_ratio - 0.5) > 1e-9:
+        extra.append(f"r={t.target_ratio:g}")
+    for key, switch in (("cal_range", "CAL"), ("casd_range", "CASD")):
+        r = t.range_of(key)
+        if switch in t.switches and r is not None and r != DEFAULT_RANGES[key]:
+            extra.append(f"{switch.lower()}={r[1]:g}–{r[0]:g}")
+    return extra
+
+
 def plot_tradeoff(trials, path: Path) -> Path | None:
     """mIoU vs training FLOPs of every finished trial, labelled by components."""
     pts = [(t.metric("train_flops"), t.metric("miou"), t) for t in trials if t.status == "FINISHED"]
@@ -76,13 +95,7 @@ def plot_tradeoff(trials, path: Path) -> Path | None:
     for f, m, t in pts:
         colour = "black" if t.is_baseline else ("tab:red" if t.is_dance else "tab:blue")
         ax.scatter(f, 100 * m, color=colour, s=18)
-        extra = []
-        if t.mode != "co":
-            extra.append(t.mode)
-        if t.p_mode != "proposed":
-            extra.append(f"p={t.p_mode}")
-        if "ANS" in t.switches and t.target_ratio is not None and abs(t.target_ratio - 0.5) > 1e-9:
-            extra.append(f"r={t.target_ratio:g}")
+        extra = variations(t)
         ax.annotate(f"{t.components}{' ' + ' '.join(extra) if extra else ''} ({t.epochs} ep)", (f, 100 * m),
                     fontsize=6, xytext=(3, 2), textcoords="offset points")
     ax.set_xscale("log")
@@ -169,10 +182,10 @@ def write_report(report, out: Path, tracking_uri: str) -> Path:
                 lines += [f"![Table 12]({t12.name})", ""]
     if tr:
         lines += ["## Every trial", "", f"![mIoU vs training FLOPs]({tr.name})", ""]
-    lines += ["## Trials", "", "| trial | components | mode | p | ratio | epochs | status | mIoU | train FLOPs | infer FLOPs/img | run |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## Trials", "", "| trial | components | settings (vs default DANCE) | epochs | status | mIoU | train FLOPs | infer FLOPs/img | run |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for t in report.trials:
-        lines.append(f"| {t.trial_id} | {t.components} | {t.mode} | {t.p_mode} | {fmt(t.target_ratio, 'text')} | "
+        lines.append(f"| {t.trial_id} | {t.components} | {' '.join(variations(t)) or '—'} | "
                      f"{t.epochs} | {t.status} | {fmt(t.metric('miou'), 'miou')} | {fmt(t.metric('train_flops'), 'sci')} | "
                      f"{fmt(t.metric('infer_flops_per_image'), 'sci')} | `{t.run_id}` |")
     path = out / "report.md"
