@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ DEFAULT_JOURNAL = Path(".dance/board-journal.sqlite")
 DEFAULT_EXPORTS = Path(".dance/bench")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 FORMAT_OF = {"onnxruntime": "onnx", "trtexec": "onnx", "torchscript": "torchscript"}
+#: torch.onnx.export keeps global state ("in ONNX export"): a sweep measuring trials from
+#: several threads exports, traces and counts FLOPs one model at a time
+TORCH_LOCK = threading.RLock()
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Measurement:
     board: str | None = None
     cached: bool = False
     error: dict[str, Any] | None = None
+    features: dict[str, Any] | None = None   # what the cost model sees (FLOPs, parameter bytes, pixels)
 
 
 @dataclass
@@ -120,13 +125,19 @@ def resolve_target(target: str, tracking_uri: str | None) -> tuple[Path, str | N
 
 def export_for(ckpt: Path, fmt: str, buckets_arg: str | None, log: Callable[[str], None]) -> dict[str, Any]:
     """Export (or reuse the export of) this checkpoint; returns the manifest with absolute file paths."""
-    from workers.checkpoint import CheckpointError
-    from workers.export import ExportError, export_checkpoint, parse_buckets
-
     sha = sha256_file(ckpt)
     tag = hashlib.sha256(f"{sha}|{fmt}|{buckets_arg}".encode()).hexdigest()[:16]
     out = DEFAULT_EXPORTS / "exports" / tag
     man_path = out / "manifest.json"
+    with TORCH_LOCK:
+        return _export_locked(ckpt, fmt, buckets_arg, out, man_path, log)
+
+
+def _export_locked(ckpt: Path, fmt: str, buckets_arg: str | None, out: Path, man_path: Path,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    from workers.checkpoint import CheckpointError
+    from workers.export import ExportError, export_checkpoint, parse_buckets
+
     if not man_path.is_file():
         try:
             buckets = parse_buckets(buckets_arg) if buckets_arg else None
@@ -227,9 +238,15 @@ def figures(kind: str, ms: list[Measurement]) -> dict[str, float]:
 def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = None, fresh: bool = False,
               buckets: str | None = None, train_steps: int = 0, tracking_uri: str | None = None,
               experiment: str = "dance-bench", journal: str | Path = DEFAULT_JOURNAL,
-              cache_path: str | Path = DEFAULT_CACHE, use_ray: bool = True,
+              cache_path: str | Path = DEFAULT_CACHE, use_ray: bool = True, pool: Any = None,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> BenchResult:
+    """Measure ``target`` (checkpoint or run id) on the matching boards and log the figures.
+
+    ``pool``: a running pool client (a sweep shares one across its trials); it is used, not
+    closed. Without it the bench starts its own (a Ray actor, or threads with ``use_ray=False``).
+    """
     t_start = time.monotonic()
+    own_pool = pool is None
     boards = inventory.matching(labels)
     if not boards:
         raise UserError(f"{inventory.source}: no board carries labels {labels} "
@@ -260,7 +277,6 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
                      "is not on this machine")
 
     cache = MeasurementCache(cache_path)
-    pool = None
     contacted = False
     jobs_run = 0
 
@@ -269,6 +285,7 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
         contacted = True
         if pool is None:
             from orchestrator.boards.pool import BoardPool, start_pool_actor
+
 
             if use_ray:
                 from orchestrator.training import ensure_ray
@@ -298,11 +315,22 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
             for b, out in zip(need, _wait_with_progress(get_pool(), ids, log)):
                 if out["state"] != "done":
                     err = out["error"] or {}
-                    raise UserError(f"board {b.name}: probe failed: {err.get('kind')}: {err.get('message')}")
+                    why = f"board {b.name}: probe failed: {err.get('kind')}: {err.get('message')}"
+                    twins = [t for k in kinds if b in k.boards for t in k.boards if t is not b]
+                    if not any(t.name in probes or t in need for t in twins):
+                        raise UserError(why)
+                    notes.append(why + " (its twins measure instead)")
+                    continue
                 probes[b.name] = out["result"]
                 cache.put_facts(board_address(b), b.name, out["result"])
+            # a kind measures on the boards that answered their probe; a kind with none fails above
+            kinds = [Kind(k.name, k.labels, [b for b in k.boards if b.name in probes]) for k in kinds]
+            if any(not k.boards for k in kinds):
+                lost = [k.name for k in kinds if not k.boards]
+                raise UserError(f"no board of kind {', '.join(lost)} answered its probe")
         for b in boards:
-            facts[b.name] = board_facts(probes[b.name], b.runtime)
+            if b.name in probes:
+                facts[b.name] = board_facts(probes[b.name], b.runtime)
 
         # 2. one job per (kind, purpose, bucket), answered from the cache where possible
         todo: list[tuple[Measurement, Job, Kind]] = []
@@ -333,6 +361,7 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
                 hit = None if fresh else cache.get(key)
                 if hit is not None:
                     m.result, m.board, m.cached = hit["result"], hit["board"], True
+                    m.features = hit.get("features")
                     log(f"  cached   {k.name:<14} {purpose:<5} {h}x{w}")
                     continue
                 nonce = f"{time.time_ns()}" if fresh else None
@@ -346,6 +375,9 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
 
         # 3. measure what the cache did not answer
         if todo:
+            feats = _features(ckpt, [m for m, _, _ in todo], log)
+            for m, _, _ in todo:
+                m.features = feats.get((m.purpose, m.height, m.width))
             ids = get_pool().submit([j for _, j, _ in todo])
             for (m, job, k), out in zip(todo, _wait_with_progress(get_pool(), ids, log)):
                 jobs_run += 1
@@ -355,11 +387,11 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
                     f = facts.get(m.board) or facts[k.first.name]
                     key, parts = cache_key(job.model_sha256, job.input_shape or _shape_of(m), job.runtime, job.train_steps,
                                            k.first.device, f, k.first.power)
-                    cache.put(key, parts, {"result": m.result, "board": m.board}, m.board)
+                    cache.put(key, parts, {"result": m.result, "board": m.board, "features": m.features}, m.board)
                 else:
                     m.error = out["error"]
     finally:
-        if pool is not None:
+        if own_pool and pool is not None:
             pool.close()
         cache.close()
 
@@ -384,6 +416,21 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
                          f"{m.error.get('message')})")
     run_id, uri = _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experiment, notes)
     return BenchResult(run_id, uri, metrics, tags, measurements, contacted, jobs_run, time.monotonic() - t_start, notes)
+
+
+def _features(ckpt: Path, ms: list[Measurement], log: Callable[[str], None]) -> dict:
+    """Cost-model features of the network buckets about to be measured (none for Eq. 1 scoring)."""
+    from orchestrator.hil.features import checkpoint_features
+
+    sizes = sorted({(m.purpose, m.height, m.width) for m in ms if m.purpose in ("infer", "train")})
+    if not sizes:
+        return {}
+    try:
+        with TORCH_LOCK:
+            return checkpoint_features(ckpt, sizes)
+    except Exception as exc:  # the measurement is still worth having without them
+        log(f"  cost-model features not recorded: {exc.__class__.__name__}: {exc}")
+        return {}
 
 
 def _shape_of(m: Measurement) -> list[int]:
@@ -466,6 +513,8 @@ def _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experim
     if new:
         run_id = client.create_run(exp_id, run_name=f"bench-{ckpt.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                    tags={"dance.kind": "bench"}).info.run_id
+    if not new:  # the run is someone's (a sweep's trial, a training run): its kind stays what it is
+        tags = {k: v for k, v in tags.items() if k != "dance.kind"}
     ts = int(time.time() * 1000)
     items = [Metric(k, v, ts, 0) for k, v in metrics.items()]
     for i in range(0, len(items), 500):

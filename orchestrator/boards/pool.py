@@ -257,7 +257,13 @@ class BoardPool:
             self._emit(job_id, board.name, "retry", exc.message, kind=exc.kind, seconds=seconds)
             self._fail_unplaceable()
             return
-        if not exc.transient or row["attempts"] + 1 >= self.max_attempts:
+        if exc.kind == "unreachable":
+            # The board's fault, not the job's: a board that vanished must not use up the attempts of
+            # the job it held (its twin would never see it). The board goes offline after
+            # offline_after in a row; with no board left the job fails as unplaceable.
+            self.journal.retry(job_id, board.name, err, count_attempt=False)
+            self._emit(job_id, board.name, "retry", exc.message, kind=exc.kind, seconds=seconds)
+        elif not exc.transient or row["attempts"] + 1 >= self.max_attempts:
             self.journal.fail(job_id, board.name, err)
             self._emit(job_id, board.name, "failed", exc.message, kind=exc.kind, seconds=seconds)
         else:

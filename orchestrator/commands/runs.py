@@ -16,6 +16,18 @@ from pathlib import Path
 from orchestrator.errors import UserError
 
 DEFAULT_METRICS = ["miou", "train_flops", "infer_flops_per_image"]
+#: measured on boards (hardware-in-the-loop sweeps, `dance bench RUN_ID`) and the cost model's prediction
+DEVICE_FIGURES = ["energy_j_per_image", "latency_ms_p50", "train_energy_j_per_step"]
+
+
+def device_columns(df, shown: list[str]) -> list[str]:
+    """Measured and predicted device figures some run has, beside each other, not already shown."""
+    out = []
+    for f in DEVICE_FIGURES:
+        for name in (f"device.{f}", f"predicted.device.{f}"):
+            if f"metrics.{name}" in df.columns and name not in shown:
+                out.append(name)
+    return out
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -78,7 +90,8 @@ def param_columns(df, swept: list[str]) -> list[str]:
 
 def table_rows(df, swept: list[str], metrics: list[str], sort: str | None) -> tuple[list[str], list[list]]:
     swept = param_columns(df, swept)
-    cols = ["", "run", "status", "components", *swept, *metrics, "pareto_rank"]
+    hil = "tags.dance.hil" in df.columns
+    cols = ["", "run", "status", "components", *swept, *metrics, *(["boards"] if hil else []), "pareto_rank"]
     rows = []
     for _, r in df.iterrows():
         def get(kind: str, key: str):
@@ -92,7 +105,7 @@ def table_rows(df, swept: list[str], metrics: list[str], sort: str | None) -> tu
         name = get("tags", "dance.trial_id") or get("tags", "mlflow.runName") or r["run_id"][:8]
         rows.append([mark, name, r["status"], get("tags", "dance.components") or "",
                      *[get("params", k) for k in swept], *[get("metrics", m) for m in metrics],
-                     get("metrics", "pareto_rank")])
+                     *([get("tags", "dance.hil") or "not measured"] if hil else []), get("metrics", "pareto_rank")])
     if sort:
         key = cols.index(sort) if sort in cols else None
         if key is None:
@@ -123,6 +136,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     client = mlflow.MlflowClient(uri)
     df, swept, metrics, title = select(args.target, client)
     extra = [m for m in (args.metric or []) if m not in metrics]
+    extra += device_columns(df, metrics + extra)
     cols, rows = table_rows(df, swept, metrics + extra, args.sort)
     if args.csv:
         import csv

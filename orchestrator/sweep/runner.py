@@ -44,6 +44,7 @@ class SweepOutcome:
     hypervolume: float | None
     timings: dict[str, float] = field(default_factory=dict)
     registered: list[str] = field(default_factory=list)
+    hil: dict[str, int] = field(default_factory=dict)
 
 
 def new_sweep_id(spec: SweepSpec) -> str:
@@ -174,6 +175,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
 
     tracker = SweepTracker(tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent_id, sweep_id=sweep_id,
                            spec=spec, storage=storage, prepared_cdf=prepared.get("cdf"))
+    measurer = _measurer(spec, sweep_id, uri, exp_id, parent_id, bool(resume), print_fn)
     table = LiveTable(lambda c: spec.resolve(c).train.epochs, spec.label, live=live)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, prepared=prepared, storage=storage, sweep_id=sweep_id),
@@ -196,7 +198,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
                                             trial_name_creator=lambda t: t.trial_id,
                                             trial_dirname_creator=lambda t: t.trial_id),
                 run_config=tune.RunConfig(name=sweep_id, storage_path=storage.path,
-                                          storage_filesystem=storage.filesystem, callbacks=[tracker, table],
+                                          storage_filesystem=storage.filesystem,
+                                          callbacks=[tracker, table, *_hil_callbacks(spec, sweep_id)],
                                           verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
         results = tuner.fit()
         interrupted = unfinished_trials(results)
@@ -205,11 +208,26 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     finally:
         table.close()
     if interrupted:  # Tune catches Ctrl-C itself, saves its state and returns early
+        if measurer is not None:
+            measurer.close()  # jobs stay in the journal; --resume picks them up
         mark_interrupted(client, exp_id, parent_id, sweep_id)
         raise SweepInterrupted(f"sweep {sweep_id} interrupted with {len(interrupted)} trial(s) unfinished; "
                                f"continue it with: dance sweep {spec.source} --resume {sweep_id}")
     timings["tune_s"] = time.perf_counter() - t0
     timings["mlflow_s"] = tracker.seconds
+    hil_counts: dict[str, int] = {}
+    if measurer is not None:
+        t0 = time.perf_counter()
+        measurer.training_done()
+        if print_fn:
+            print_fn(f"sweep {sweep_id}: training done; waiting for the boards' measurements "
+                     f"(up to {spec.sweep.hil.timeout_s:g} s)")
+        try:
+            hil_counts = measurer.drain()
+        finally:
+            measurer.close()
+        timings["hil_wait_s"] = time.perf_counter() - t0
+        timings.update({f"hil_{k}": float(v) for k, v in hil_counts.items()})
     t0 = time.perf_counter()
     rows, hv, registered = finalize(client, exp_id, parent_id, spec, sweep_id)
     timings["finalize_s"] = time.perf_counter() - t0
@@ -220,7 +238,40 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     log_epoch({f"sweep.{k}": v for k, v in timings.items()}, 0, parent_id, client)
     statuses = {r["status"] for r in rows}
     client.set_terminated(parent_id, "FAILED" if rows and statuses == {"FAILED"} else "FINISHED")
-    return SweepOutcome(sweep_id, experiment, uri, parent_id, rows, hv, timings, registered)
+    return SweepOutcome(sweep_id, experiment, uri, parent_id, rows, hv, timings, registered, hil_counts)
+
+
+def _hil_callbacks(spec: SweepSpec, sweep_id: str) -> list:
+    if spec.sweep.hil is None:
+        return []
+    from orchestrator.hil.measurer import HilCallback
+
+    return [HilCallback(sweep_id)]
+
+
+def _measurer(spec: SweepSpec, sweep_id: str, uri: str, exp_id: str, parent_id: str, resume: bool, print_fn):
+    """The hardware-in-the-loop measurer (None without ``sweep.hil``); on resume it re-queues the
+    trials whose measurement never finished."""
+    if spec.sweep.hil is None:
+        return None
+    import mlflow
+
+    from orchestrator.hil.measurer import HilMeasurer
+
+    client = mlflow.MlflowClient(uri)
+    m = HilMeasurer(spec, sweep_id=sweep_id, tracking_uri=uri, experiment_id=exp_id,
+                    on_measured=lambda: rank_front(client, exp_id, parent_id, spec, sweep_id))
+    if print_fn:
+        hil = spec.sweep.hil
+        print_fn(f"sweep {sweep_id}: boards {', '.join(b.name for b in m.inventory.boards)} measure "
+                 f"{hil.mode if hil.mode != 'pareto_top' else f'the first {hil.top_ranks} Pareto front(s)'}"
+                 f"{' after training' if hil.wait else ' while the sweep trains'}; "
+                 f"device.* figures are those of {m.primary}")
+    if resume:
+        n = m.catch_up()
+        if n and print_fn:
+            print_fn(f"sweep {sweep_id}: {n} ended trial(s) still to measure (the cache answers what was measured)")
+    return m
 
 
 class SweepInterrupted(UserError):
@@ -248,14 +299,22 @@ def mark_interrupted(client, exp_id: str, parent_id: str, sweep_id: str) -> None
 
 
 # ---------------------------------------------------------------- after the trials
-def finalize(client, exp_id: str, parent_id: str, spec: SweepSpec, sweep_id: str):
-    """Rank the trials, log the front to the parent, register the front's models."""
+def rank_front(client, exp_id: str, parent_id: str, spec: SweepSpec, sweep_id: str):
+    """Rank the ended trials on the objectives and log the front (CSV, PNG) to the parent.
+
+    Called when the sweep ends and again whenever a board measurement lands. A trial lacking
+    an objective (stopped early, failed, not measured) is ranked after every complete one and
+    its missing figure stays empty: never 0. Returns (rows, ranked, hypervolume).
+    """
+    from orchestrator.hil.measurer import STATE_TAG
     from orchestrator.sweep.pareto import default_reference, normalized_hypervolume, pareto_ranks, plot_front, write_csv
     from orchestrator.sweep.tracking import TRIAL_ID_TAG, sweep_children
     from orchestrator.tracking import log_artifacts, log_epoch
 
     objs = spec.sweep.objectives
     names, modes = [o.metric for o in objs], [o.mode for o in objs]
+    hil = spec.sweep.hil is not None
+    predicted = [f"predicted.{k}" for k in names if k.startswith("device.")] if hil else []
     rows = []
     for run in sweep_children(client, exp_id, sweep_id):
         m = run.data.metrics
@@ -264,6 +323,9 @@ def finalize(client, exp_id: str, parent_id: str, spec: SweepSpec, sweep_id: str
         row.update({k: m.get(k) for k in names})
         if "miou" not in row:
             row["miou"] = m.get("miou")
+        if hil:
+            row["hil"] = run.data.tags.get(STATE_TAG, "not measured")
+            row.update({k: m.get(k) for k in predicted})
         rows.append(row)
     rows.sort(key=lambda r: r["trial"])
     ranked = [r for r in rows if r["status"] == "FINISHED" and all(r.get(k) is not None for k in names)]
@@ -281,15 +343,36 @@ def finalize(client, exp_id: str, parent_id: str, spec: SweepSpec, sweep_id: str
         if "pareto_rank" not in r:  # stopped early, failed, or missing an objective: after every complete trial
             r["pareto_rank"], r["is_pareto"] = worst + 1, 0
         log_epoch({"pareto_rank": r["pareto_rank"], "is_pareto": r["is_pareto"]}, 0, r["run_id"], client)
-    front = [r for r in rows if r["is_pareto"]]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_p = Path(tmp)
-        cols = ["trial", "run_id", "status", "label", "epochs", *names, "pareto_rank", "is_pareto"]
+        cols = ["trial", "run_id", "status", "label", "epochs", *names, *(["hil"] if hil else []), *predicted,
+                "pareto_rank", "is_pareto"]
         files = [write_csv(tmp_p / "pareto.csv", sorted(rows, key=lambda r: (r["pareto_rank"], r["trial"])), cols)]
         if len(names) >= 2 and ranked:
-            x, y = (("train_flops", "miou") if {"train_flops", "miou"} <= set(names) else (names[1], names[0]))
-            files.append(plot_front(tmp_p / "pareto.png", ranked, x, y, title=f"sweep {sweep_id}", label_key="trial"))
+            files.append(plot_front(tmp_p / "pareto.png", ranked, *_plot_axes(names), title=f"sweep {sweep_id}",
+                                    label_key="trial"))
         log_artifacts(files, parent_id, client=client)
+    if hv is not None:
+        log_epoch({"hypervolume": hv, "trials_ranked": len(ranked)}, 0, parent_id, client)
+    return rows, ranked, hv
+
+
+def _plot_axes(names: list[str]) -> tuple[str, str]:
+    """(x, y) of the front's plot: accuracy against measured energy, else training FLOPs, else the first two."""
+    for x in ("device.energy_j_per_image", "train_flops"):
+        if {x, "miou"} <= set(names):
+            return x, "miou"
+    return names[1], names[0]
+
+
+def finalize(client, exp_id: str, parent_id: str, spec: SweepSpec, sweep_id: str):
+    """Rank the trials, log the front and the best trial per objective to the parent, register the front."""
+    from orchestrator.tracking import log_epoch
+
+    rows, ranked, hv = rank_front(client, exp_id, parent_id, spec, sweep_id)
+    objs = spec.sweep.objectives
+    names = [o.metric for o in objs]
+    front = [r for r in rows if r["is_pareto"]]
     summary: dict[str, float] = {"trials": len(rows), "trials_finished": len(ranked), "pareto_size": len(front)}
     if hv is not None:
         summary["hypervolume"] = hv

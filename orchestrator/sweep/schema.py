@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from orchestrator.hil.schema import HilConfig
+
 DOMAIN_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 DISCRETE = ("grid", "choice")
 
@@ -100,6 +102,8 @@ class SweepConfig(Strict):
     max_concurrent_trials: int | Literal["auto"] = "auto"
     trial_cpus: float = Field(default=0.01, gt=0, description="CPU share of each trial's driver (its workers ask apart)")
     register_models: bool = Field(default=True, description="register the Pareto trials' models in MLflow's registry")
+    hil: HilConfig | None = Field(default=None, description="hardware-in-the-loop: measure trials on boards "
+                                                            "(docs/sweeps.md, 'Measured on boards')")
     hypervolume_reference: list[float] | None = Field(
         default=None, description="reference point, one value per objective in its own units; "
                                   "default: each objective's worst value moved 10 % of its range further")

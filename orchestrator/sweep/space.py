@@ -192,12 +192,25 @@ def check_space(tree: dict, sweep: SweepConfig) -> list[str]:
 
 
 def check_search(sweep: SweepConfig, base: ExperimentConfig | None) -> list[str]:
+    from orchestrator.hil.schema import DEVICE_METRICS
+
     errors: list[str] = []
     known = set(TRIAL_METRICS)
     for i, o in enumerate(sweep.objectives):
-        if o.metric not in known:
+        if o.metric in DEVICE_METRICS:
+            if sweep.hil is None:
+                errors.append(f"sweep.objectives[{i}].metric: {o.metric} is measured on boards: add a sweep.hil "
+                              "section (docs/sweeps.md, 'Measured on boards')")
+            elif o.metric == "device.train_energy_j_per_step" and not sweep.hil.train_steps:
+                errors.append(f"sweep.objectives[{i}].metric: {o.metric} needs sweep.hil.train_steps > 0")
+            if sweep.search == "optuna":
+                errors.append(f"sweep.objectives[{i}].metric: {o.metric}: optuna learns from what trials report "
+                              "while they train, and boards measure a trial after it ends; use search: grid or "
+                              "random for device objectives")
+        elif o.metric not in known:
             errors.append(f"sweep.objectives[{i}].metric: unknown metric {o.metric!r} (trials report: "
-                          f"{', '.join(TRIAL_METRICS)})")
+                          f"{', '.join(TRIAL_METRICS)}; boards measure: {', '.join(DEVICE_METRICS)})")
+    errors += check_hil(sweep)
     names = [o.metric for o in sweep.objectives]
     if len(set(names)) != len(names):
         errors.append("sweep.objectives: a metric is listed twice")
@@ -225,6 +238,27 @@ def check_search(sweep: SweepConfig, base: ExperimentConfig | None) -> list[str]
     if sweep.hypervolume_reference is not None and len(sweep.hypervolume_reference) != len(sweep.objectives):
         errors.append(f"sweep.hypervolume_reference: {len(sweep.hypervolume_reference)} values for "
                       f"{len(sweep.objectives)} objectives")
+    return errors
+
+
+def check_hil(sweep: SweepConfig) -> list[str]:
+    """The ``sweep.hil`` section against the board inventory (read now: a typo fails before Ray starts)."""
+    hil = sweep.hil
+    if hil is None:
+        return []
+    errors = []
+    if hil.mode == "predicted_front" and not any(o.metric.startswith("device.") for o in sweep.objectives):
+        errors.append("sweep.hil.measure: predicted_front ranks on predicted device figures: name one in "
+                      "sweep.objectives (e.g. device.energy_j_per_image)")
+    if hil.mode == "promoted" and sweep.scheduler.kind != "asha":
+        errors.append("sweep.hil.measure: promoted means 'passed an ASHA rung'; set sweep.scheduler.kind: asha, "
+                      "or measure: all")
+    from orchestrator.hil.measurer import select_boards
+
+    try:
+        select_boards(hil)
+    except UserError as exc:
+        errors.append(f"sweep.hil: {exc}")
     return errors
 
 

@@ -1,0 +1,345 @@
+"""The driver-side queue of a hardware-in-the-loop sweep.
+
+Tune tells :class:`HilCallback` when a trial ends; the callback only enqueues its id, so
+the sweep's event loop (and every other trial's training) never waits for a board. One
+*decider* thread takes ended trials in order, logs the cost model's prediction and decides
+(:mod:`.select`); selected trials go to a thread per board, each running the same code as
+``dance bench RUN_ID`` (export per bucket → board pool → expected J/image → the trial's
+run) against one board pool shared by the whole sweep. When a measurement lands, the
+sweep's Pareto front is ranked again.
+
+A trial's state is the tag ``dance.hil`` on its run: ``queued``, ``measuring``,
+``measured``, ``failed`` (``dance.hil.error`` says why), ``skipped`` (``dance.hil.reason``)
+or ``pending`` (the sweep stopped waiting; ``--resume`` measures it, from the cache where
+the boards already answered).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from ray.tune import Callback
+
+from orchestrator.errors import UserError
+from orchestrator.hil.schema import DEVICE_METRICS, HilConfig
+
+log = logging.getLogger("dance.hil")
+
+STATE_TAG, REASON_TAG, ERROR_TAG = "dance.hil", "dance.hil.reason", "dance.hil.error"
+#: figures of a board kind that also get the unqualified name (the primary kind's)
+ALIASED = ("energy_j_per_image", "network_energy_j_per_image", "energy_j_per_image_net", "latency_ms_p50",
+           "latency_ms_p90", "train_energy_j_per_step")
+PREDICTED = ("energy_j_per_image", "network_energy_j_per_image", "latency_ms_p50", "train_energy_j_per_step")
+
+#: the measurer of each sweep running in this process (callbacks are pickled with the sweep
+#: and restored on --resume; they find the live measurer here by sweep id)
+MEASURERS: dict[str, "HilMeasurer"] = {}
+
+
+class HilCallback(Callback):
+    """Enqueue every ended trial (after the tracker has closed its run and logged its checkpoint)."""
+
+    def __init__(self, sweep_id: str) -> None:
+        self.sweep_id = sweep_id
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        m = MEASURERS.get(self.sweep_id)
+        if m is not None:
+            m.trial_ended(trial.trial_id)
+
+
+def select_boards(hil: HilConfig):
+    """(inventory restricted to the hil labels, its board kinds, the primary kind's name)."""
+    from orchestrator.boards.bench import kinds_of
+    from orchestrator.boards.inventory import Inventory, load_inventory
+
+    inv = load_inventory(hil.boards)
+    boards = inv.matching(hil.labels)
+    if not boards:
+        raise UserError(f"sweep.hil.labels {hil.labels}: no board in {inv.source} carries them "
+                        f"(boards: {', '.join(f'{b.name} {b.labels}' for b in inv.boards)})")
+    sel = Inventory(known_hosts=inv.known_hosts, measure=inv.measure, boards=boards, source=inv.source)
+    kinds = kinds_of(boards)
+    names = [k.name for k in kinds]
+    primary = hil.primary or names[0]
+    if primary not in names:
+        raise UserError(f"sweep.hil.primary {primary!r}: not a board kind of the selected boards ({', '.join(names)})")
+    return sel, kinds, primary
+
+
+class HilMeasurer:
+    """Decides, measures and logs; see the module docstring."""
+
+    def __init__(self, spec, *, sweep_id: str, tracking_uri: str, experiment_id: str,
+                 on_measured: Callable[[], None] | None = None) -> None:
+        import mlflow
+
+        from orchestrator.boards.bench import _LocalClient
+        from orchestrator.boards.pool import BoardPool
+        from orchestrator.hil.costmodel import CostModel, samples_from_cache
+
+        self.spec, self.hil = spec, spec.sweep.hil
+        self.sweep_id, self.uri, self.exp_id = sweep_id, tracking_uri, experiment_id
+        self.client = mlflow.MlflowClient(tracking_uri)
+        self.on_measured = on_measured
+        self.inventory, self.kinds, self.primary = select_boards(self.hil)
+        journal = self.hil.journal or Path(".dance/hil") / f"{sweep_id}.journal.sqlite"
+        self.pool = _LocalClient(BoardPool(self.inventory, journal))
+        self.model = CostModel.fitted(samples_from_cache(self.hil.cache), self.hil.min_points)
+        self.jobs_run = 0
+        self.counts = {"selected": 0, "skipped": 0, "measured": 0, "failed": 0, "predicted": 0}
+        self._scoring: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._rank_lock = threading.Lock()
+        self._events: queue.Queue = queue.Queue()
+        self._go = threading.Event()
+        if not self.hil.wait:
+            self._go.set()
+        self._futures: list[Future] = []
+        self._exec = ThreadPoolExecutor(max_workers=max(1, len(self.inventory.boards)), thread_name_prefix="hil")
+        self._decider = threading.Thread(target=self._decide_loop, name="hil-decider", daemon=True)
+        self._decider.start()
+        MEASURERS[sweep_id] = self
+
+    # ------------------------------------------------------------------ from the sweep
+    def trial_ended(self, trial_id: str) -> None:
+        self._events.put(trial_id)
+
+    def catch_up(self) -> int:
+        """On --resume: enqueue ended trials whose measurement never finished (the cache and the
+        journal answer what the boards had already measured)."""
+        from orchestrator.sweep.tracking import TRIAL_ID_TAG, sweep_children
+
+        n = 0
+        for run in sweep_children(self.client, self.exp_id, self.sweep_id):
+            state = run.data.tags.get(STATE_TAG)
+            if run.info.status in ("FINISHED", "KILLED") and state not in ("measured", "skipped"):
+                self.trial_ended(run.data.tags[TRIAL_ID_TAG])
+                n += 1
+        return n
+
+    def training_done(self) -> None:
+        """Every trial has trained: ``wait: true`` measurements may start."""
+        self._go.set()
+
+    def drain(self, timeout_s: float | None = None) -> dict[str, int]:
+        """Wait (up to ``timeout_s``) for every decision and measurement; what is left stays ``pending``."""
+        self._go.set()
+        end = time.monotonic() + (self.hil.timeout_s if timeout_s is None else timeout_s)
+        self._events.put(None)
+        self._decider.join(max(0.0, end - time.monotonic()))
+        while True:
+            with self._lock:
+                todo = [f for f in self._futures if not f.done()]
+            if not todo or time.monotonic() >= end:
+                break
+            time.sleep(0.2)
+        if todo or self._decider.is_alive():
+            self._mark_pending()
+        return dict(self.counts, jobs_run=self.jobs_run, pending=len(todo))
+
+    def close(self) -> None:
+        MEASURERS.pop(self.sweep_id, None)
+        self._go.set()
+        self._events.put(None)
+        self._exec.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
+
+    # ------------------------------------------------------------------ deciding
+    def _decide_loop(self) -> None:
+        self._go.wait()
+        while True:
+            tid = self._events.get()
+            if tid is None:
+                return
+            try:
+                self._decide(tid)
+            except Exception as exc:  # one trial's trouble must not stop the others' measurements
+                log.warning("hil: trial %s: %s: %s", tid, exc.__class__.__name__, exc)
+
+    def _ended_rows(self) -> list[dict[str, Any]]:
+        from orchestrator.sweep.tracking import TRIAL_ID_TAG, sweep_children
+
+        rows = []
+        for run in sweep_children(self.client, self.exp_id, self.sweep_id):
+            if run.info.status not in ("FINISHED", "KILLED"):
+                continue
+            m = run.data.metrics
+            rows.append({"trial": run.data.tags.get(TRIAL_ID_TAG), "run_id": run.info.run_id,
+                         "status": run.info.status, "epochs": int(m["epoch"]) + 1 if "epoch" in m else 0,
+                         "max_epochs": int(run.data.params.get("train.epochs", self.spec.base.train.epochs)),
+                         "metrics": dict(m), "tags": run.data.tags})
+        return rows
+
+    def _decide(self, tid: str) -> None:
+        from orchestrator.hil.select import decide
+
+        rows = self._ended_rows()
+        row = next((r for r in rows if r["trial"] == tid), None)
+        if row is None:
+            return  # failed trials end without a checkpoint: nothing to measure
+        rid = row["run_id"]
+        row["has_checkpoint"] = any(a.path == "checkpoint" for a in self.client.list_artifacts(rid))
+        predicted = self._predict(rid) if row["has_checkpoint"] and "predicted.device.energy_j_per_image" not in \
+            row["metrics"] else {}
+        row["metrics"].update(predicted)
+        objs = [(o.metric, o.mode) for o in self.spec.sweep.objectives]
+        need = [m for m, _ in objs if m.startswith("device.")] or ["device.energy_j_per_image"]
+        ready = all(f"predicted.{m}" in row["metrics"] for m in need)
+        sch = self.spec.sweep.scheduler
+        ok, why = decide(self.hil, row, rows, objs, epochs=row["max_epochs"],
+                         grace=sch.grace_period if sch.kind == "asha" else None, model_ready=ready)
+        self.client.set_tag(rid, REASON_TAG, why)
+        if not ok:
+            self.client.set_tag(rid, STATE_TAG, "skipped")
+            self.counts["skipped"] += 1
+            log.info("hil: trial %s not measured (%s)", tid, why)
+            return
+        self.client.set_tag(rid, STATE_TAG, "queued")
+        self.counts["selected"] += 1
+        fut = self._exec.submit(self._measure, tid, rid, row["metrics"])
+        with self._lock:
+            self._futures.append(fut)
+
+    # ------------------------------------------------------------------ predicting
+    def _group(self, kind, mode: str) -> tuple[str, ...] | None:
+        from orchestrator.boards.bench import board_address
+        from orchestrator.boards.cache import MeasurementCache, board_facts
+        from orchestrator.hil.costmodel import group_of
+
+        cache = MeasurementCache(self.hil.cache)
+        try:
+            probe = cache.facts(board_address(kind.first))
+        finally:
+            cache.close()
+        if probe is None:
+            return None
+        runtime = kind.first.runtime if mode == "inference" else "torchscript"
+        f = board_facts(probe, runtime)
+        return group_of({**f, "runtime": runtime, "device": kind.first.device,
+                         "mode": "inference" if mode == "inference" else f"train{self.hil.train_steps}"})
+
+    def _predict(self, rid: str) -> dict[str, float]:
+        """The cost model's figures for the trial in run ``rid``, logged as ``predicted.device.*``."""
+        if not self.model.fits:
+            return {}
+        from orchestrator.boards.bench import TORCH_LOCK, resolve_target
+
+        ckpt, _ = resolve_target(rid, self.uri)
+        with TORCH_LOCK:
+            out = self._predicted(ckpt)
+        if out:
+            from orchestrator.tracking import log_epoch
+
+            log_epoch(out, 0, rid, self.client)
+            self.counts["predicted"] += 1
+        return out
+
+    def _predicted(self, ckpt) -> dict[str, float]:
+        from orchestrator.hil.features import model_features, trial_plan
+
+        model, plan = trial_plan(ckpt, self.hil.buckets)
+        out: dict[str, float] = {}
+        cad = bool(((self._config_of(ckpt) or {}).get("slimming") or {}).get("cad"))
+        for kind in self.kinds:
+            p = f"predicted.device.{kind.name}."
+            gi = self._group(kind, "inference")
+            if gi is not None:
+                feats = [(frac, model_features(model, h, w)) for h, w, frac in plan]
+                e = [self.model.predict(gi, "energy_j_per_image", f) for _, f in feats]
+                lat = [self.model.predict(gi, "latency_ms_p50", f) for _, f in feats]
+                if all(v is not None for v in e):
+                    net = sum(fr * v for (fr, _), v in zip(feats, e))
+                    out[p + "network_energy_j_per_image"] = net
+                    score = self._scoring.get(kind.name, None if cad else 0.0)
+                    if score is not None:  # Eq. 1 scoring is the same for every trial: learnt once measured
+                        out[p + "energy_j_per_image"] = net + score
+                if all(v is not None for v in lat):  # mixture median ≈ share-weighted bucket medians
+                    out[p + "latency_ms_p50"] = sum(fr * v for (fr, _), v in zip(feats, lat))
+            if self.hil.train_steps:
+                gt = self._group(kind, "train")
+                if gt is not None:
+                    t = [(fr, self.model.predict(gt, "train_energy_j_per_step", model_features(model, h, w, "train")))
+                         for h, w, fr in plan]
+                    if all(v is not None for _, v in t):
+                        out[p + "train_energy_j_per_step"] = sum(fr * v for fr, v in t)
+        for k in list(out):
+            if k.startswith(f"predicted.device.{self.primary}."):
+                out["predicted.device." + k[len(f"predicted.device.{self.primary}."):]] = out[k]
+        return out
+
+    @staticmethod
+    def _config_of(ckpt) -> dict | None:
+        from workers.checkpoint import read_checkpoint
+
+        try:
+            return (read_checkpoint(ckpt).get("extra") or {}).get("config")
+        except Exception:
+            return None
+
+    # ------------------------------------------------------------------ measuring
+    def _measure(self, tid: str, rid: str, known: dict[str, float]) -> None:
+        from orchestrator.boards.bench import run_bench
+        from orchestrator.hil.costmodel import CostModel, samples_from_cache
+        from orchestrator.tracking import log_epoch
+
+        self.client.set_tag(rid, STATE_TAG, "measuring")
+        try:
+            res = run_bench(rid, self.inventory, labels=self.hil.labels, buckets=self.hil.buckets,
+                            train_steps=self.hil.train_steps, tracking_uri=self.uri, experiment=self.spec.base.name,
+                            cache_path=self.hil.cache, pool=self.pool,
+                            log=lambda s, t=tid: log.info("hil %s:%s", t, s))
+        except Exception as exc:
+            self.client.set_tag(rid, STATE_TAG, "failed")
+            self.client.set_tag(rid, ERROR_TAG, f"{exc.__class__.__name__}: {exc}"[:5000])
+            self.counts["failed"] += 1
+            log.warning("hil: trial %s not measured: %s", tid, exc)
+            return
+        extra: dict[str, float] = {}
+        for name in ALIASED:
+            v = res.metrics.get(f"device.{self.primary}.{name}")
+            if v is not None:
+                extra[f"device.{name}"] = v
+        for kind in self.kinds:
+            s = res.metrics.get(f"device.{kind.name}.scoring_energy_j_per_image")
+            if s is not None:
+                self._scoring.setdefault(kind.name, s)
+        measured = {**res.metrics, **extra}
+        for key, pred in known.items():  # the prediction beside the measurement, with its error
+            if key.startswith("predicted."):
+                real = measured.get(key[len("predicted."):])
+                if real:
+                    extra["predicted_error_pct." + key[len("predicted."):]] = 100.0 * (pred - real) / real
+        if extra:
+            log_epoch(extra, 0, rid, self.client)
+        with self._lock:
+            self.jobs_run += res.jobs_run
+        if res.notes:
+            self.client.set_tag(rid, "dance.hil.notes", "\n".join(res.notes)[:5000])
+        ok = any(m.startswith("device.") and m in measured for m in DEVICE_METRICS) or any(
+            k.startswith("device.") for k in res.metrics)
+        self.client.set_tag(rid, STATE_TAG, "measured" if ok else "failed")
+        if not ok:
+            self.client.set_tag(rid, ERROR_TAG, "; ".join(res.notes)[:5000] or "no figure measured")
+        self.counts["measured" if ok else "failed"] += 1
+        log.info("hil: trial %s measured (%d board job(s), %d from the cache)", tid, res.jobs_run,
+                 sum(m.cached for m in res.measurements))
+        self.model = CostModel.fitted(samples_from_cache(self.hil.cache), self.hil.min_points)
+        if self.on_measured is not None:
+            with self._rank_lock:
+                try:
+                    self.on_measured()
+                except Exception as exc:
+                    log.warning("hil: re-ranking after trial %s failed: %s", tid, exc)
+
+    def _mark_pending(self) -> None:
+        from orchestrator.sweep.tracking import sweep_children
+
+        for run in sweep_children(self.client, self.exp_id, self.sweep_id):
+            if run.data.tags.get(STATE_TAG) in ("queued", "measuring"):
+                self.client.set_tag(run.info.run_id, STATE_TAG, "pending")
