@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sshd_helpers import Sshd, keygen  # noqa: E402
+from sshd_helpers import FAST, Sshd, keygen  # noqa: E402
 
 from device_agents import emulate  # noqa: E402
 from orchestrator.boards import hostkeys  # noqa: E402
 from orchestrator.boards.inventory import Board, Inventory, Measure  # noqa: E402
 
-#: short agent windows: a measurement takes ~1.5 s
-FAST = Measure(duration=0.4, repeats=2, idle=0.3, warmup=0.1, warmup_iters=2, min_samples=15, threads=1)
 
 @pytest.fixture(scope="session")
 def client_key(tmp_path_factory) -> Path:

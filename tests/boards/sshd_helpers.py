@@ -15,6 +15,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from orchestrator.boards.inventory import Measure
+
+#: short agent windows: a measurement takes ~1.5 s (imported as sshd_helpers.FAST: a plain
+#: `from conftest import` would pick whichever conftest another test folder loaded first)
+FAST = Measure(duration=0.4, repeats=2, idle=0.3, warmup=0.1, warmup_iters=2, min_samples=15, threads=1)
+
 SSHD = "/usr/sbin/sshd"
 
 

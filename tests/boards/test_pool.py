@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST
+from sshd_helpers import FAST
 from sshd_helpers import have_sshd
 from orchestrator.boards.agentjob import Job
 from orchestrator.boards.inventory import Measure

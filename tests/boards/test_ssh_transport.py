@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST
+from sshd_helpers import FAST
 from sshd_helpers import have_sshd
 from orchestrator.boards import hostkeys
 from orchestrator.boards.agentjob import Job, run_job
 from orchestrator.boards.errors import BoardError
-from orchestrator.boards.inventory import Board
 from orchestrator.boards.transport import SshTransport, sha256_file
 from orchestrator.cli import main as dance
 from sshd_helpers import Sshd, keygen
