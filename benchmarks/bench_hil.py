@@ -5,7 +5,7 @@
    the cache they land in is the training data. Whole models are held out (30 %) and the
    error (MAPE) on them is printed per model family and figure, beside a FLOPs-only model
    (y = c · FLOPs, the paper's §2.2 proxy).
-2. Sweep wall time: the same 4-trial sweep without ``hil``, with ``hil: {measure: all,
+2. Sweep wall time: the same 8-trial sweep without ``hil``, with ``hil: {measure: all,
    wait: false}`` (fresh cache: every job runs), and with ``measure: predicted_front``
    (the cost model of part 1 already trained): wall time ratio (goal <= 1.1x) and the board
    jobs ``predicted_front`` saves against ``all``.
@@ -38,13 +38,13 @@ from orchestrator.boards.inventory import Board, Inventory, Measure  # noqa: E40
 
 FAMILIES = {  # width options that change FLOPs and parameters, per family
     "deeplabv3plus": [{"backbone_width": w, "aspp_channels": a, "decoder_channels": a} for w in (8, 16, 24)
-                      for a in (16, 48)],
-    "pspnet": [{"backbone_width": w, "ppm_channels": a // 2, "head_channels": a} for w in (8, 16, 24) for a in (16, 48)],
+                      for a in (16, 32, 48)],
+    "pspnet": [{"backbone_width": w, "ppm_channels": a // 2, "head_channels": a} for w in (8, 16, 24) for a in (16, 32, 48)],
     "bisenet": [{"backbone_width": w, "context_channels": a // 2, "head_channels": a} for w in (8, 16, 24)
-                for a in (16, 48)],
-    "icnet": [{"backbone_width": w, "psp_channels": a, "fusion_channels": a} for w in (8, 16, 24) for a in (16, 48)],
+                for a in (16, 32, 48)],
+    "icnet": [{"backbone_width": w, "psp_channels": a, "fusion_channels": a} for w in (8, 16, 24) for a in (16, 32, 48)],
 }
-BUCKETS = "64x128:0.5,32x64:0.5"
+BUCKETS = "64x128:0.5,64x64:0.5"  # valid for all four families (bisenet, icnet: sides >= 64)
 MEASURE = Measure(duration=0.4, repeats=2, idle=0.3, warmup=0.1, warmup_iters=2, min_samples=15, threads=1)
 
 
@@ -132,6 +132,7 @@ sweep:
   name: {name}
   space:
     ans.target_ratio: {{grid: [0.2, 0.4, 0.6, 0.8]}}
+    slimming.cad: {{grid: [true, false]}}
   objectives: [{{metric: miou, mode: max}}, {{metric: {'device.energy_j_per_image' if hil else 'train_flops'}, mode: min}}]
   max_concurrent_trials: 2
   register_models: false
@@ -146,7 +147,7 @@ def sweeps(inv: Inventory, tmp: Path, cache_warm: Path) -> None:
     from orchestrator.sweep.space import load_sweep
     from workers.data.synth import generate_dataset
 
-    print("== 2. sweep wall time, 4 trials x 3 epochs (48 train / 8 val images at 64x128), 2 trials at a time")
+    print("== 2. sweep wall time, 8 trials x 3 epochs (48 train / 8 val images at 64x128), 2 trials at a time")
     root = tmp / "synth"
     generate_dataset(root, n_train=48, n_val=8, size=(64, 128), seed=5)
     boards = tmp / "boards.yaml"

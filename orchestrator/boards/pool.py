@@ -212,7 +212,12 @@ class BoardPool:
                     continue
                 with self._cv:
                     self._state[board.name]["busy"] = row["id"]
-                self._run_one(board, transport, row)
+                try:
+                    self._run_one(board, transport, row)
+                except Exception:
+                    if self._stop:  # closed mid-job: the journal is shut; the job stays `running` and
+                        return      # the next pool on this journal puts it back in the queue
+                    raise
                 with self._cv:
                     self._state[board.name]["busy"] = None
                     self._state[board.name]["connects"] = getattr(transport, "connects", 0)

@@ -3,10 +3,12 @@
 For each *group* — board model, runtime, power mode, device and mode (inference or
 training) — and each target (J/image, latency p50, training J/step) a small regression
 
-    log y = w0 + w1·log FLOPs + w2·log parameter bytes + w3·log pixels
+    log y = w0 + w1·log FLOPs + w2·log parameter bytes + w3·log pixels + w_family
 
 is fitted by ridge-regularised least squares on the cached measurements that carry
-features (every ``dance bench`` and hardware-in-the-loop measurement records them). A log
+features (every ``dance bench`` and hardware-in-the-loop measurement records them). The
+family term is one shrunk offset per model family seen (work FLOPs do not count, such as
+many small upsamplings, differs by architecture); an unseen family gets none. A log
 model because the figures span orders of magnitude across buckets and models and its
 error is relative, which is how MAPE judges it. A group with fewer than ``min_points``
 measurements predicts nothing: no prediction is better than a guess.
@@ -83,22 +85,27 @@ class Fit:
     mean: np.ndarray
     std: np.ndarray
     n: int
+    families: tuple[str, ...] = ()
 
-    def predict(self, x: tuple[float, ...]) -> float:
+    def predict(self, x: tuple[float, ...], family: str | None = None) -> float:
         z = (np.log(np.asarray(x, dtype=np.float64)) - self.mean) / self.std
-        return float(math.exp(self.w[0] + z @ self.w[1:]))
+        k = len(FEATURES) + 1
+        offset = self.w[k + self.families.index(family)] if family in self.families else 0.0
+        return float(math.exp(self.w[0] + z @ self.w[1:k] + offset))
 
 
-def fit_one(xs: list[tuple[float, ...]], ys: list[float]) -> Fit:
+def fit_one(xs: list[tuple[float, ...]], ys: list[float], families: list[str] | None = None) -> Fit:
     lx = np.log(np.asarray(xs, dtype=np.float64))
     mean, std = lx.mean(axis=0), lx.std(axis=0)
     std[std < 1e-9] = 1.0  # a feature that never varies (one bucket size) carries no information
     z = (lx - mean) / std
-    a = np.hstack([np.ones((len(z), 1)), z])
+    fams = tuple(sorted(set(families or []))) if families and len(set(families)) > 1 else ()
+    onehot = np.array([[f == g for g in fams] for f in (families or [])], dtype=np.float64).reshape(len(z), len(fams))
+    a = np.hstack([np.ones((len(z), 1)), z, onehot])
     reg = RIDGE * len(z) * np.eye(a.shape[1])
     reg[0, 0] = 0.0  # never shrink the intercept
     w = np.linalg.solve(a.T @ a + reg, a.T @ np.log(np.asarray(ys, dtype=np.float64)))
-    return Fit(w, mean, std, len(ys))
+    return Fit(w, mean, std, len(ys), fams)
 
 
 @dataclass
@@ -111,15 +118,16 @@ class CostModel:
     @classmethod
     def fitted(cls, samples: Iterable[Sample], min_points: int = 8) -> "CostModel":
         model = cls(min_points)
-        data: dict[tuple[tuple[str, ...], str], tuple[list, list]] = {}
+        data: dict[tuple[tuple[str, ...], str], tuple[list, list, list]] = {}
         for s in samples:
             for t, y in s.y.items():
-                xs, ys = data.setdefault((s.group, t), ([], []))
+                xs, ys, fs = data.setdefault((s.group, t), ([], [], []))
                 xs.append(s.x)
                 ys.append(y)
-        for key, (xs, ys) in data.items():
+                fs.append(s.family)
+        for key, (xs, ys, fs) in data.items():
             if len(ys) >= min_points:
-                model.fits[key] = fit_one(xs, ys)
+                model.fits[key] = fit_one(xs, ys, fs)
         return model
 
     def points(self, group: tuple[str, ...], target: str) -> int:
@@ -130,7 +138,7 @@ class CostModel:
         f = self.fits.get((group, target))
         if f is None:
             return None
-        return f.predict(tuple(float(features[k]) for k in FEATURES))
+        return f.predict(tuple(float(features[k]) for k in FEATURES), features.get("family"))
 
 
 def mape(model: CostModel, samples: Iterable[Sample]) -> dict[tuple[str, str], tuple[float, int]]:
@@ -138,7 +146,7 @@ def mape(model: CostModel, samples: Iterable[Sample]) -> dict[tuple[str, str], t
     errs: dict[tuple[str, str], list[float]] = {}
     for s in samples:
         for t, y in s.y.items():
-            p = model.predict(s.group, t, dict(zip(FEATURES, s.x)))
+            p = model.predict(s.group, t, {**dict(zip(FEATURES, s.x)), "family": s.family})
             if p is not None:
                 errs.setdefault((s.family, t), []).append(abs(p - y) / y)
     return {k: (100.0 * float(np.mean(v)), len(v)) for k, v in errs.items()}

@@ -88,3 +88,17 @@ def test_split_keeps_each_model_on_one_side(held_out):
     tr, te = split_by_model(s, held_out=held_out)
     assert len(tr) + len(te) == len(s) and {x.model for x in tr}.isdisjoint({x.model for x in te})
     assert len({x.model for x in te}) == round(held_out * 10)
+
+
+def test_a_family_that_costs_more_per_flop_gets_its_own_offset():
+    """PSPNet here takes 2x the time of DeepLabv3+ at equal FLOPs (work FLOPs do not count)."""
+    base = fake_samples(20, seed=3)
+    samples = [Sample(s.group, s.model, s.family, s.x,
+                      {k: v * (2.0 if s.family == "pspnet" else 1.0) for k, v in s.y.items()}) for s in base]
+    train, test = split_by_model(samples, held_out=0.3, seed=2)
+    model = CostModel.fitted(train, min_points=8)
+    assert all(v < 8.0 for v, _ in mape(model, test).values())
+    # without the family, one of the two is predicted far off: the offset is what fixes it
+    s = next(x for x in test if x.family == "pspnet")
+    blind = model.predict(s.group, "latency_ms_p50", dict(zip(("flops", "param_bytes", "pixels"), s.x)))
+    assert abs(blind - s.y["latency_ms_p50"]) / s.y["latency_ms_p50"] > 0.2
