@@ -13,7 +13,8 @@
 On this machine the "boards" run their agent on the same 2 cores as training, so
 part 2's ratio includes contention a real board (its own CPU/GPU) would not add.
 
-Run: ``flock /tmp/dance-heavy.lock .venv/bin/python benchmarks/bench_hil.py [--quick]``
+Run: ``flock /tmp/dance-heavy.lock .venv/bin/python benchmarks/bench_hil.py [--quick] [--cost-model-only]``
+(about 10 minutes; part 1 alone about 2)
 """
 from __future__ import annotations
 
@@ -179,6 +180,7 @@ def sweeps(inv: Inventory, tmp: Path, cache_warm: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="3 models per family")
+    ap.add_argument("--cost-model-only", action="store_true", help="part 1 only (about 2 minutes)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-hil-"))
     shm = Path(tempfile.mkdtemp(prefix="bench-hil-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
@@ -188,7 +190,8 @@ def main() -> None:
         print(f"loopback, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
         cache = tmp / "cm-cache.sqlite"
         cost_model(inv, tmp, cache, args.quick)
-        sweeps(inv, tmp, cache)
+        if not args.cost_model_only:
+            sweeps(inv, tmp, cache)
     finally:
         import ray
 
