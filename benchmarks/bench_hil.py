@@ -159,19 +159,23 @@ def sweeps(inv: Inventory, tmp: Path, cache_warm: Path) -> None:
     common = f"boards: {boards}, labels: [tx2], wait: false, buckets: '{BUCKETS}', train_steps: 1"
     runs = [("none", None), ("all", f"{{{common}, measure: all, cache: {fresh}}}"),
             ("predicted_front", f"{{{common}, measure: predicted_front, cache: {warm}}}")]
-    # warm-up: Ray start and scoring cache, so the timed runs compare training and measuring only
+    # warm-up: Ray start, the Eq. 1 score cache and imports are paid here, not by the first timed run
+    run_sweep(load_sweep(sweep_yaml(tmp, root, boards, "bench-warmup", None),
+                         ["train.epochs=1", "sweep.space={ans.target_ratio: {grid: [0.5]}}"]),
+              tracking_uri=uri, live=False, print_fn=None)
     out = {}
     for label, hil in runs:
         spec = load_sweep(sweep_yaml(tmp, root, boards, f"bench-{label}", hil))
         t0 = time.perf_counter()
         o = run_sweep(spec, tracking_uri=uri, live=False, print_fn=None)
-        out[label] = (time.perf_counter() - t0, o)
+        # the sweep's own phases: training, then waiting for the boards (Ray start and scoring excluded)
+        out[label] = (o.timings["tune_s"] + o.timings.get("hil_wait_s", 0.0), o)
         h = o.hil
-        print(f"   {label:<16} wall {out[label][0]:6.1f} s (training {o.timings['tune_s']:.1f} s, waiting for boards "
+        print(f"   {label:<16} train+wait {out[label][0]:6.1f} s, wall {time.perf_counter() - t0:6.1f} s (training {o.timings['tune_s']:.1f} s, waiting for boards "
               f"after training {o.timings.get('hil_wait_s', 0.0):.1f} s); trials measured {h.get('measured', '-')}, "
               f"skipped {h.get('skipped', '-')}, board jobs {h.get('jobs_run', '-')}")
     base, all_, pf = out["none"][0], out["all"][0], out["predicted_front"][0]
-    print(f"   wall time with hil (all) / without: {all_ / base:.2f}x (goal <= 1.1x); "
+    print(f"   sweep time (training + waiting for boards) with hil (all) / without: {all_ / base:.2f}x (goal <= 1.1x); "
           f"predicted_front / without: {pf / base:.2f}x")
     ja, jp = out["all"][1].hil.get("jobs_run", 0), out["predicted_front"][1].hil.get("jobs_run", 0)
     print(f"   board jobs: all {ja}, predicted_front {jp}: saves {ja - jp} ({100 * (ja - jp) / max(ja, 1):.0f} %)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -347,10 +348,13 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
                     specs.append((purpose, bk["height"], bk["width"], bk["fraction"], bk["path"], runtime, steps, shape))
             for h, w, frac in score_sizes or []:
                 path = DEFAULT_EXPORTS / "scoring" / f"eq1_{h}x{w}.onnx"
-                if not path.is_file():
-                    from orchestrator.boards.scoring import build_scoring_onnx
+                with TORCH_LOCK:  # a sweep measures trials side by side: build once, appear whole
+                    if not path.is_file():
+                        from orchestrator.boards.scoring import build_scoring_onnx
 
-                    build_scoring_onnx(path, h, w)
+                        part = path.with_name(f".{path.name}.{os.getpid()}.part")
+                        build_scoring_onnx(part, h, w)
+                        os.replace(part, path)
                 specs.append(("score", h, w, frac, str(path.resolve()), "onnxruntime" if rt == "torchscript" else rt, 0,
                               [1, 3, h, w]))
             for purpose, h, w, frac, path, runtime, steps, shape in specs:

@@ -262,10 +262,12 @@ class BoardPool:
             self._emit(job_id, board.name, "retry", exc.message, kind=exc.kind, seconds=seconds)
             self._fail_unplaceable()
             return
-        if exc.kind == "unreachable":
-            # The board's fault, not the job's: a board that vanished must not use up the attempts of
-            # the job it held (its twin would never see it). The board goes offline after
-            # offline_after in a row; with no board left the job fails as unplaceable.
+        # An unreachable board is the board's fault, not the job's: it must not use up the attempts of
+        # the job it held while a twin has not tried it (the twin would never see it). Once every
+        # board that may take the job has lost it, the attempts count (a job that brings boards down).
+        tried_all = exc.kind != "unreachable" or {b.name for b in self._candidates(job_id, row["spec"])} <= (
+            set(row["failed_on"] or []) | {board.name})
+        if not tried_all:
             self.journal.retry(job_id, board.name, err, count_attempt=False)
             self._emit(job_id, board.name, "retry", exc.message, kind=exc.kind, seconds=seconds)
         elif not exc.transient or row["attempts"] + 1 >= self.max_attempts:

@@ -7,7 +7,7 @@ training) — and each target (J/image, latency p50, training J/step) a small re
 
 is fitted by ridge-regularised least squares on the cached measurements that carry
 features (every ``dance bench`` and hardware-in-the-loop measurement records them). The
-family term is one shrunk offset per model family seen (work FLOPs do not count, such as
+family term is one offset per model family seen (work FLOPs do not count, such as
 many small upsamplings, differs by architecture); an unseen family gets none. A log
 model because the figures span orders of magnitude across buckets and models and its
 error is relative, which is how MAPE judges it. A group with fewer than ``min_points``

@@ -34,7 +34,6 @@ STATE_TAG, REASON_TAG, ERROR_TAG = "dance.hil", "dance.hil.reason", "dance.hil.e
 #: figures of a board kind that also get the unqualified name (the primary kind's)
 ALIASED = ("energy_j_per_image", "network_energy_j_per_image", "energy_j_per_image_net", "latency_ms_p50",
            "latency_ms_p90", "train_energy_j_per_step")
-PREDICTED = ("energy_j_per_image", "network_energy_j_per_image", "latency_ms_p50", "train_energy_j_per_step")
 
 #: the measurer of each sweep running in this process (callbacks are pickled with the sweep
 #: and restored on --resume; they find the live measurer here by sweep id)
@@ -98,6 +97,7 @@ class HilMeasurer:
         self._rank_lock = threading.Lock()
         self._events: queue.Queue = queue.Queue()
         self._go = threading.Event()
+        self._closed = threading.Event()
         if not self.hil.wait:
             self._go.set()
         self._futures: list[Future] = []
@@ -118,7 +118,8 @@ class HilMeasurer:
         n = 0
         for run in sweep_children(self.client, self.exp_id, self.sweep_id):
             state = run.data.tags.get(STATE_TAG)
-            if run.info.status in ("FINISHED", "KILLED") and state not in ("measured", "skipped"):
+            interrupted = run.data.tags.get("dance.stop_reason", "").startswith("sweep interrupted")
+            if run.info.status in ("FINISHED", "KILLED") and not interrupted and state not in ("measured", "skipped"):
                 self.trial_ended(run.data.tags[TRIAL_ID_TAG])
                 n += 1
         return n
@@ -140,10 +141,13 @@ class HilMeasurer:
                 break
             time.sleep(0.2)
         if todo or self._decider.is_alive():
-            self._mark_pending()
+            self.mark_pending()
         return dict(self.counts, jobs_run=self.jobs_run, pending=len(todo))
 
     def close(self) -> None:
+        """Stop now: queued decisions are dropped and running measurements leave their trials as they
+        are (``pending`` after :meth:`drain`); the journal keeps the boards' jobs for ``--resume``."""
+        self._closed.set()
         MEASURERS.pop(self.sweep_id, None)
         self._go.set()
         self._events.put(None)
@@ -155,7 +159,7 @@ class HilMeasurer:
         self._go.wait()
         while True:
             tid = self._events.get()
-            if tid is None:
+            if tid is None or self._closed.is_set():
                 return
             try:
                 self._decide(tid)
@@ -185,8 +189,13 @@ class HilMeasurer:
             return  # failed trials end without a checkpoint: nothing to measure
         rid = row["run_id"]
         row["has_checkpoint"] = any(a.path == "checkpoint" for a in self.client.list_artifacts(rid))
-        predicted = self._predict(rid) if row["has_checkpoint"] and "predicted.device.energy_j_per_image" not in \
-            row["metrics"] else {}
+        predicted = {}
+        if row["has_checkpoint"] and not any(k.startswith("predicted.device.") for k in row["metrics"]):
+            try:
+                predicted = self._predict(rid)
+            except Exception as exc:  # no prediction is no reason not to measure
+                log.warning("hil: trial %s: no prediction: %s: %s", tid, exc.__class__.__name__, exc)
+                self.client.set_tag(rid, "dance.hil.predict_error", f"{exc.__class__.__name__}: {exc}"[:5000])
         row["metrics"].update(predicted)
         objs = [(o.metric, o.mode) for o in self.spec.sweep.objectives]
         need = [m for m, _ in objs if m.startswith("device.")] or ["device.energy_j_per_image"]
@@ -194,15 +203,17 @@ class HilMeasurer:
         sch = self.spec.sweep.scheduler
         ok, why = decide(self.hil, row, rows, objs, epochs=row["max_epochs"],
                          grace=sch.grace_period if sch.kind == "asha" else None, model_ready=ready)
+        if self._closed.is_set():
+            return
         self.client.set_tag(rid, REASON_TAG, why)
         if not ok:
             self.client.set_tag(rid, STATE_TAG, "skipped")
-            self.counts["skipped"] += 1
+            self._count("skipped")
             log.info("hil: trial %s not measured (%s)", tid, why)
             return
         self.client.set_tag(rid, STATE_TAG, "queued")
-        self.counts["selected"] += 1
-        fut = self._exec.submit(self._measure, tid, rid, row["metrics"])
+        self._count("selected")
+        fut = self._exec.submit(self._measure_safely, tid, rid, row["metrics"])
         with self._lock:
             self._futures.append(fut)
 
@@ -237,20 +248,22 @@ class HilMeasurer:
             from orchestrator.tracking import log_epoch
 
             log_epoch(out, 0, rid, self.client)
-            self.counts["predicted"] += 1
+            self._count("predicted")
         return out
 
     def _predicted(self, ckpt) -> dict[str, float]:
         from orchestrator.hil.features import model_features, trial_plan
 
         model, plan = trial_plan(ckpt, self.hil.buckets)
+        infer = [(frac, model_features(model, h, w)) for h, w, frac in plan]
+        train = [(frac, model_features(model, h, w, "train")) for h, w, frac in plan] if self.hil.train_steps else []
         out: dict[str, float] = {}
         cad = bool(((self._config_of(ckpt) or {}).get("slimming") or {}).get("cad"))
         for kind in self.kinds:
             p = f"predicted.device.{kind.name}."
             gi = self._group(kind, "inference")
             if gi is not None:
-                feats = [(frac, model_features(model, h, w)) for h, w, frac in plan]
+                feats = infer
                 e = [self.model.predict(gi, "energy_j_per_image", f) for _, f in feats]
                 lat = [self.model.predict(gi, "latency_ms_p50", f) for _, f in feats]
                 if all(v is not None for v in e):
@@ -264,8 +277,7 @@ class HilMeasurer:
             if self.hil.train_steps:
                 gt = self._group(kind, "train")
                 if gt is not None:
-                    t = [(fr, self.model.predict(gt, "train_energy_j_per_step", model_features(model, h, w, "train")))
-                         for h, w, fr in plan]
+                    t = [(fr, self.model.predict(gt, "train_energy_j_per_step", f)) for fr, f in train]
                     if all(v is not None for _, v in t):
                         out[p + "train_energy_j_per_step"] = sum(fr * v for fr, v in t)
         for k in list(out):
@@ -283,11 +295,32 @@ class HilMeasurer:
             return None
 
     # ------------------------------------------------------------------ measuring
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
+    def _measure_safely(self, tid: str, rid: str, known: dict[str, float]) -> None:
+        """:meth:`_measure`; anything it raises ends the trial ``failed`` with the reason (a Future
+        would swallow it and leave the trial ``measuring``)."""
+        try:
+            self._measure(tid, rid, known)
+        except Exception as exc:
+            if self._closed.is_set():
+                return  # stopped mid-measurement: the trial stays pending; --resume measures it
+            log.warning("hil: trial %s: %s: %s", tid, exc.__class__.__name__, exc)
+            try:
+                self.client.set_tag(rid, STATE_TAG, "failed")
+                self.client.set_tag(rid, ERROR_TAG, f"{exc.__class__.__name__}: {exc}"[:5000])
+            finally:
+                self._count("failed")
+
     def _measure(self, tid: str, rid: str, known: dict[str, float]) -> None:
         from orchestrator.boards.bench import run_bench
         from orchestrator.hil.costmodel import CostModel, samples_from_cache
         from orchestrator.tracking import log_epoch
 
+        if self._closed.is_set():
+            return
         self.client.set_tag(rid, STATE_TAG, "measuring")
         try:
             res = run_bench(rid, self.inventory, labels=self.hil.labels, buckets=self.hil.buckets,
@@ -295,9 +328,11 @@ class HilMeasurer:
                             cache_path=self.hil.cache, pool=self.pool,
                             log=lambda s, t=tid: log.info("hil %s:%s", t, s))
         except Exception as exc:
+            if self._closed.is_set():
+                return
             self.client.set_tag(rid, STATE_TAG, "failed")
             self.client.set_tag(rid, ERROR_TAG, f"{exc.__class__.__name__}: {exc}"[:5000])
-            self.counts["failed"] += 1
+            self._count("failed")
             log.warning("hil: trial %s not measured: %s", tid, exc)
             return
         extra: dict[str, float] = {}
@@ -321,12 +356,16 @@ class HilMeasurer:
             self.jobs_run += res.jobs_run
         if res.notes:
             self.client.set_tag(rid, "dance.hil.notes", "\n".join(res.notes)[:5000])
-        ok = any(m.startswith("device.") and m in measured for m in DEVICE_METRICS) or any(
-            k.startswith("device.") for k in res.metrics)
+        # measured = every figure the objectives name (or, without device objectives, the latency);
+        # a partial measurement is `failed`, so --resume tries again (the cache answers what worked)
+        need = [o.metric for o in self.spec.sweep.objectives if o.metric in DEVICE_METRICS] or ["device.latency_ms_p50"]
+        missing = [m for m in need if m not in measured]
+        ok = not missing
         self.client.set_tag(rid, STATE_TAG, "measured" if ok else "failed")
         if not ok:
-            self.client.set_tag(rid, ERROR_TAG, "; ".join(res.notes)[:5000] or "no figure measured")
-        self.counts["measured" if ok else "failed"] += 1
+            self.client.set_tag(rid, ERROR_TAG, (f"not measured: {', '.join(missing)}; " +
+                                                 "; ".join(res.notes))[:5000])
+        self._count("measured" if ok else "failed")
         log.info("hil: trial %s measured (%d board job(s), %d from the cache)", tid, res.jobs_run,
                  sum(m.cached for m in res.measurements))
         self.model = CostModel.fitted(samples_from_cache(self.hil.cache), self.hil.min_points)
@@ -337,7 +376,8 @@ class HilMeasurer:
                 except Exception as exc:
                     log.warning("hil: re-ranking after trial %s failed: %s", tid, exc)
 
-    def _mark_pending(self) -> None:
+    def mark_pending(self) -> None:
+        """Trials still queued or being measured become ``pending`` (``--resume`` measures them)."""
         from orchestrator.sweep.tracking import sweep_children
 
         for run in sweep_children(self.client, self.exp_id, self.sweep_id):

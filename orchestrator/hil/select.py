@@ -4,14 +4,18 @@ Decided once per trial, when it ends (in the order trials end):
 
 * ``all``: every trial that left a checkpoint;
 * ``promoted``: trials that trained past the scheduler's first rung (``grace_period``
-  epochs); without a scheduler, trials that trained every epoch;
+  epochs);
 * ``{pareto_top: K}``: trials within the first K Pareto fronts of the trials ended so far;
-* ``predicted_front``: the same with the cost model's predictions standing in for the
-  device objectives of unmeasured trials (``front_ranks`` fronts).
+  a device objective not measured yet is stood in for by the trial's counted inference
+  FLOPs (the paper's proxy, §2.2);
+* ``predicted_front``: the same with the cost model's prediction standing in for it
+  (``front_ranks`` fronts); a trial the model cannot predict yet is measured.
 
-A trial's Pareto rank among the trials ended so far can only grow as more end, so every
-trial that ends within the first K fronts of the whole sweep was within them when it ended:
-deciding early never misses one (it may measure a trial that is later dominated).
+Only rows that have every objective (measured, predicted or stood in for) are ranked. The
+decision is made on what is known when the trial ends: stand-ins and predictions are later
+replaced by measurements, so a trial skipped then might have reached the measured front.
+It is never shown there unmeasured: a trial without its device figures is ranked after
+every complete one.
 """
 from __future__ import annotations
 
@@ -23,26 +27,31 @@ from orchestrator.hil.schema import HilConfig
 from orchestrator.sweep.pareto import pareto_ranks
 
 
+#: what stands in for an unmeasured device objective in ``pareto_top``
+STAND_IN = "infer_flops_per_image"
+
+
 def objective_value(metrics: dict[str, float], metric: str, predicted: bool) -> float | None:
-    """A trial's value for one objective: measured first, then (if allowed) the cost model's."""
+    """A trial's value for one objective: measured, else the cost model's (``predicted``), else
+    for a device objective its counted FLOPs (``pareto_top``)."""
     v = metrics.get(metric)
-    if v is None and predicted and metric.startswith("device."):
-        v = metrics.get(f"predicted.{metric}")
+    if v is None and metric.startswith("device."):
+        v = metrics.get(f"predicted.{metric}") if predicted else metrics.get(STAND_IN)
     return v
 
 
 def front_rank(trial: str, rows: list[dict[str, Any]], objectives: list[tuple[str, str]], predicted: bool) -> int | None:
-    """Pareto rank of ``trial`` among ``rows`` (ended trials: {"trial", "metrics"}) on the objectives
-    every row has a value for; None if ``trial`` lacks one of the objectives that remain."""
-    usable = [(m, mode) for m, mode in objectives
-              if all(objective_value(r["metrics"], m, predicted) is not None for r in rows)]
-    if not usable:
-        return 1
-    values = np.array([[objective_value(r["metrics"], m, predicted) for m, _ in usable] for r in rows],
-                      dtype=np.float64)
-    ranks = pareto_ranks(values, [mode for _, mode in usable])
-    idx = next(i for i, r in enumerate(rows) if r["trial"] == trial)
-    return int(ranks[idx])
+    """Pareto rank of ``trial`` among the ``rows`` (ended trials: {"trial", "metrics"}) that have a value
+    for every objective; None when ``trial`` itself lacks one."""
+    def values(r):
+        return [objective_value(r["metrics"], m, predicted) for m, _ in objectives]
+
+    me = next(r for r in rows if r["trial"] == trial)
+    if any(v is None for v in values(me)):
+        return None
+    complete = [r for r in rows if r is me or all(v is not None for v in values(r))]
+    ranks = pareto_ranks(np.array([values(r) for r in complete], dtype=np.float64), [mode for _, mode in objectives])
+    return int(ranks[next(i for i, r in enumerate(complete) if r is me)])
 
 
 def decide(hil: HilConfig, trial: dict[str, Any], ended: list[dict[str, Any]], objectives: list[tuple[str, str]],
@@ -65,7 +74,7 @@ def decide(hil: HilConfig, trial: dict[str, Any], ended: list[dict[str, Any]], o
         return True, "cost model not trained yet for these boards: measured to learn"
     rank = front_rank(trial["trial"], finished, objectives, predicted=mode == "predicted_front")
     if rank is None:
-        return True, "missing an objective: measured"
+        return True, "an objective cannot be ranked yet: measured"
     k = hil.top_ranks
     word = "predicted " if mode == "predicted_front" else ""
     if rank <= k:

@@ -205,6 +205,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
         interrupted = unfinished_trials(results)
     except KeyboardInterrupt:
         interrupted = ["?"]
+    except BaseException:
+        if measurer is not None:
+            measurer.close()
+        raise
     finally:
         table.close()
     if interrupted:  # Tune catches Ctrl-C itself, saves its state and returns early
@@ -224,6 +228,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
                      f"(up to {spec.sweep.hil.timeout_s:g} s)")
         try:
             hil_counts = measurer.drain()
+        except KeyboardInterrupt:  # Ctrl-C while waiting for the boards: the same as during training
+            measurer.mark_pending()
+            measurer.close()
+            mark_interrupted(client, exp_id, parent_id, sweep_id)
+            raise SweepInterrupted(f"sweep {sweep_id} interrupted while the boards measured; continue it with: "
+                                   f"dance sweep {spec.source} --resume {sweep_id}") from None
         finally:
             measurer.close()
         timings["hil_wait_s"] = time.perf_counter() - t0

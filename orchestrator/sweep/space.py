@@ -253,12 +253,27 @@ def check_hil(sweep: SweepConfig) -> list[str]:
     if hil.mode == "promoted" and sweep.scheduler.kind != "asha":
         errors.append("sweep.hil.measure: promoted means 'passed an ASHA rung'; set sweep.scheduler.kind: asha, "
                       "or measure: all")
+    if hil.mode == "predicted_front" and any(o.metric == "device.latency_ms_p90" for o in sweep.objectives):
+        errors.append("sweep.hil.measure: predicted_front: the cost model predicts J/image, latency p50 and "
+                      "training J/step, not device.latency_ms_p90; rank on device.latency_ms_p50")
+    if hil.buckets:
+        from workers.export import ExportError, parse_buckets
+
+        try:
+            parse_buckets(hil.buckets)
+        except (ExportError, ValueError) as exc:
+            errors.append(f"sweep.hil.buckets: {exc}")
     from orchestrator.hil.measurer import select_boards
 
     try:
-        select_boards(hil)
+        inv, _, _ = select_boards(hil)
     except UserError as exc:
         errors.append(f"sweep.hil: {exc}")
+        return errors
+    energy = [o.metric for o in sweep.objectives if o.metric.startswith("device.") and "energy" in o.metric]
+    if energy and all(b.power == "none" for b in inv.boards):
+        errors.append(f"sweep.objectives: {', '.join(energy)}: every selected board has power: none, so no "
+                      "energy can be measured; rank on device.latency_ms_p50, or select boards with a power source")
     return errors
 
 

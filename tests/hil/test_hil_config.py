@@ -75,3 +75,16 @@ def test_a_good_hil_section_loads(tmp_path, boards):
 """), check_data=False)
     hil = spec.sweep.hil
     assert hil.mode == "pareto_top" and hil.top_ranks == 2 and not hil.wait and hil.train_steps == 2
+
+
+def test_what_could_never_be_measured_or_predicted_is_refused(tmp_path):
+    f = tmp_path / "boards.yaml"
+    f.write_text("boards:\n  - {name: pc, transport: local, labels: [pc], power: none}\n")
+    text = problems(sweep_file(tmp_path, f"""
+  objectives: [{{metric: miou, mode: max}}, {{metric: device.energy_j_per_image, mode: min}},
+               {{metric: device.latency_ms_p90, mode: min}}]
+  hil: {{boards: {f}, measure: predicted_front, buckets: "64x12x:1"}}
+"""))
+    assert "not device.latency_ms_p90" in text
+    assert "sweep.hil.buckets: bad bucket '64x12x:1'" in text
+    assert "every selected board has power: none" in text
