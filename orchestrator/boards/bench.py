@@ -126,30 +126,25 @@ def resolve_target(target: str, tracking_uri: str | None) -> tuple[Path, str | N
 
 def export_for(ckpt: Path, fmt: str, buckets_arg: str | None, log: Callable[[str], None]) -> dict[str, Any]:
     """Export (or reuse the export of) this checkpoint; returns the manifest with absolute file paths."""
+    from workers.checkpoint import CheckpointError
+    from workers.export import ExportError, export_checkpoint, parse_buckets
+
     sha = sha256_file(ckpt)
     tag = hashlib.sha256(f"{sha}|{fmt}|{buckets_arg}".encode()).hexdigest()[:16]
     out = DEFAULT_EXPORTS / "exports" / tag
     man_path = out / "manifest.json"
     with TORCH_LOCK:
-        return _export_locked(ckpt, fmt, buckets_arg, out, man_path, log)
-
-
-def _export_locked(ckpt: Path, fmt: str, buckets_arg: str | None, out: Path, man_path: Path,
-                   log: Callable[[str], None]) -> dict[str, Any]:
-    from workers.checkpoint import CheckpointError
-    from workers.export import ExportError, export_checkpoint, parse_buckets
-
-    if not man_path.is_file():
-        try:
-            buckets = parse_buckets(buckets_arg) if buckets_arg else None
-            with tempfile.TemporaryDirectory(dir=DEFAULT_EXPORTS.as_posix() if DEFAULT_EXPORTS.exists() else None) as tmp:
-                export_checkpoint(ckpt, tmp, fmt, buckets, log=log)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                Path(tmp).rename(out)  # whole export appears at once: a crash never leaves half a manifest
-        except (CheckpointError, ExportError) as exc:
-            raise UserError(str(exc)) from None
-    else:
-        log(f"  reusing the {fmt} export in {out}")
+        if not man_path.is_file():
+            try:
+                buckets = parse_buckets(buckets_arg) if buckets_arg else None
+                with tempfile.TemporaryDirectory(dir=DEFAULT_EXPORTS.as_posix() if DEFAULT_EXPORTS.exists() else None) as tmp:
+                    export_checkpoint(ckpt, tmp, fmt, buckets, log=log)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    Path(tmp).rename(out)  # whole export appears at once: a crash never leaves half a manifest
+            except (CheckpointError, ExportError) as exc:
+                raise UserError(str(exc)) from None
+        else:
+            log(f"  reusing the {fmt} export in {out}")
     man = json.loads(man_path.read_text())
     for b in man["buckets"]:
         b["path"] = str((out / b["file"]).resolve())

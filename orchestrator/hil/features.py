@@ -36,17 +36,18 @@ def checkpoint_features(ckpt: str | Path, sizes: Iterable[tuple[str, int, int]])
 
 
 def trial_plan(ckpt: str | Path, buckets_arg: str | None = None):
-    """``(model, [(h, w, share), ...])``: the model and the resolution buckets its export will have
-    (the same rule as ``dance export``: ``buckets_arg``, else the checkpoint's own bucket plan)."""
+    """``(model, [(h, w, share), ...], config)``: the model, the resolution buckets its export will have
+    (the same rule as ``dance export``: ``buckets_arg``, else the checkpoint's own bucket plan) and the
+    training config it carries."""
     from workers.checkpoint import load_checkpoint
     from workers.export import buckets_from_config, parse_buckets
 
     ck = load_checkpoint(ckpt)
     model = ck.model.eval()
+    config = ck.extra.get("config") or {}
     if buckets_arg:
         buckets = parse_buckets(buckets_arg)
     else:
-        config = ck.extra.get("config") or {}
         quantum = int((config.get("train") or {}).get("size_quantum") or getattr(model, "size_quantum", 1))
         buckets = buckets_from_config(config, ck.cdf, quantum, int(getattr(model, "min_size", 0)))
-    return model, [(b.height, b.width, b.fraction) for b in buckets]
+    return model, [(b.height, b.width, b.fraction) for b in buckets], config

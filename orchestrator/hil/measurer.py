@@ -254,45 +254,37 @@ class HilMeasurer:
     def _predicted(self, ckpt) -> dict[str, float]:
         from orchestrator.hil.features import model_features, trial_plan
 
-        model, plan = trial_plan(ckpt, self.hil.buckets)
+        model, plan, config = trial_plan(ckpt, self.hil.buckets)
         infer = [(frac, model_features(model, h, w)) for h, w, frac in plan]
         train = [(frac, model_features(model, h, w, "train")) for h, w, frac in plan] if self.hil.train_steps else []
         out: dict[str, float] = {}
-        cad = bool(((self._config_of(ckpt) or {}).get("slimming") or {}).get("cad"))
+        cad = bool((config.get("slimming") or {}).get("cad"))
         for kind in self.kinds:
             p = f"predicted.device.{kind.name}."
             gi = self._group(kind, "inference")
             if gi is not None:
-                feats = infer
-                e = [self.model.predict(gi, "energy_j_per_image", f) for _, f in feats]
-                lat = [self.model.predict(gi, "latency_ms_p50", f) for _, f in feats]
+                e = [self.model.predict(gi, "energy_j_per_image", f) for _, f in infer]
+                lat = [self.model.predict(gi, "latency_ms_p50", f) for _, f in infer]
                 if all(v is not None for v in e):
-                    net = sum(fr * v for (fr, _), v in zip(feats, e))
+                    net = sum(fr * v for (fr, _), v in zip(infer, e))
                     out[p + "network_energy_j_per_image"] = net
                     score = self._scoring.get(kind.name, None if cad else 0.0)
                     if score is not None:  # Eq. 1 scoring is the same for every trial: learnt once measured
                         out[p + "energy_j_per_image"] = net + score
                 if all(v is not None for v in lat):  # mixture median ≈ share-weighted bucket medians
-                    out[p + "latency_ms_p50"] = sum(fr * v for (fr, _), v in zip(feats, lat))
+                    out[p + "latency_ms_p50"] = sum(fr * v for (fr, _), v in zip(infer, lat))
             if self.hil.train_steps:
                 gt = self._group(kind, "train")
                 if gt is not None:
                     t = [(fr, self.model.predict(gt, "train_energy_j_per_step", f)) for fr, f in train]
                     if all(v is not None for _, v in t):
                         out[p + "train_energy_j_per_step"] = sum(fr * v for fr, v in t)
-        for k in list(out):
-            if k.startswith(f"predicted.device.{self.primary}."):
-                out["predicted.device." + k[len(f"predicted.device.{self.primary}."):]] = out[k]
-        return out
+        return {**out, **self._unqualified(out, "predicted.device.")}
 
-    @staticmethod
-    def _config_of(ckpt) -> dict | None:
-        from workers.checkpoint import read_checkpoint
-
-        try:
-            return (read_checkpoint(ckpt).get("extra") or {}).get("config")
-        except Exception:
-            return None
+    def _unqualified(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        """The primary kind's figures under the names objectives use: ``<prefix><kind>.x`` → ``<prefix>x``."""
+        own = f"{prefix}{self.primary}."
+        return {prefix + name: metrics[own + name] for name in ALIASED if own + name in metrics}
 
     # ------------------------------------------------------------------ measuring
     def _count(self, key: str, n: int = 1) -> None:
@@ -322,24 +314,11 @@ class HilMeasurer:
         if self._closed.is_set():
             return
         self.client.set_tag(rid, STATE_TAG, "measuring")
-        try:
-            res = run_bench(rid, self.inventory, labels=self.hil.labels, buckets=self.hil.buckets,
-                            train_steps=self.hil.train_steps, tracking_uri=self.uri, experiment=self.spec.base.name,
-                            cache_path=self.hil.cache, pool=self.pool,
-                            log=lambda s, t=tid: log.info("hil %s:%s", t, s))
-        except Exception as exc:
-            if self._closed.is_set():
-                return
-            self.client.set_tag(rid, STATE_TAG, "failed")
-            self.client.set_tag(rid, ERROR_TAG, f"{exc.__class__.__name__}: {exc}"[:5000])
-            self._count("failed")
-            log.warning("hil: trial %s not measured: %s", tid, exc)
-            return
-        extra: dict[str, float] = {}
-        for name in ALIASED:
-            v = res.metrics.get(f"device.{self.primary}.{name}")
-            if v is not None:
-                extra[f"device.{name}"] = v
+        # a failure here (export, boards, MLflow) ends the trial `failed` in _measure_safely
+        res = run_bench(rid, self.inventory, labels=self.hil.labels, buckets=self.hil.buckets,
+                        train_steps=self.hil.train_steps, tracking_uri=self.uri, experiment=self.spec.base.name,
+                        cache_path=self.hil.cache, pool=self.pool, log=lambda s, t=tid: log.info("hil %s:%s", t, s))
+        extra = self._unqualified(res.metrics, "device.")
         for kind in self.kinds:
             s = res.metrics.get(f"device.{kind.name}.scoring_energy_j_per_image")
             if s is not None:

@@ -175,7 +175,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
 
     tracker = SweepTracker(tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent_id, sweep_id=sweep_id,
                            spec=spec, storage=storage, prepared_cdf=prepared.get("cdf"))
-    measurer = _measurer(spec, sweep_id, uri, exp_id, parent_id, bool(resume), print_fn)
+    measurer = _measurer(spec, sweep_id, client, exp_id, parent_id, bool(resume), print_fn)
     table = LiveTable(lambda c: spec.resolve(c).train.epochs, spec.label, live=live)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, prepared=prepared, storage=storage, sweep_id=sweep_id),
@@ -259,17 +259,14 @@ def _hil_callbacks(spec: SweepSpec, sweep_id: str) -> list:
     return [HilCallback(sweep_id)]
 
 
-def _measurer(spec: SweepSpec, sweep_id: str, uri: str, exp_id: str, parent_id: str, resume: bool, print_fn):
+def _measurer(spec: SweepSpec, sweep_id: str, client, exp_id: str, parent_id: str, resume: bool, print_fn):
     """The hardware-in-the-loop measurer (None without ``sweep.hil``); on resume it re-queues the
     trials whose measurement never finished."""
     if spec.sweep.hil is None:
         return None
-    import mlflow
-
     from orchestrator.hil.measurer import HilMeasurer
 
-    client = mlflow.MlflowClient(uri)
-    m = HilMeasurer(spec, sweep_id=sweep_id, tracking_uri=uri, experiment_id=exp_id,
+    m = HilMeasurer(spec, sweep_id=sweep_id, tracking_uri=client.tracking_uri, experiment_id=exp_id,
                     on_measured=lambda: rank_front(client, exp_id, parent_id, spec, sweep_id))
     if print_fn:
         hil = spec.sweep.hil
@@ -383,9 +380,8 @@ def finalize(client, exp_id: str, parent_id: str, spec: SweepSpec, sweep_id: str
     objs = spec.sweep.objectives
     names = [o.metric for o in objs]
     front = [r for r in rows if r["is_pareto"]]
+    # (rank_front has logged the hypervolume)
     summary: dict[str, float] = {"trials": len(rows), "trials_finished": len(ranked), "pareto_size": len(front)}
-    if hv is not None:
-        summary["hypervolume"] = hv
     for o in objs:
         cands = [r for r in ranked if r.get(o.metric) is not None]
         if cands:
