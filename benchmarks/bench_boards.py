@@ -44,6 +44,24 @@ def board(name, sshd, key, tmp, root) -> Board:
                  job_deadline_s=120)
 
 
+def add_boards(n: int, tmp: Path, shm: Path, key: Path, kh: Path, sshds: list, writers: list) -> list[Board]:
+    """``n`` emulated TX2 boards, each a tree with its writer and fake tools plus an enrolled sshd.
+    The servers and writers go into the caller's lists as they start, so a partial fleet is cleaned up."""
+    boards = []
+    for i in range(n):
+        root = shm / f"tx2-{i}"
+        proc, _ = emulate.start_writer(str(root), "tx2", {"base_w": 6.0, "sines": [{"amp_w": 1.0, "freq_hz": 0.7}]},
+                                       rate_hz=50)
+        writers.append(proc)
+        emulate.write_fake_tools(str(root), "tx2")
+        s = Sshd(tmp / f"sshd{i}", key.with_suffix(".pub")).start()
+        sshds.append(s)
+        b = board(f"tx2-{i}", s, key, tmp, root)
+        hostkeys.enroll(b, kh, yes=True, echo=lambda s: None)
+        boards.append(b)
+    return boards
+
+
 def best(fn, n=3):
     times = []
     for _ in range(n):
@@ -189,19 +207,9 @@ def main() -> int:
     shm = Path(tempfile.mkdtemp(prefix="bench-boards-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
     key = keygen(tmp / "id_ed25519")
     kh = tmp / "known_hosts"
-    sshds, writers, boards = [], [], []
+    sshds, writers = [], []
     try:
-        for i in range(3):
-            root = shm / f"tx2-{i}"
-            proc, _ = emulate.start_writer(str(root), "tx2", {"base_w": 6.0, "sines": [{"amp_w": 1.0, "freq_hz": 0.7}]},
-                                           rate_hz=50)
-            writers.append(proc)
-            emulate.write_fake_tools(str(root), "tx2")
-            s = Sshd(tmp / f"sshd{i}", key.with_suffix(".pub")).start()
-            sshds.append(s)
-            b = board(f"tx2-{i}", s, key, tmp, root)
-            hostkeys.enroll(b, kh, yes=True, echo=lambda s: None)
-            boards.append(b)
+        boards = add_boards(3, tmp, shm, key, kh, sshds, writers)
         print(f"loopback, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; sshd {sshds[0].port}..")
         dispatch(boards[0], kh, tmp, [1, 10] if args.quick else [1, 10, 100])
         throughput(boards[0], kh, key, tmp, 20 if args.quick else 100)

@@ -29,13 +29,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "boards"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from sshd_helpers import Sshd, keygen  # noqa: E402
+from bench_boards import add_boards  # noqa: E402  (the same emulated fleet as the board benchmark)
+from sshd_helpers import keygen  # noqa: E402
 
 from device_agents import emulate  # noqa: E402
-from orchestrator.boards import hostkeys  # noqa: E402
-from orchestrator.boards.inventory import Board, Inventory, Measure  # noqa: E402
+from orchestrator.boards.inventory import Inventory, Measure  # noqa: E402
 
 FAMILIES = {  # width options that change FLOPs and parameters, per family
     "deeplabv3plus": [{"backbone_width": w, "aspp_channels": a, "decoder_channels": a} for w in (8, 16, 24)
@@ -47,28 +48,6 @@ FAMILIES = {  # width options that change FLOPs and parameters, per family
 }
 BUCKETS = "64x128:0.5,64x64:0.5"  # valid for all four families (bisenet, icnet: sides >= 64)
 MEASURE = Measure(duration=0.4, repeats=2, idle=0.3, warmup=0.1, warmup_iters=2, min_samples=15, threads=1)
-
-
-def make_fleet(tmp: Path, shm: Path, n: int):
-    import pwd
-
-    key = keygen(tmp / "id_ed25519")
-    kh = tmp / "known_hosts"
-    sshds, writers, boards = [], [], []
-    for i in range(n):
-        root = shm / f"tx2-{i}"
-        proc, _ = emulate.start_writer(str(root), "tx2", {"base_w": 6.0, "sines": [{"amp_w": 1.0, "freq_hz": 0.7}]},
-                                       rate_hz=50)
-        writers.append(proc)
-        emulate.write_fake_tools(str(root), "tx2")
-        s = Sshd(tmp / f"sshd{i}", key.with_suffix(".pub")).start()
-        sshds.append(s)
-        b = Board(name=f"tx2-{i}", host="127.0.0.1", port=s.port, user=pwd.getpwuid(os.getuid()).pw_name, key_file=key,
-                  python=sys.executable, power="iio", labels=["tx2"], workdir=str(tmp / f"work-{i}"), fs_root=str(root),
-                  job_deadline_s=120)
-        hostkeys.enroll(b, kh, yes=True, echo=lambda s: None)
-        boards.append(b)
-    return Inventory(known_hosts=kh, measure=MEASURE, boards=boards, source="bench fleet"), sshds, writers
 
 
 def cost_model(inv: Inventory, tmp: Path, cache: Path, quick: bool) -> None:
@@ -189,8 +168,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hil-"))
     shm = Path(tempfile.mkdtemp(prefix="bench-hil-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
     os.chdir(tmp)  # .dance/ (exports, journals) goes here
-    inv, sshds, writers = make_fleet(tmp, shm, 3)
+    key, kh = keygen(tmp / "id_ed25519"), tmp / "known_hosts"
+    sshds, writers = [], []
     try:
+        inv = Inventory(known_hosts=kh, measure=MEASURE, boards=add_boards(3, tmp, shm, key, kh, sshds, writers),
+                        source="bench fleet")
         print(f"loopback, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
         cache = tmp / "cm-cache.sqlite"
         cost_model(inv, tmp, cache, args.quick)

@@ -121,6 +121,22 @@ class Sshd:
         self.proc.wait(timeout=10)
         self.proc = None
 
+    def cut_off(self) -> None:
+        """The board drops off the network: its sshd (listener and per-connection servers) dies, by
+        PID. The board's own processes live on, as on a real board whose link went down; killing
+        them too (:meth:`stop`) can interrupt a login shell's start-up files mid-write (pyenv's
+        rehash lock, say) and leave this machine's shell hanging for later tests."""
+        if self.proc is None:
+            return
+        for pid in [self.proc.pid] + descendants(self.proc.pid):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    os.kill(pid, signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        self.proc.wait(timeout=10)
+        self.proc = None
+
     def accepted(self) -> int:
         """How many logins this server accepted (from its own log)."""
         return self.log.read_text(errors="replace").count("Accepted publickey") if self.log.exists() else 0

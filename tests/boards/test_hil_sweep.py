@@ -9,8 +9,6 @@ no board sees a login.
 from __future__ import annotations
 
 import csv
-import os
-import signal
 import sqlite3
 import threading
 import time
@@ -21,23 +19,6 @@ import pytest
 import yaml
 
 ray = pytest.importorskip("ray")
-
-
-def cut_off(sshd) -> None:
-    """The board drops off the network: its sshd (listener and per-connection servers) dies, by PID.
-    The board's own processes live on, as on a real board whose link went down; killing them too
-    could interrupt a login shell's start-up files mid-write (pyenv's rehash lock, say) and leave
-    this machine's shell broken for later tests."""
-    from sshd_helpers import descendants
-
-    for pid in [sshd.proc.pid] + descendants(sshd.proc.pid):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
-                os.kill(pid, signal.SIGKILL)
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    sshd.proc.wait(timeout=10)
-    sshd.proc = None
 
 
 def _journal_rows(path: Path) -> list[tuple]:
@@ -110,7 +91,7 @@ sweep:
             if done >= 3 and running:
                 time.sleep(0.5)  # inside the agent's timed window
                 name = running[0][2]
-                cut_off(fleet.sshds[name])
+                fleet.sshds[name].cut_off()
                 victim.append(name)
                 return
             time.sleep(0.1)
