@@ -89,8 +89,6 @@ def default_device(arg: str | None) -> str:
 
 def resolve_inputs(run: LoadedRun, args: argparse.Namespace, progress=None):
     """(dataset, per-image inference sizes, p or None) for the requested split."""
-    import numpy as np
-
     from workers.config import DataConfig
     from workers.dance.slimming import SlimmingConfig
     from workers.data.datasets import DATASET_KINDS, open_dataset
