@@ -53,8 +53,8 @@ MEASURE = Measure(duration=0.4, repeats=2, idle=0.3, warmup=0.1, warmup_iters=2,
 def cost_model(inv: Inventory, tmp: Path, cache: Path, quick: bool) -> None:
     import numpy as np
 
-    from orchestrator.boards.bench import _LocalClient, run_bench
-    from orchestrator.boards.pool import BoardPool
+    from orchestrator.boards.bench import run_bench
+    from orchestrator.boards.pool import BoardPool, LocalPoolClient
     from orchestrator.hil.costmodel import FEATURES, CostModel, mape, samples_from_cache, split_by_model
     from workers.checkpoint import save_checkpoint
     from workers.models import build_model
@@ -67,7 +67,7 @@ def cost_model(inv: Inventory, tmp: Path, cache: Path, quick: bool) -> None:
             p.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(p, build_model(fam, num_classes=5, variant="small", **o).eval())
             ckpts.append(p)
-    pool = _LocalClient(BoardPool(inv, tmp / "cm-journal.sqlite"))
+    pool = LocalPoolClient(BoardPool(inv, tmp / "cm-journal.sqlite"))
     uri = f"sqlite:///{tmp / 'cm-mlflow.db'}"
     t0 = time.perf_counter()
     try:

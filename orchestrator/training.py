@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import queue as _queue
+import tempfile
 import threading
 import time
 import uuid
@@ -20,9 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from orchestrator.errors import UserError
+from orchestrator.progress import format_value, progress_bar
+from orchestrator.runs.schema import KIND_TAG, KIND_TRAIN
+from orchestrator.runs.tracking import flatten, log_artifacts, log_epoch, log_params, resolve_tracking_uri, setup
 from orchestrator.storage import Storage, is_uri, resolve_storage
 from workers.config import ExperimentConfig
+
+# ray, mlflow and the torch-loading worker modules are imported where they are used: `dance sweep
+# --dry-run` and the board commands import this module for its checks and `ensure_ray`.
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +168,7 @@ class TrainOutcome:
 
 
 def log_run_artifacts(run_id: str, ckpt_dir: Path | None, cfg: ExperimentConfig, history: list[dict], client) -> None:
-    import tempfile
 
-    import yaml
-
-    from orchestrator.tracking import log_artifacts
     from workers.pruning_report import plot_pruning_report
     from workers.train_loop import REPORT_FILE
 
@@ -220,8 +225,6 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_
     """Score, train on Ray, log to MLflow; returns the final metrics and checkpoint."""
     from ray.util.queue import Queue
 
-    from orchestrator.progress import progress_bar
-    from orchestrator.tracking import flatten, log_epoch, log_params, resolve_tracking_uri, setup
     from workers.prepare import worker_config
 
     cfg = absolute_paths(cfg)
@@ -242,7 +245,7 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_
         uri = resolve_tracking_uri(tracking_uri, cfg.tracking.tracking_uri)
         exp_id = setup(uri, cfg.tracking.experiment)
         client = mlflow.MlflowClient()
-        run = client.create_run(exp_id, run_name=name, tags={"dance.kind": "train", "ray.run_name": name})
+        run = client.create_run(exp_id, run_name=name, tags={KIND_TAG: KIND_TRAIN, "ray.run_name": name})
         run_id = run.info.run_id
         params = flatten(cfg.model_dump(mode="json"))
         if wcfg.get("cdf"):
@@ -324,8 +327,6 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_
 
 
 def format_epoch(m: dict, epochs: int) -> str:
-    from orchestrator.progress import format_value
-
     parts = [f"epoch {int(m.get('epoch', 0)) + 1}/{epochs}"]
     for k in HEADLINE[1:]:
         if k in m:

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from workers.dance.sampler import eval_batches
 from workers.dance.slimming import SlimmingConfig, dance_sizes
-from workers.metrics import ConfusionMatrix
+from workers.metrics import (EVAL_TIME_S, INFER_FLOPS_PER_IMAGE, INFER_NETWORK_FLOPS_PER_IMAGE, MIOU, PIXEL_ACC,
+                             ConfusionMatrix, per_class_metric)
 
 Size = tuple[int, int]
 
@@ -88,13 +89,14 @@ class EvalResult:
         return (self.network_flops + self.scoring_flops) / max(self.images, 1)
 
     def metrics(self) -> dict[str, float]:
-        out = {"miou": self.miou, "pixel_acc": self.confusion.pixel_accuracy(),
-               "infer_flops_per_image": self.infer_flops_per_image,
-               "infer_network_flops_per_image": self.network_flops / max(self.images, 1),
-               "eval_time_s": self.seconds}
+        """The evaluation metrics a trial reports (``workers.metrics.EVAL_METRICS`` and ``iou_<class>``)."""
+        out = {MIOU: self.miou, PIXEL_ACC: self.confusion.pixel_accuracy(),
+               INFER_FLOPS_PER_IMAGE: self.infer_flops_per_image,
+               INFER_NETWORK_FLOPS_PER_IMAGE: self.network_flops / max(self.images, 1),
+               EVAL_TIME_S: self.seconds}
         for name, v in self.per_class.items():
             if v is not None:
-                out[f"iou_{name.replace(' ', '_')}"] = v
+                out[per_class_metric(name)] = v
         return out
 
 

@@ -4,6 +4,11 @@ IoU_c = TP / (TP + FP + FN) accumulated over the whole split (not averaged per i
 pixels whose ground truth is ignore (255) count nowhere; mIoU is the mean over classes
 whose IoU is defined (a class absent from both ground truth and predictions is NaN and
 left out of the mean, as in cityscapesscripts). Matrices add, so ranks merge by sum.
+
+This module also declares, once, every metric a trial reports per epoch
+(:mod:`workers.train_loop` and :mod:`workers.evaluate`): whatever lists metrics elsewhere (the
+sweep's objective check, a log line, a test) derives from these groups instead of keeping a
+copy. ``tests/workers/test_metrics_declared.py`` runs the loop and holds it to them.
 """
 from __future__ import annotations
 
@@ -11,6 +16,72 @@ import numpy as np
 import torch
 
 from workers.data.datasets.base import IGNORE_INDEX
+
+# --------------------------------------------------------------------------- reported metrics
+# Emitted by the training loop in every epoch.
+EPOCH = "epoch"
+TRAIN_FLOPS = "train_flops"                      # cumulative, scoring of the training set included
+EPOCH_TRAIN_FLOPS = "epoch_train_flops"
+HEADER_CHANNELS_KEPT = "header_channels_kept"
+DROPPED_FRACTION = "dropped_fraction"
+BATCH_FILL = "batch_fill"
+MOVED_FRACTION = "moved_fraction"
+UNBATCHED_FRACTION = "unbatched_fraction"
+IMAGES_PER_S = "images_per_s"
+EPOCH_TIME_S = "epoch_time_s"
+FLOP_COUNTING_S = "flop_counting_s"
+TRAIN_LOSS = "train_loss"
+TRAIN_IMAGES = "train_images"
+ANS_STAGE = "ans_stage"
+ANS_STAGE_DUE = "ans_stage_due"                  # 0 with ANS off
+LR = "lr"
+DATA_SLIMMING = "data_slimming"                  # 1.0 in epochs where data slimming acts
+
+# Emitted by the training loop while ``ans.enabled`` (and the model has a prunable header).
+ANS_GAMMA_SPREAD = "ans_gamma_spread"
+ANS_PRUNES = "ans_prunes"
+ANS_PRUNE_GAMMA_SPREAD = "ans_prune_gamma_spread"  # only in epochs where a stage pruned
+
+# Emitted only when measured: absent, never 0, where a rank could not measure it (no NVML).
+ENERGY_J = "energy_j"
+
+# Emitted by workers.evaluate in the epochs that evaluate (every ``train.eval_every``th and the last).
+MIOU = "miou"
+PIXEL_ACC = "pixel_acc"
+INFER_FLOPS_PER_IMAGE = "infer_flops_per_image"
+INFER_NETWORK_FLOPS_PER_IMAGE = "infer_network_flops_per_image"
+EVAL_TIME_S = "eval_time_s"
+PER_CLASS_PREFIX = "iou_"                        # + the class name, spaces as "_"; only classes with a defined IoU
+
+ALWAYS_METRICS: tuple[str, ...] = (
+    EPOCH, TRAIN_FLOPS, EPOCH_TRAIN_FLOPS, HEADER_CHANNELS_KEPT, DROPPED_FRACTION, BATCH_FILL, MOVED_FRACTION,
+    UNBATCHED_FRACTION, IMAGES_PER_S, EPOCH_TIME_S, FLOP_COUNTING_S, TRAIN_LOSS, TRAIN_IMAGES, ANS_STAGE,
+    ANS_STAGE_DUE, LR, DATA_SLIMMING)
+ANS_METRICS: tuple[str, ...] = (ANS_GAMMA_SPREAD, ANS_PRUNES, ANS_PRUNE_GAMMA_SPREAD)
+MEASURED_METRICS: tuple[str, ...] = (ENERGY_J,)
+EVAL_METRICS: tuple[str, ...] = (MIOU, PIXEL_ACC, INFER_FLOPS_PER_IMAGE, INFER_NETWORK_FLOPS_PER_IMAGE, EVAL_TIME_S)
+# Every fixed name a trial can report (per-class IoUs aside: see is_trial_metric).
+TRIAL_METRICS: tuple[str, ...] = ALWAYS_METRICS + ANS_METRICS + MEASURED_METRICS + EVAL_METRICS
+# The headline figures: the per-epoch log line, and what the Ray tests require of every report
+# (their runs evaluate every epoch, hence the evaluation figures).
+SUMMARY_METRICS: tuple[str, ...] = (EPOCH, MIOU, TRAIN_FLOPS, INFER_FLOPS_PER_IMAGE, HEADER_CHANNELS_KEPT,
+                                    DROPPED_FRACTION, BATCH_FILL, IMAGES_PER_S, EPOCH_TIME_S)
+
+
+def per_class_metric(class_name: str) -> str:
+    """The metric name of one class's IoU (``iou_<class>``, spaces as underscores)."""
+    return PER_CLASS_PREFIX + class_name.replace(" ", "_")
+
+
+def is_per_class_metric(name: str) -> bool:
+    """Whether ``name`` is a per-class IoU (``iou_<class>``)."""
+    return name.startswith(PER_CLASS_PREFIX) and len(name) > len(PER_CLASS_PREFIX)
+
+
+def is_trial_metric(name: str) -> bool:
+    """Whether a trial can report ``name`` in an epoch (a declared name or ``iou_<class>``)."""
+    return name in TRIAL_METRICS or is_per_class_metric(name)
+
 
 
 class ConfusionMatrix:

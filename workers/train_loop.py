@@ -44,14 +44,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from workers.config import ExperimentConfig
+from workers.cost import count_flops
+from workers.dance.loss import weighted_loss
+from workers.energy import EnergyMeter
+from workers.metrics import PER_CLASS_PREFIX, SUMMARY_METRICS
+from workers.models.base import size_rule
 from workers.runtime import LocalRuntime, Runtime
 
 log = logging.getLogger("dance.train")
 
 CHECKPOINT_FILE = "model.pt"
 REPORT_FILE = "pruning_report.json"
-METRIC_NAMES = ("epoch", "miou", "train_flops", "infer_flops_per_image", "header_channels_kept",
-                "dropped_fraction", "batch_fill", "images_per_s", "epoch_time_s")  # + energy_j where NVML measured it
+# The headline figures of every report (all that a trial reports: workers.metrics).
+METRIC_NAMES = SUMMARY_METRICS
 
 
 # --------------------------------------------------------------------------- entry points
@@ -145,6 +150,30 @@ class DataPhase:
     loader: DataLoader
 
 
+@dataclass
+class StepSums:
+    """This rank's running sums over one epoch's steps."""
+
+    flops: float = 0.0
+    images: int = 0
+    loss: Any = 0.0          # becomes a device tensor: summed without a per-step sync
+    counting_s: float = 0.0  # FLOP counting, kept out of the epoch's training time
+    last_lr: float = 0.0
+
+
+@dataclass
+class EpochTotals:
+    """One epoch's training over all ranks: sums, and the slowest rank's times."""
+
+    flops: float
+    images: float
+    loss: float
+    energy_j: float | None   # None unless every rank measured
+    time_s: float
+    counting_s: float
+    last_lr: float
+
+
 def reset_classifier(model: nn.Module, num_classes: int) -> bool:
     """Replace the classifier's output layer when the class count changes (adaptation). True if replaced."""
     from workers.models.base import get_parts
@@ -175,7 +204,7 @@ def reset_classifier(model: nn.Module, num_classes: int) -> bool:
 
 # --------------------------------------------------------------------------- the loop
 class Trainer:
-    """State of one worker's run; :meth:`run` is the whole loop."""
+    """State of one worker's run; :meth:`run` is the whole loop, in named phases."""
 
     def __init__(self, config: dict[str, Any], runtime: Runtime) -> None:
         self.raw = config
@@ -188,6 +217,32 @@ class Trainer:
         threads = self.cfg.scaling.torch_threads or max(1, int(self.cfg.scaling.cpus_per_worker))
         if self.device.type == "cpu":
             torch.set_num_threads(threads)
+        # Everything below is filled in by run()'s phases (data, model, restore, schedule, epochs).
+        self.train_ds: Any = None
+        self.val_ds: Any = None
+        self.train_stored: list[tuple[int, int]] = []
+        self.val_stored: list[tuple[int, int]] = []
+        self.train_p: np.ndarray | None = None
+        self.val_p: np.ndarray | None = None
+        self.cdf: Any = None
+        self.inner: nn.Module | None = None       # the bare model (pruned in place)
+        self.model: nn.Module | None = None       # the same, as the runtime wraps it (DDP)
+        self.slimmer: Any = None                  # NetworkSlimmer; None without a prunable header
+        self.header_base: int | None = None       # header channels of the unpruned model
+        self.adapted_from: str | None = None      # the checkpoint an adaptation started from
+        self.quantum, self.min_size = 0, 0
+        self.phases: dict[bool, DataPhase] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self.start_epoch, self.epoch, self.global_step = 0, 0, 0
+        self.train_flops = 0.0
+        self.history: list[dict] = []
+        self.stage_log: list[dict] = []
+        self.steps_per_epoch: list[int] = []
+        self.total_steps = 1
+        self.prune_plan: list[tuple[int, int]] = []
+        self._epoch_prunes: list[Any] = []
+        self._warned_not_ready = False
 
     # ------------------------------------------------------------ schedule
     def data_on(self, epoch: int) -> bool:
@@ -275,7 +330,6 @@ class Trainer:
         m = self.cfg.model
         nc = self.train_ds.num_classes
         _seed_everything(self.cfg.seed)
-        self.header_base: int | None = None
         init_state = None
         if resume is not None:
             model = resume["model"]
@@ -296,14 +350,7 @@ class Trainer:
                                 pretrained_backbone=str(m.pretrained_backbone) if m.pretrained_backbone else None,
                                 **m.options)
         model.train()
-        self.quantum = int(getattr(model, "size_quantum", 32))
-        sq = self.cfg.train.size_quantum
-        if sq is not None:
-            if sq % self.quantum:
-                raise ValueError(f"train.size_quantum ({sq}) must be a multiple of the model's size quantum ({self.quantum})")
-            self.quantum = sq
-        self.min_size = int(getattr(model, "min_size", 2 * self.quantum))
-        self.slimmer = None
+        self.quantum, self.min_size = size_rule(model, self.cfg.train.size_quantum)
         try:
             self.slimmer = NetworkSlimmer(model, self.cfg.ans)
         except (ValueError, TypeError) as exc:
@@ -480,7 +527,7 @@ class Trainer:
             "config": self.raw["experiment"],
             "dataset": {"kind": self.cfg.data.kind, "root": str(self.cfg.data.root),
                         "num_classes": self.train_ds.num_classes},
-            "adapted_from": getattr(self, "adapted_from", None),
+            "adapted_from": self.adapted_from,
             "world_size": self.world,
         }
         save_checkpoint(d / CHECKPOINT_FILE, self.inner, self.cdf, extra, class_names=list(self.train_ds.class_names))
@@ -500,162 +547,195 @@ class Trainer:
 
     # ------------------------------------------------------------ main
     def run(self) -> dict[str, Any]:
-        from workers.cost import count_flops
-        from workers.dance.loss import weighted_loss
-        from workers.energy import EnergyMeter
-        from workers.evaluate import evaluate
-
-        cfg = self.cfg
+        """Algorithm 1 from the config (or the checkpoint resumed from); returns the last epoch's metrics."""
         self._open_data()
         resume = self._load_resume()
         self._build_model(resume)
-        self._warned_not_ready = False
-        self.phases: dict[bool, DataPhase] = {}
         self.optimizer = self._new_optimizer()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
-        self.start_epoch, self.global_step, self.train_flops = 0, 0, 0.0
-        self.history: list[dict] = []
-        self.stage_log: list[dict] = []
-        if resume is not None:
-            ex = resume["extra"]
-            self.start_epoch, self.global_step = int(ex["epoch"]), int(ex["global_step"])
-            self.train_flops = float(ex["train_flops"])
-            self.history, self.stage_log = list(ex.get("history") or []), list(ex.get("stage_log") or [])
-            self.optimizer.load_state_dict(ex["optimizer"])
-            if self.scaler is not None and ex.get("scaler"):
-                self.scaler.load_state_dict(ex["scaler"])
-            log.info("rank %d resumed after epoch %d (stage %s)", self.rank, self.start_epoch,
-                     self.slimmer.stage if self.slimmer else "-")
-        else:
+        self._restore(resume)
+        self._plan_schedule()
+        eval_sizes = self._eval_sizes()
+        meter = EnergyMeter(self.device, exclusive=self.cfg.scaling.gpus_per_worker >= 1)
+        metrics: dict[str, Any] = {}
+        for epoch in range(self.start_epoch, self.cfg.train.epochs):
+            self.epoch = epoch
+            phase = self._phase_for(epoch)
+            phase.sampler.set_epoch(epoch)
+            totals = self._train_epoch(epoch, phase, meter)
+            metrics = self._epoch_metrics(epoch, phase, totals)
+            if self._evaluates(epoch):
+                metrics.update(self._evaluate(eval_sizes))
+            self._report(epoch, metrics)
+        return metrics
+
+    def _restore(self, resume: dict | None) -> None:
+        """Counters, history and optimizer state of the checkpoint resumed from; a fresh run starts at 0."""
+        if resume is None:
             self.train_flops = float(self.raw.get("scoring_flops") or 0)
-        # Poly schedule over the iterations the whole run will actually take (drops included).
+            return
+        ex = resume["extra"]
+        self.start_epoch, self.global_step = int(ex["epoch"]), int(ex["global_step"])
+        self.train_flops = float(ex["train_flops"])
+        self.history, self.stage_log = list(ex.get("history") or []), list(ex.get("stage_log") or [])
+        self.optimizer.load_state_dict(ex["optimizer"])
+        if self.scaler is not None and ex.get("scaler"):
+            self.scaler.load_state_dict(ex["scaler"])
+        log.info("rank %d resumed after epoch %d (stage %s)", self.rank, self.start_epoch,
+                 self.slimmer.stage if self.slimmer else "-")
+
+    def _plan_schedule(self) -> None:
+        """Steps of every epoch (the poly schedule spans the iterations the run will take, drops included)."""
         self.steps_per_epoch = []
-        for e in range(cfg.train.epochs):
+        for e in range(self.cfg.train.epochs):
             sampler = self._phase_for(e).sampler
             sampler.set_epoch(e)
             self.steps_per_epoch.append(len(sampler.plan.batches))
         self.total_steps = max(1, sum(self.steps_per_epoch))
         if self.cfg.ans.enabled and self.slimmer is not None:
-            self.prune_plan = self.planned_prunes()
-            if len(self.prune_plan) < cfg.ans.stages:
-                lo, hi = self.ans_window()
-                raise ValueError(
-                    f"ans.stages={cfg.ans.stages} needs {cfg.ans.stages} separate training steps for its prunes, but "
-                    f"epochs {lo}..{hi - 1} have {sum(self.steps_per_epoch[lo:hi])} steps in all; use fewer stages, "
-                    "more epochs or a smaller train.batch_size")
-            if self.rank == 0:
-                log.info("ANS schedule (%s): prunes after (epoch, step) %s", cfg.ans.schedule, self.prune_plan)
-        eval_sizes = self._eval_sizes()
-        meter = EnergyMeter(self.device, exclusive=cfg.scaling.gpus_per_worker >= 1)
-        result: dict[str, Any] = {}
+            self._plan_prunes()
 
-        for epoch in range(self.start_epoch, cfg.train.epochs):
-            self.epoch = epoch
-            phase = self._phase_for(epoch)
-            phase.sampler.set_epoch(epoch)
-            plan = phase.sampler.plan
-            steps = len(plan.batches)
-            ans_on = self.ans_active(epoch)
-            # Dropout etc. draw from a generator seeded by (seed, epoch, rank): a resumed run replays it.
-            _seed_everything((cfg.seed * 1_000_003 + epoch * 1_009 + self.rank) & 0x7FFFFFFF)
-            self.inner.train()
-            epoch_flops, epoch_images, loss_sum, acct_time = 0.0, 0, 0.0, 0.0
-            self._epoch_prunes = []
-            last_lr = cfg.lr * poly_lr(1.0, self.global_step, self.total_steps, cfg.optim.poly_power)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self._maybe_fault(epoch, 0)  # before the first step: fires even in an epoch without steps
-            meter.start()
-            t0 = time.perf_counter()
-            for step, batch in enumerate(phase.loader):
-                if step:
-                    self._maybe_fault(epoch, step)
-                lr_scale = poly_lr(1.0, self.global_step, self.total_steps, cfg.optim.poly_power)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = cfg.lr * g.get("lr_mult", 1.0) * lr_scale
-                last_lr = cfg.lr * lr_scale
-                x = batch["image"].to(self.device, non_blocking=True)
-                y = batch["label"].to(self.device, non_blocking=True)
-                w = batch["weight"].to(self.device, non_blocking=True)
-                with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-                    logits = self.model(x)
-                loss = weighted_loss(logits.float(), y, w, across_ranks=True)
-                if ans_on:
-                    loss = loss + self.slimmer.l1_penalty()
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    loss.backward()
-                    self.optimizer.step()
-                n, h, wd = x.shape[0], x.shape[2], x.shape[3]
-                # Counting is instrumentation, not training: its time (a meta-device trace per new
-                # (structure, size), cached after) is kept out of epoch_time_s and reported apart.
-                ta = time.perf_counter()
-                epoch_flops += count_flops(self.inner, h, wd, batch=1, backward=True).train * n
-                acct_time += time.perf_counter() - ta
-                epoch_images += n
-                loss_sum = loss_sum + loss.detach().float() * n  # stays on the device: no per-step sync
-                self.global_step += 1
-                if ans_on:
-                    self.prune_if_due(self.due_stage(epoch + (step + 1) / max(steps, 1)))
-            if ans_on and steps == 0:  # an epoch with no steps (everything dropped) still reaches its stage
-                self.prune_if_due(self.due_stage(epoch + 1))
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            train_time = time.perf_counter() - t0 - acct_time
-            energy = meter.stop()
-            broadcast_buffers(self.inner)
-            self._probe("epoch_end")
+    def _plan_prunes(self) -> None:
+        """Fix where the ANS stages prune; refuse a schedule with fewer steps than stages."""
+        a = self.cfg.ans
+        self.prune_plan = self.planned_prunes()
+        if len(self.prune_plan) < a.stages:
+            lo, hi = self.ans_window()
+            raise ValueError(
+                f"ans.stages={a.stages} needs {a.stages} separate training steps for its prunes, but "
+                f"epochs {lo}..{hi - 1} have {sum(self.steps_per_epoch[lo:hi])} steps in all; use fewer stages, "
+                "more epochs or a smaller train.batch_size")
+        if self.rank == 0:
+            log.info("ANS schedule (%s): prunes after (epoch, step) %s", a.schedule, self.prune_plan)
 
-            flops_sum, images_sum, loss_total, e_sum, e_ok = all_reduce(
-                [epoch_flops, epoch_images, float(loss_sum), energy or 0.0, 1.0 if energy is not None else 0.0], self.device)
-            epoch_time, acct_max = all_reduce([train_time, acct_time], self.device, op="max")
-            self.train_flops += flops_sum
-            metrics: dict[str, Any] = {
-                "epoch": epoch,
-                "train_flops": self.train_flops,
-                "epoch_train_flops": flops_sum,
-                "header_channels_kept": self.header_channels_kept(),
-                "dropped_fraction": plan.dropped_fraction,
-                "batch_fill": plan.batch_fill(cfg.batch_size),
-                "moved_fraction": plan.moved / plan.trained if plan.trained else 0.0,
-                "unbatched_fraction": plan.unbatched / plan.total if plan.total else 0.0,
-                "images_per_s": images_sum / epoch_time if epoch_time > 0 else 0.0,
-                "epoch_time_s": epoch_time,
-                "flop_counting_s": acct_max,
-                "train_loss": loss_total / images_sum if images_sum else float("nan"),
-                "train_images": images_sum,
-                "ans_stage": self.slimmer.stage if self.slimmer is not None else 0,
-                "lr": last_lr,
-                "ans_stage_due": self.due_stage(epoch + 1) if self.slimmer is not None and self.cfg.ans.enabled else 0,
-                "data_slimming": float(phase.slimmed),
-            }
-            if self.slimmer is not None and cfg.ans.enabled:
-                metrics["ans_gamma_spread"] = self.slimmer.gamma_spread()
-                metrics["ans_prunes"] = len(self._epoch_prunes)
-                spreads = [p.gamma_spread for p in self._epoch_prunes if p.gamma_spread is not None]
-                if spreads:  # absent in epochs without a prune
-                    metrics["ans_prune_gamma_spread"] = spreads[-1]
-            if e_ok == self.world:  # every rank measured: the sum is real; otherwise absent
-                metrics["energy_j"] = e_sum
-            last = epoch == cfg.train.epochs - 1
-            if (epoch + 1) % cfg.train.eval_every == 0 or last:
-                res = evaluate(self.inner, self.val_ds, eval_sizes, batch_size=cfg.train.eval_batch_size,
-                               device=self.device, rank=self.rank, world_size=self.world, amp=self.amp,
-                               count_scoring=bool(cfg.slimming.cad and self.val_p is not None),
-                               stored=self.val_stored)
-                metrics.update(res.metrics())
-            self.history.append({k: v for k, v in metrics.items() if not k.startswith("iou_")})
-            ckpt_dir = self._checkpoint_dir(epoch, metrics)
-            try:
-                self.rt.report(metrics, ckpt_dir, name=f"checkpoint_epoch_{epoch:04d}")
-            finally:
-                if ckpt_dir is not None:
-                    shutil.rmtree(ckpt_dir, ignore_errors=True)
-            if self.rank == 0:
-                log.debug("epoch %d: %s", epoch, {k: metrics[k] for k in METRIC_NAMES if k in metrics})
-            result = metrics
-        return result
+    def _lr_scale(self) -> float:
+        return poly_lr(1.0, self.global_step, self.total_steps, self.cfg.optim.poly_power)
+
+    def _sync_device(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _train_epoch(self, epoch: int, phase: DataPhase, meter: EnergyMeter) -> EpochTotals:
+        """Every step of ``epoch`` on this rank, the ANS stages due in it included; the totals over all ranks."""
+        steps = len(phase.sampler.plan.batches)
+        ans_on = self.ans_active(epoch)
+        # Dropout etc. draw from a generator seeded by (seed, epoch, rank): a resumed run replays it.
+        _seed_everything((self.cfg.seed * 1_000_003 + epoch * 1_009 + self.rank) & 0x7FFFFFFF)
+        self.inner.train()
+        self._epoch_prunes = []
+        sums = StepSums(last_lr=self.cfg.lr * self._lr_scale())
+        self._sync_device()
+        self._maybe_fault(epoch, 0)  # before the first step: fires even in an epoch without steps
+        meter.start()
+        t0 = time.perf_counter()
+        for step, batch in enumerate(phase.loader):
+            if step:
+                self._maybe_fault(epoch, step)
+            self._train_step(batch, ans_on, sums)
+            if ans_on:
+                self.prune_if_due(self.due_stage(epoch + (step + 1) / max(steps, 1)))
+        if ans_on and steps == 0:  # an epoch with no steps (everything dropped) still reaches its stage
+            self.prune_if_due(self.due_stage(epoch + 1))
+        self._sync_device()
+        train_time = time.perf_counter() - t0 - sums.counting_s
+        energy = meter.stop()
+        broadcast_buffers(self.inner)
+        self._probe("epoch_end")
+        flops, images, loss, e_sum, e_ok = all_reduce(
+            [sums.flops, sums.images, float(sums.loss), energy or 0.0, 1.0 if energy is not None else 0.0], self.device)
+        epoch_time, counting_max = all_reduce([train_time, sums.counting_s], self.device, op="max")
+        return EpochTotals(flops, images, loss, e_sum if e_ok == self.world else None, epoch_time, counting_max,
+                           sums.last_lr)
+
+    def _train_step(self, batch: dict[str, torch.Tensor], ans_on: bool, sums: StepSums) -> None:
+        """One SGD step at the poly learning rate (+ λ·Σ|γ| while ANS is on), and its counted FLOPs."""
+        lr_scale = self._lr_scale()
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.cfg.lr * g.get("lr_mult", 1.0) * lr_scale
+        sums.last_lr = self.cfg.lr * lr_scale
+        x = batch["image"].to(self.device, non_blocking=True)
+        y = batch["label"].to(self.device, non_blocking=True)
+        w = batch["weight"].to(self.device, non_blocking=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            logits = self.model(x)
+        loss = weighted_loss(logits.float(), y, w, across_ranks=True)
+        if ans_on:
+            loss = loss + self.slimmer.l1_penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        n, h, wd = x.shape[0], x.shape[2], x.shape[3]
+        # Counting is instrumentation, not training: its time (a meta-device trace per new
+        # (structure, size), cached after) is kept out of epoch_time_s and reported apart.
+        ta = time.perf_counter()
+        sums.flops += count_flops(self.inner, h, wd, batch=1, backward=True).train * n
+        sums.counting_s += time.perf_counter() - ta
+        sums.images += n
+        sums.loss = sums.loss + loss.detach().float() * n  # stays on the device: no per-step sync
+        self.global_step += 1
+
+    def _epoch_metrics(self, epoch: int, phase: DataPhase, t: EpochTotals) -> dict[str, Any]:
+        """The epoch's training metrics (names declared in :mod:`workers.metrics`); adds its FLOPs to the run's."""
+        cfg, plan = self.cfg, phase.sampler.plan
+        ans = self.slimmer is not None and cfg.ans.enabled
+        self.train_flops += t.flops
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "train_flops": self.train_flops,
+            "epoch_train_flops": t.flops,
+            "header_channels_kept": self.header_channels_kept(),
+            "dropped_fraction": plan.dropped_fraction,
+            "batch_fill": plan.batch_fill(cfg.batch_size),
+            "moved_fraction": plan.moved / plan.trained if plan.trained else 0.0,
+            "unbatched_fraction": plan.unbatched / plan.total if plan.total else 0.0,
+            "images_per_s": t.images / t.time_s if t.time_s > 0 else 0.0,
+            "epoch_time_s": t.time_s,
+            "flop_counting_s": t.counting_s,
+            "train_loss": t.loss / t.images if t.images else float("nan"),
+            "train_images": t.images,
+            "ans_stage": self.slimmer.stage if self.slimmer is not None else 0,
+            "lr": t.last_lr,
+            "ans_stage_due": self.due_stage(epoch + 1) if ans else 0,
+            "data_slimming": float(phase.slimmed),
+        }
+        if ans:
+            metrics["ans_gamma_spread"] = self.slimmer.gamma_spread()
+            metrics["ans_prunes"] = len(self._epoch_prunes)
+            spreads = [p.gamma_spread for p in self._epoch_prunes if p.gamma_spread is not None]
+            if spreads:  # absent in epochs without a prune
+                metrics["ans_prune_gamma_spread"] = spreads[-1]
+        if t.energy_j is not None:  # every rank measured: the sum is real; otherwise absent
+            metrics["energy_j"] = t.energy_j
+        return metrics
+
+    def _evaluates(self, epoch: int) -> bool:
+        """Every ``train.eval_every``th epoch is scored, and always the last."""
+        return (epoch + 1) % self.cfg.train.eval_every == 0 or epoch == self.cfg.train.epochs - 1
+
+    def _evaluate(self, eval_sizes: list[tuple[int, int]]) -> dict[str, float]:
+        """The val set scored at its DANCE sizes, ranks' confusion matrices summed."""
+        from workers.evaluate import evaluate
+
+        cfg = self.cfg
+        res = evaluate(self.inner, self.val_ds, eval_sizes, batch_size=cfg.train.eval_batch_size,
+                       device=self.device, rank=self.rank, world_size=self.world, amp=self.amp,
+                       count_scoring=bool(cfg.slimming.cad and self.val_p is not None),
+                       stored=self.val_stored)
+        return res.metrics()
+
+    def _report(self, epoch: int, metrics: dict[str, Any]) -> None:
+        """Record the epoch in the history and report it, rank 0 with a checkpoint."""
+        self.history.append({k: v for k, v in metrics.items() if not k.startswith(PER_CLASS_PREFIX)})
+        ckpt_dir = self._checkpoint_dir(epoch, metrics)
+        try:
+            self.rt.report(metrics, ckpt_dir, name=f"checkpoint_epoch_{epoch:04d}")
+        finally:
+            if ckpt_dir is not None:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if self.rank == 0:
+            log.debug("epoch %d: %s", epoch, {k: metrics[k] for k in METRIC_NAMES if k in metrics})

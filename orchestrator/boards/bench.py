@@ -1,9 +1,11 @@
 """``dance bench``: checkpoint → export per resolution bucket → boards → expected J/image → MLflow.
 
-Boards with the same label set are one *kind* (interchangeable hardware, by inventory
-convention): each bucket is measured once per kind, on whichever board of that kind is
-free, so a board that drops hands its jobs to its twin. Metrics are named after the kind:
-the board's name when the kind has one board, else its labels joined by ``+``.
+Boards with the same label set are one *board group* (:class:`~.inventory.BoardGroup`,
+interchangeable hardware): each bucket is measured once per group, on whichever of its boards
+is free, so a board that drops hands its jobs to its twin. Metrics are named after the group
+(``device.<group>.*``): the board's name when the group has one board, else its labels joined
+by ``+``. :func:`run_bench` runs four phases: probe the boards, plan one job per (group,
+purpose, bucket), run what the cache does not answer, summarise into figures and log them.
 
 Expected energy per image on a kind = Σ_k fraction_k · J_k over the export manifest's buckets
 (the dataset's bucket distribution) + the cost of scoring Eq. 1 at the stored image sizes
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -27,30 +28,26 @@ from typing import Any, Callable
 
 from orchestrator.boards.agentjob import Job
 from orchestrator.boards.cache import DEFAULT_PATH as DEFAULT_CACHE, MeasurementCache, board_facts, cache_key
-from orchestrator.boards.inventory import Board, Inventory
+from orchestrator.boards.inventory import Board, BoardGroup, Inventory, board_address, board_groups
+from orchestrator.boards.pool import BoardPool, LocalPoolClient, PoolClientLike, start_pool_actor
+from orchestrator.boards.scoring import build_scoring_onnx, stored_sizes
 from orchestrator.boards.transport import sha256_file
+from orchestrator.checkpoints import resolve_target
 from orchestrator.errors import UserError
+from orchestrator.runs.schema import BENCH_CHECKPOINT_TAG, KIND_BENCH, KIND_TAG, tag_text
+from orchestrator.runs.tracking import resolve_tracking_uri, setup
+from orchestrator.training import ensure_ray
+from workers.features import TRAIN_STEP_BATCH
+
+# torch (through workers.export, workers.checkpoint, workers.features) and mlflow load inside the
+# functions that use them: `dance boards` and `dance bench --help` import this module.
 
 DEFAULT_JOURNAL = Path(".dance/board-journal.sqlite")
 DEFAULT_EXPORTS = Path(".dance/bench")
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 FORMAT_OF = {"onnxruntime": "onnx", "trtexec": "onnx", "torchscript": "torchscript"}
 #: torch.onnx.export keeps global state ("in ONNX export"): a sweep measuring trials from
 #: several threads exports, traces and counts FLOPs one model at a time
 TORCH_LOCK = threading.RLock()
-
-
-@dataclass
-class Kind:
-    """Interchangeable boards (same label set)."""
-
-    name: str
-    labels: list[str]
-    boards: list[Board]
-
-    @property
-    def first(self) -> Board:
-        return self.boards[0]
 
 
 @dataclass
@@ -80,50 +77,7 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
 
 
-def board_address(b: Board) -> str:
-    return f"ssh:{b.user}@{b.host}:{b.port}:{b.workdir}:{b.fs_root}" if b.transport == "ssh" else f"local:{b.fs_root}"
-
-
-def kinds_of(boards: list[Board]) -> list[Kind]:
-    groups: dict[tuple[str, ...], list[Board]] = {}
-    for b in boards:
-        groups.setdefault(tuple(sorted(set(b.labels))) or (f"board:{b.name}",), []).append(b)
-    out = []
-    for labels, bs in groups.items():
-        name = bs[0].name if len(bs) == 1 else "+".join(labels)
-        out.append(Kind(name, [] if labels[0].startswith("board:") else list(labels), bs))
-    return out
-
-
 # -- the checkpoint ------------------------------------------------------------------------------------------------
-def resolve_target(target: str, tracking_uri: str | None) -> tuple[Path, str | None]:
-    """(checkpoint file, MLflow run id or None) from a checkpoint path or a training run's id."""
-    from orchestrator.commands.evaluate import checkpoint_file
-
-    p = Path(target).expanduser()
-    if p.exists():
-        return checkpoint_file(p), None
-    if not RUN_ID.match(target):
-        raise UserError(f"{target}: neither a checkpoint file/folder nor an MLflow run id (32 hex digits)")
-    import mlflow
-
-    from orchestrator.tracking import resolve_tracking_uri
-
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    client = mlflow.MlflowClient()
-    try:
-        client.get_run(target)
-    except Exception as exc:
-        raise UserError(f"run {target}: not found in {mlflow.get_tracking_uri()} ({exc.__class__.__name__})") from None
-    dest = DEFAULT_EXPORTS / "runs" / target
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        local = Path(client.download_artifacts(target, "checkpoint", str(dest)))
-    except Exception as exc:
-        raise UserError(f"run {target} has no 'checkpoint' artifact to bench ({exc.__class__.__name__}: {exc})") from None
-    return checkpoint_file(local), target
-
-
 def export_for(ckpt: Path, fmt: str, buckets_arg: str | None, log: Callable[[str], None]) -> dict[str, Any]:
     """Export (or reuse the export of) this checkpoint; returns the manifest with absolute file paths."""
     from workers.checkpoint import CheckpointError
@@ -231,10 +185,51 @@ def figures(kind: str, ms: list[Measurement]) -> dict[str, float]:
 
 
 # -- the command ---------------------------------------------------------------------------------------------------
+@dataclass
+class ModelFiles:
+    """What is measured: the exports of the checkpoint per format and the Eq. 1 scoring sizes."""
+
+    manifests: dict[str, dict[str, Any]]
+    num_classes: int | None
+    score_sizes: list[tuple[int, int, float]] | None
+
+
+@dataclass
+class PlannedJob:
+    """One measurement the cache did not answer: its figures' slot, the agent job and its board group."""
+
+    measurement: Measurement
+    job: Job
+    group: BoardGroup
+
+
+class _PoolHandle:
+    """The board pool of one bench: the caller's, or started on first use (and then closed by the bench)."""
+
+    def __init__(self, pool: PoolClientLike | None, inventory: Inventory, journal: str | Path, use_ray: bool) -> None:
+        self.pool, self.owned = pool, pool is None
+        self.inventory, self.journal, self.use_ray = inventory, journal, use_ray
+        self.contacted = False
+
+    def get(self) -> PoolClientLike:
+        self.contacted = True
+        if self.pool is None:
+            if self.use_ray:
+                ensure_ray()
+                self.pool = start_pool_actor(self.inventory, self.journal)
+            else:
+                self.pool = LocalPoolClient(BoardPool(self.inventory, self.journal))
+        return self.pool
+
+    def close(self) -> None:
+        if self.owned and self.pool is not None:
+            self.pool.close()
+
+
 def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = None, fresh: bool = False,
               buckets: str | None = None, train_steps: int = 0, tracking_uri: str | None = None,
               experiment: str = "dance-bench", journal: str | Path = DEFAULT_JOURNAL,
-              cache_path: str | Path = DEFAULT_CACHE, use_ray: bool = True, pool: Any = None,
+              cache_path: str | Path = DEFAULT_CACHE, use_ray: bool = True, pool: PoolClientLike | None = None,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> BenchResult:
     """Measure ``target`` (checkpoint or run id) on the matching boards and log the figures.
 
@@ -242,184 +237,199 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
     closed. Without it the bench starts its own (a Ray actor, or threads with ``use_ray=False``).
     """
     t_start = time.monotonic()
-    own_pool = pool is None
     boards = inventory.matching(labels)
     if not boards:
         raise UserError(f"{inventory.source}: no board carries labels {labels} "
                         f"(boards: {', '.join(f'{b.name} {b.labels}' for b in inventory.boards)})")
-    kinds = kinds_of(boards)
-    ckpt, run_id = resolve_target(target, tracking_uri)
+    groups = board_groups(boards)
+    ckpt, run_id = resolve_target(target, tracking_uri, DEFAULT_EXPORTS / "runs")
+    log(f"dance bench: {ckpt} on {len(boards)} board(s) in {len(groups)} kind(s): "
+        + ", ".join(f"{g.name} [{', '.join(b.name for b in g.boards)}]" for g in groups))
+    notes: list[str] = []
+    files = _model_files(ckpt, boards, buckets, train_steps, notes, log)
+    handle = _PoolHandle(pool, inventory, journal, use_ray)
+    cache = MeasurementCache(cache_path)
+    try:
+        probes, groups = _probe(boards, groups, cache, handle, fresh, notes, log)
+        facts = {b.name: board_facts(probes[b.name], b.runtime) for b in boards if b.name in probes}
+        measurements, todo = _plan(groups, files, train_steps, facts, probes, cache, fresh, log)
+        jobs_run = _measure(todo, ckpt, handle, cache, facts, log)
+    finally:
+        handle.close()
+        cache.close()
+    metrics, tags = _summarise(groups, measurements, facts, ckpt, notes)
+    run_id, uri = _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experiment, notes)
+    return BenchResult(run_id, uri, metrics, tags, measurements, handle.contacted, jobs_run,
+                       time.monotonic() - t_start, notes)
+
+
+def _model_files(ckpt: Path, boards: list[Board], buckets: str | None, train_steps: int, notes: list[str],
+                 log: Callable[[str], None]) -> ModelFiles:
+    """Export the checkpoint in every format the boards run (TorchScript too for training steps)."""
     from workers.checkpoint import read_checkpoint
 
-    log(f"dance bench: {ckpt} on {len(boards)} board(s) in {len(kinds)} kind(s): "
-        + ", ".join(f"{k.name} [{', '.join(b.name for b in k.boards)}]" for k in kinds))
     formats = sorted({FORMAT_OF[b.runtime] for b in boards} | ({"torchscript"} if train_steps else set()))
     manifests = {fmt: export_for(ckpt, fmt, buckets, log) for fmt in formats}
-    notes: list[str] = []
-    config = None
     try:
         config = (read_checkpoint(ckpt).get("extra") or {}).get("config")
     except Exception:
         config = None
     man0 = next(iter(manifests.values()))
-    num_classes = man0.get("num_classes")
-    score_sizes = None
-    if man0.get("cdf"):
-        from orchestrator.boards.scoring import stored_sizes
-
-        score_sizes = stored_sizes(config)
+    score_sizes = stored_sizes(config) if man0.get("cdf") else None
     if score_sizes is None:
         notes.append("scoring cost (Eq. 1) not counted: the checkpoint's config has no CAD or its dataset "
                      "is not on this machine")
-
-    cache = MeasurementCache(cache_path)
-    contacted = False
-    jobs_run = 0
-
-    def get_pool():
-        nonlocal pool, contacted
-        contacted = True
-        if pool is None:
-            from orchestrator.boards.pool import BoardPool, start_pool_actor
+    return ModelFiles(manifests, man0.get("num_classes"), score_sizes)
 
 
-            if use_ray:
-                from orchestrator.training import ensure_ray
+def _probe(boards: list[Board], groups: list[BoardGroup], cache: MeasurementCache, handle: _PoolHandle,
+           fresh: bool, notes: list[str], log: Callable[[str], None]) -> tuple[dict, list[BoardGroup]]:
+    """Board facts (from the cache unless ``fresh``); the groups keep the boards that answered.
 
-                ensure_ray()
-                pool = start_pool_actor(inventory, journal)
-            else:
-                pool = _LocalClient(BoardPool(inventory, journal))
-        return pool
+    A board that does not answer is left to its twins; a group none of whose boards answers fails.
+    """
+    probes: dict[str, dict[str, Any]] = {}
+    need = []
+    for b in boards:
+        f = None if fresh else cache.facts(board_address(b))
+        if f is None:
+            need.append(b)
+        else:
+            probes[b.name] = f
+    if not need:
+        return probes, groups
+    # a probe is not cached by the journal across benches: --fresh must really probe again
+    nonce = f"{time.time_ns()}" if fresh else None
+    ids = handle.get().submit([Job(kind="probe", board=b.name, meta={"probe": board_address(b), "nonce": nonce})
+                               for b in need])
+    for b, out in zip(need, _wait_with_progress(handle.get(), ids, log)):
+        if out["state"] != "done":
+            err = out["error"] or {}
+            why = f"board {b.name}: probe failed: {err.get('kind')}: {err.get('message')}"
+            twins = [t for g in groups if b in g.boards for t in g.boards if t is not b]
+            if not any(t.name in probes or t in need for t in twins):
+                raise UserError(why)
+            notes.append(why + " (its twins measure instead)")
+            continue
+        probes[b.name] = out["result"]
+        cache.put_facts(board_address(b), b.name, out["result"])
+    groups = [BoardGroup(g.name, g.labels, [b for b in g.boards if b.name in probes]) for g in groups]
+    lost = [g.name for g in groups if not g.boards]
+    if lost:
+        raise UserError(f"no board of kind {', '.join(lost)} answered its probe")
+    return probes, groups
 
-    try:
-        # 1. board facts (probe), from the cache unless --fresh
-        facts: dict[str, dict[str, Any]] = {}
-        probes: dict[str, dict[str, Any]] = {}
-        need = []
-        for b in boards:
-            f = None if fresh else cache.facts(board_address(b))
-            if f is None:
-                need.append(b)
-            else:
-                probes[b.name] = f
-        if need:
-            # a probe is not cached by the journal across benches: --fresh must really probe again
+
+def _bucket_specs(group: BoardGroup, files: ModelFiles, train_steps: int) -> list[tuple]:
+    """(purpose, h, w, share, model file, runtime, train steps, input shape) of every job of one group."""
+    rt = group.first.runtime
+    plan = [("infer", files.manifests[FORMAT_OF[rt]], rt, 0)]
+    if train_steps:
+        plan.append(("train", files.manifests["torchscript"], "torchscript", train_steps))
+    specs = []
+    for purpose, man, runtime, steps in plan:
+        for bk in man["buckets"]:
+            shape = [TRAIN_STEP_BATCH if steps else 1, 3, bk["height"], bk["width"]]
+            specs.append((purpose, bk["height"], bk["width"], bk["fraction"], bk["path"], runtime, steps, shape))
+    for h, w, frac in files.score_sizes or []:
+        specs.append(("score", h, w, frac, str(_scoring_model(h, w).resolve()),
+                      "onnxruntime" if rt == "torchscript" else rt, 0, [1, 3, h, w]))
+    return specs
+
+
+def _scoring_model(h: int, w: int) -> Path:
+    """The Eq. 1 scoring network at one stored size, as ONNX (built once; a sweep measures trials side by side)."""
+    path = DEFAULT_EXPORTS / "scoring" / f"eq1_{h}x{w}.onnx"
+    with TORCH_LOCK:
+        if not path.is_file():
+            part = path.with_name(f".{path.name}.{os.getpid()}.part")
+            build_scoring_onnx(part, h, w)
+            os.replace(part, path)  # appears whole
+    return path
+
+
+def _plan(groups: list[BoardGroup], files: ModelFiles, train_steps: int, facts: dict, probes: dict,
+          cache: MeasurementCache, fresh: bool, log: Callable[[str], None]
+          ) -> tuple[list[Measurement], list[PlannedJob]]:
+    """One measurement per (group, purpose, bucket); those the cache answers are filled in, the rest planned."""
+    measurements: list[Measurement] = []
+    todo: list[PlannedJob] = []
+    for g in groups:
+        for purpose, h, w, frac, path, runtime, steps, shape in _bucket_specs(g, files, train_steps):
+            m = Measurement(g.name, purpose, h, w, frac)
+            measurements.append(m)
+            sha = sha256_file(path)
+            key, _ = cache_key(sha, shape, runtime, steps, g.first.device, facts[g.first.name], g.first.power)
+            hit = None if fresh else cache.get(key)
+            if hit is not None:
+                m.result, m.board, m.cached = hit["result"], hit["board"], True
+                m.features = hit.get("features")
+                log(f"  cached   {g.name:<14} {purpose:<5} {h}x{w}")
+                continue
             nonce = f"{time.time_ns()}" if fresh else None
-            ids = get_pool().submit([Job(kind="probe", board=b.name, meta={"probe": board_address(b), "nonce": nonce})
-                                     for b in need])
-            for b, out in zip(need, _wait_with_progress(get_pool(), ids, log)):
-                if out["state"] != "done":
-                    err = out["error"] or {}
-                    why = f"board {b.name}: probe failed: {err.get('kind')}: {err.get('message')}"
-                    twins = [t for k in kinds if b in k.boards for t in k.boards if t is not b]
-                    if not any(t.name in probes or t in need for t in twins):
-                        raise UserError(why)
-                    notes.append(why + " (its twins measure instead)")
-                    continue
-                probes[b.name] = out["result"]
-                cache.put_facts(board_address(b), b.name, out["result"])
-            # a kind measures on the boards that answered their probe; a kind with none fails above
-            kinds = [Kind(k.name, k.labels, [b for b in k.boards if b.name in probes]) for k in kinds]
-            if any(not k.boards for k in kinds):
-                lost = [k.name for k in kinds if not k.boards]
-                raise UserError(f"no board of kind {', '.join(lost)} answered its probe")
-        for b in boards:
-            if b.name in probes:
-                facts[b.name] = board_facts(probes[b.name], b.runtime)
+            has_power = g.first.power != "none" and (g.first.power != "auto" or
+                                                     probes[g.first.name].get("power_auto") not in (None, "none"))
+            job = Job(model=path, model_sha256=sha, runtime=runtime, trace=has_power,
+                      input_shape=shape if steps or purpose == "score" else None, train_steps=steps,
+                      num_classes=files.num_classes if steps else None, labels=g.labels,
+                      board=g.first.name if not g.labels else None,
+                      meta={"kind": g.name, "purpose": purpose, "bucket": f"{h}x{w}", "nonce": nonce})
+            todo.append(PlannedJob(m, job, g))
+    return measurements, todo
 
-        # 2. one job per (kind, purpose, bucket), answered from the cache where possible
-        todo: list[tuple[Measurement, Job, Kind]] = []
-        measurements: list[Measurement] = []
-        for k in kinds:
-            rt = k.first.runtime
-            plan = [("infer", manifests[FORMAT_OF[rt]], rt, 0)]
-            if train_steps:
-                plan.append(("train", manifests["torchscript"], "torchscript", train_steps))
-            specs = []
-            for purpose, man, runtime, steps in plan:
-                for bk in man["buckets"]:
-                    shape = [2 if steps else 1, 3, bk["height"], bk["width"]]
-                    specs.append((purpose, bk["height"], bk["width"], bk["fraction"], bk["path"], runtime, steps, shape))
-            for h, w, frac in score_sizes or []:
-                path = DEFAULT_EXPORTS / "scoring" / f"eq1_{h}x{w}.onnx"
-                with TORCH_LOCK:  # a sweep measures trials side by side: build once, appear whole
-                    if not path.is_file():
-                        from orchestrator.boards.scoring import build_scoring_onnx
 
-                        part = path.with_name(f".{path.name}.{os.getpid()}.part")
-                        build_scoring_onnx(part, h, w)
-                        os.replace(part, path)
-                specs.append(("score", h, w, frac, str(path.resolve()), "onnxruntime" if rt == "torchscript" else rt, 0,
-                              [1, 3, h, w]))
-            for purpose, h, w, frac, path, runtime, steps, shape in specs:
-                m = Measurement(k.name, purpose, h, w, frac)
-                measurements.append(m)
-                sha = sha256_file(path)
-                key, _ = cache_key(sha, shape, runtime, steps, k.first.device, facts[k.first.name], k.first.power)
-                hit = None if fresh else cache.get(key)
-                if hit is not None:
-                    m.result, m.board, m.cached = hit["result"], hit["board"], True
-                    m.features = hit.get("features")
-                    log(f"  cached   {k.name:<14} {purpose:<5} {h}x{w}")
-                    continue
-                nonce = f"{time.time_ns()}" if fresh else None
-                has_power = k.first.power != "none" and (k.first.power != "auto" or
-                                                         probes[k.first.name].get("power_auto") not in (None, "none"))
-                job = Job(model=path, model_sha256=sha, runtime=runtime, trace=has_power, input_shape=shape if steps or purpose == "score"
-                          else None, train_steps=steps, num_classes=num_classes if steps else None,
-                          labels=k.labels, board=k.first.name if not k.labels else None,
-                          meta={"kind": k.name, "purpose": purpose, "bucket": f"{h}x{w}", "nonce": nonce})
-                todo.append((m, job, k))
+def _measure(todo: list[PlannedJob], ckpt: Path, handle: _PoolHandle, cache: MeasurementCache, facts: dict,
+             log: Callable[[str], None]) -> int:
+    """Run the planned jobs on the pool; each result fills its measurement and the cache. Returns jobs run."""
+    if not todo:
+        return 0
+    feats = _features(ckpt, [t.measurement for t in todo], log)
+    for t in todo:
+        m = t.measurement
+        m.features = feats.get((m.purpose, m.height, m.width))
+    ids = handle.get().submit([t.job for t in todo])
+    for t, out in zip(todo, _wait_with_progress(handle.get(), ids, log)):
+        m, job, g = t.measurement, t.job, t.group
+        m.board = out["board"]
+        if out["state"] != "done":
+            m.error = out["error"]
+            continue
+        m.result = out["result"]
+        f = facts.get(m.board) or facts[g.first.name]
+        key, parts = cache_key(job.model_sha256, job.input_shape or _shape_of(m), job.runtime, job.train_steps,
+                               g.first.device, f, g.first.power)
+        cache.put(key, parts, {"result": m.result, "board": m.board, "features": m.features}, m.board)
+    return len(todo)
 
-        # 3. measure what the cache did not answer
-        if todo:
-            feats = _features(ckpt, [m for m, _, _ in todo], log)
-            for m, _, _ in todo:
-                m.features = feats.get((m.purpose, m.height, m.width))
-            ids = get_pool().submit([j for _, j, _ in todo])
-            for (m, job, k), out in zip(todo, _wait_with_progress(get_pool(), ids, log)):
-                jobs_run += 1
-                m.board = out["board"]
-                if out["state"] == "done":
-                    m.result = out["result"]
-                    f = facts.get(m.board) or facts[k.first.name]
-                    key, parts = cache_key(job.model_sha256, job.input_shape or _shape_of(m), job.runtime, job.train_steps,
-                                           k.first.device, f, k.first.power)
-                    cache.put(key, parts, {"result": m.result, "board": m.board, "features": m.features}, m.board)
-                else:
-                    m.error = out["error"]
-    finally:
-        if own_pool and pool is not None:
-            pool.close()
-        cache.close()
 
+def _summarise(groups: list[BoardGroup], measurements: list[Measurement], facts: dict, ckpt: Path,
+               notes: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """Each group's figures (metrics) and what it ran on (tags); a bucket not measured becomes a note."""
     metrics: dict[str, float] = {}
-    tags: dict[str, str] = {"dance.kind": "bench", "dance.bench.checkpoint": str(ckpt.resolve())}
-    for k in kinds:
-        ms = [m for m in measurements if m.kind == k.name]
-        metrics.update(figures(k.name, ms))
-        f = facts[k.first.name]
+    tags: dict[str, str] = {KIND_TAG: KIND_BENCH, BENCH_CHECKPOINT_TAG: str(ckpt.resolve())}
+    for g in groups:
+        ms = [m for m in measurements if m.kind == g.name]
+        metrics.update(figures(g.name, ms))
+        f = facts[g.first.name]
         ran = sorted({m.board for m in ms if m.board})
-        tags.update({f"device.{k.name}.board": ",".join(ran or [b.name for b in k.boards]),
-                     f"device.{k.name}.board_model": str(f.get("board_model")),
-                     f"device.{k.name}.l4t": str(f.get("l4t")),
-                     f"device.{k.name}.power_mode": str(f.get("power_mode")),
-                     f"device.{k.name}.tensorrt": str(f.get("tensorrt")),
-                     f"device.{k.name}.runtime": k.first.runtime,
-                     f"device.{k.name}.power_source": str(next((m.result.get("power_source") for m in ms if m.result),
-                                                                None))})
-        failed = [m for m in ms if m.error]
-        for m in failed:
-            notes.append(f"{k.name} {m.purpose} {m.height}x{m.width}: not measured ({m.error.get('kind')}: "
-                         f"{m.error.get('message')})")
-    run_id, uri = _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experiment, notes)
-    return BenchResult(run_id, uri, metrics, tags, measurements, contacted, jobs_run, time.monotonic() - t_start, notes)
+        p = f"device.{g.name}."
+        tags.update({p + "board": ",".join(ran or [b.name for b in g.boards]),
+                     p + "board_model": str(f.get("board_model")),
+                     p + "l4t": str(f.get("l4t")),
+                     p + "power_mode": str(f.get("power_mode")),
+                     p + "tensorrt": str(f.get("tensorrt")),
+                     p + "runtime": g.first.runtime,
+                     p + "power_source": str(next((m.result.get("power_source") for m in ms if m.result), None))})
+        for m in ms:
+            if m.error:
+                notes.append(f"{g.name} {m.purpose} {m.height}x{m.width}: not measured ({m.error.get('kind')}: "
+                             f"{m.error.get('message')})")
+    return metrics, tags
 
 
 def _features(ckpt: Path, ms: list[Measurement], log: Callable[[str], None]) -> dict:
     """Cost-model features of the network buckets about to be measured (none for Eq. 1 scoring)."""
-    from orchestrator.hil.features import checkpoint_features
+    from workers.features import checkpoint_features  # loads torch
 
     sizes = sorted({(m.purpose, m.height, m.width) for m in ms if m.purpose in ("infer", "train")})
     if not sizes:
@@ -434,28 +444,6 @@ def _features(ckpt: Path, ms: list[Measurement], log: Callable[[str], None]) -> 
 
 def _shape_of(m: Measurement) -> list[int]:
     return [1, 3, m.height, m.width]
-
-
-class _LocalClient:
-    """The in-process pool behind the same calls as :class:`~.pool.PoolClient`."""
-
-    def __init__(self, pool):
-        self.pool = pool
-
-    def submit(self, jobs):
-        return self.pool.submit_many(jobs)
-
-    def wait(self, job_id, timeout=None):
-        return self.pool.wait(job_id, timeout)
-
-    def events(self, cursor=0):
-        return self.pool.events(cursor)
-
-    def finished(self, ids):
-        return self.pool.finished(ids)
-
-    def close(self):
-        self.pool.close()
 
 
 def _wait_with_progress(pool, ids: list[str], log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -503,22 +491,20 @@ def _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experim
     import mlflow
     from mlflow.entities import Metric, RunTag
 
-    from orchestrator.tracking import resolve_tracking_uri, setup
-
     uri = resolve_tracking_uri(tracking_uri)
     exp_id = setup(uri, experiment)
     client = mlflow.MlflowClient()
     new = run_id is None
     if new:
         run_id = client.create_run(exp_id, run_name=f"bench-{ckpt.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                   tags={"dance.kind": "bench"}).info.run_id
+                                   tags={KIND_TAG: KIND_BENCH}).info.run_id
     if not new:  # the run is someone's (a sweep's trial, a training run): its kind stays what it is
-        tags = {k: v for k, v in tags.items() if k != "dance.kind"}
+        tags = {k: v for k, v in tags.items() if k != KIND_TAG}
     ts = int(time.time() * 1000)
     items = [Metric(k, v, ts, 0) for k, v in metrics.items()]
     for i in range(0, len(items), 500):
         client.log_batch(run_id, metrics=items[i:i + 500])
-    client.log_batch(run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
+    client.log_batch(run_id, tags=[RunTag(k, tag_text(v)) for k, v in tags.items()])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "device"
         for m in measurements:

@@ -6,6 +6,8 @@ works anywhere: latency always, energy where this host has a sensor, else ``null
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -58,8 +60,6 @@ class Board(BaseModel):
     @model_validator(mode="after")
     def _ssh_needs_host(self) -> "Board":
         if self.python is None:
-            import sys
-
             self.python = "python3" if self.transport == "ssh" else sys.executable
         if self.transport == "ssh":
             missing = [k for k in ("host", "user") if not getattr(self, k)]
@@ -135,3 +135,59 @@ def load_inventory(path: str | Path | None = None) -> Inventory:
         raise UserError(format_validation_error(exc, str(p))) from None
     inv.source = str(p)
     return inv
+
+
+# -- board groups: interchangeable boards ------------------------------------------------------------------------
+@dataclass
+class BoardGroup:
+    """Boards with the same label set: interchangeable hardware, by inventory convention.
+
+    A bench measures each bucket once per group, on whichever of its boards is free, and names
+    the figures after the group (``device.<group>.*``): the board's name when the group has one
+    board, else its labels joined by ``+``.
+    """
+
+    name: str
+    labels: list[str]
+    boards: list[Board]
+
+    @property
+    def first(self) -> Board:
+        return self.boards[0]
+
+
+def board_groups(boards: list[Board]) -> list[BoardGroup]:
+    """The boards grouped by label set, in the inventory's order."""
+    groups: dict[tuple[str, ...], list[Board]] = {}
+    for b in boards:
+        groups.setdefault(tuple(sorted(set(b.labels))) or (f"board:{b.name}",), []).append(b)
+    out = []
+    for labels, bs in groups.items():
+        name = bs[0].name if len(bs) == 1 else "+".join(labels)
+        out.append(BoardGroup(name, [] if labels[0].startswith("board:") else list(labels), bs))
+    return out
+
+
+def board_address(b: Board) -> str:
+    """Where a board is, as one string (the measurement cache keys its facts by it)."""
+    return f"ssh:{b.user}@{b.host}:{b.port}:{b.workdir}:{b.fs_root}" if b.transport == "ssh" else f"local:{b.fs_root}"
+
+
+def select_boards(boards_file: str | Path | None, labels: list[str] | None, primary: str | None,
+                  key: str = "sweep.hil"):
+    """(inventory restricted to ``labels``, its board groups, the primary group's name).
+
+    ``key`` names the config section in errors (the sweep's ``sweep.hil``).
+    """
+    inv = load_inventory(boards_file)
+    boards = inv.matching(labels)
+    if not boards:
+        raise UserError(f"{key}.labels {labels}: no board in {inv.source} carries them "
+                        f"(boards: {', '.join(f'{b.name} {b.labels}' for b in inv.boards)})")
+    sel = Inventory(known_hosts=inv.known_hosts, measure=inv.measure, boards=boards, source=inv.source)
+    groups = board_groups(boards)
+    names = [g.name for g in groups]
+    chosen = primary or names[0]
+    if chosen not in names:
+        raise UserError(f"{key}.primary {chosen!r}: not a board kind of the selected boards ({', '.join(names)})")
+    return sel, groups, chosen

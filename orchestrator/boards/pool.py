@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from orchestrator.boards.agentjob import Job, run_job
 from orchestrator.boards.errors import BoardError
@@ -285,6 +285,42 @@ class BoardPool:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+class PoolClientLike(Protocol):
+    """What a bench or a sweep calls on a board pool, wherever the pool runs."""
+
+    def submit(self, jobs: Iterable[Job | dict]) -> list[str]: ...
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]: ...
+
+    def events(self, cursor: int = 0) -> tuple[list[dict[str, Any]], int]: ...
+
+    def finished(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalPoolClient:
+    """A :class:`BoardPool` in this process behind the calls of :class:`PoolClient` (no Ray)."""
+
+    def __init__(self, pool: BoardPool) -> None:
+        self.pool = pool
+
+    def submit(self, jobs: Iterable[Job | dict]) -> list[str]:
+        return self.pool.submit_many(jobs)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        return self.pool.wait(job_id, timeout)
+
+    def events(self, cursor: int = 0) -> tuple[list[dict[str, Any]], int]:
+        return self.pool.events(cursor)
+
+    def finished(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return self.pool.finished(ids)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
 class PoolClient:
     """A :class:`BoardPool` running as a Ray actor, seen from the driver (or a Tune trial)."""
 

@@ -79,6 +79,8 @@ class Transport:
     def exists(self, path: str, size: int | None = None) -> bool: ...
     def put(self, local: str | Path, remote: str, sha256: str | None = None) -> bool: ...
     def run(self, argv: list[str], cwd: str, deadline_s: float, env: dict[str, str] | None = None) -> RunResult: ...
+    # one shell line (already quoted); past the deadline it is stopped and the result says timed_out
+    def shell(self, command: str, deadline_s: float = 60.0) -> RunResult: ...
     def read(self, path: str) -> bytes | None: ...
     def remove(self, path: str) -> None: ...
     def remove_file(self, path: str) -> None: ...
@@ -357,9 +359,12 @@ class LocalTransport(Transport):
 
     def run(self, argv: list[str], cwd: str, deadline_s: float, env: dict[str, str] | None = None) -> RunResult:
         self.connect()
+        return self.shell(job_shell(argv, cwd, self.lock_path, deadline_s, env), deadline_s)
+
+    def shell(self, command: str, deadline_s: float = 60.0) -> RunResult:
+        """The line in its own process group; past the deadline the group gets SIGTERM, then SIGKILL."""
         t0 = time.monotonic()
-        line = job_shell(argv, cwd, self.lock_path, deadline_s, env)
-        proc = subprocess.Popen(["/bin/sh", "-c", line], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
         try:
             out, err = proc.communicate(timeout=deadline_s)  # drains both pipes together
@@ -378,14 +383,8 @@ class LocalTransport(Transport):
                     continue
             else:
                 out, err = b"", b""
-            return RunResult(None, (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace"),
-                             True, time.monotonic() - t0)
-
-    def shell(self, command: str, deadline_s: float = 60.0) -> RunResult:
-        t0 = time.monotonic()
-        p = subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=deadline_s)
-        return RunResult(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"), False,
-                         time.monotonic() - t0)
+            return RunResult(None, (out or b"").decode("utf-8", "replace")[-OUTPUT_CAP:],
+                             (err or b"").decode("utf-8", "replace")[-OUTPUT_CAP:], True, time.monotonic() - t0)
 
     def read(self, path: str) -> bytes | None:
         p = Path(path)

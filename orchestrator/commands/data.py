@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.checkpoints import load_run
 from orchestrator.config import load_config
 from orchestrator.errors import UserError
 from orchestrator.progress import progress_bar
@@ -110,8 +111,6 @@ def score_cdf(data: DataConfig, split: str, args: argparse.Namespace):
     from workers.data.scoring import score_dataset
 
     if args.checkpoint is not None:
-        from orchestrator.commands.evaluate import load_run
-
         run = load_run(args.checkpoint)
         if run.checkpoint.cdf is None:
             raise UserError(f"{run.file}: the checkpoint carries no CDF (trained without complexity scores)")

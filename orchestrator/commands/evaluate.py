@@ -10,24 +10,14 @@ import argparse
 import json
 import sys
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from orchestrator.errors import UserError
-
-
-@dataclass
-class LoadedRun:
-    file: Path
-    checkpoint: Any  # workers.checkpoint.Checkpoint
-    cfg: Any  # ExperimentConfig | None
+from orchestrator.checkpoints import LoadedRun, load_run, resolve_inputs
+from orchestrator.progress import progress_bar
 
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -35,40 +25,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def checkpoint_file(path: Path) -> Path:
-    """A checkpoint file, or a directory holding ``model.pt`` (a Ray Train checkpoint folder)."""
-    from workers.train_loop import CHECKPOINT_FILE
-
-    path = Path(path).expanduser()
-    if path.is_dir():
-        if (path / CHECKPOINT_FILE).is_file():
-            return path / CHECKPOINT_FILE
-        raise UserError(f"{path}: folder has no {CHECKPOINT_FILE}")
-    if not path.exists():
-        raise UserError(f"{path}: no such checkpoint")
-    return path
-
-
-def load_run(path: Path, device: str = "cpu") -> LoadedRun:
-    from pydantic import ValidationError
-
-    from workers.checkpoint import CheckpointError, load_checkpoint
-    from workers.config import ExperimentConfig
-
-    file = checkpoint_file(path)
-    try:
-        ck = load_checkpoint(file, map_location=device)
-    except CheckpointError as exc:
-        raise UserError(str(exc)) from None
-    cfg = None
-    if ck.extra.get("config"):
-        try:
-            cfg = ExperimentConfig.model_validate(ck.extra["config"])
-        except ValidationError as exc:
-            raise UserError(f"{file}: the config stored in the checkpoint no longer validates: {exc}") from None
-    return LoadedRun(file, ck, cfg)
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -87,57 +43,21 @@ def default_device(arg: str | None) -> str:
     return arg or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_inputs(run: LoadedRun, args: argparse.Namespace, progress=None):
-    """(dataset, per-image inference sizes, p or None) for the requested split."""
-    from workers.config import DataConfig
-    from workers.dance.slimming import SlimmingConfig
-    from workers.data.datasets import DATASET_KINDS, open_dataset
-    from workers.data.scoring import score_dataset
-    from workers.evaluate import inference_sizes, stored_sizes
-
-    cfg = run.cfg
-    data = cfg.data if cfg is not None else DataConfig()
-    kind = args.dataset or (cfg.data.kind if cfg is not None else None)
-    root = args.root or (cfg.data.root if cfg is not None else None)
-    if kind is None or root is None:
-        raise UserError(f"{run.file}: the checkpoint does not record its dataset; pass --dataset and --root")
-    if kind not in DATASET_KINDS:
-        raise UserError(f"unknown dataset kind {kind!r}; known: {', '.join(DATASET_KINDS)}")
-    split = args.split or data.val_split
-    ds = open_dataset(kind, root, split)
-    ck_classes = run.checkpoint.meta.get("class_names")
-    if ck_classes and list(ck_classes) != list(ds.class_names):
-        raise UserError(f"{run.file}: trained for classes {len(ck_classes)} ({', '.join(ck_classes[:3])}, ...), "
-                        f"but {kind} has {ds.num_classes} ({', '.join(ds.class_names[:3])}, ...)")
-    slimming = cfg.slimming if cfg is not None else SlimmingConfig()
-    model = run.checkpoint.model
-    quantum = int(getattr(model, "size_quantum", 32))
-    if cfg is not None and cfg.train.size_quantum:  # the sizes the model was trained and evaluated at
-        quantum = int(cfg.train.size_quantum)
-    min_size = int(getattr(model, "min_size", 2 * quantum))
-    p = None
-    if not args.full_res and slimming.cad and run.checkpoint.cdf is not None:
-        sc = score_dataset(ds, cache_dir=data.cache_dir, use_cache=not args.no_cache,
-                           batch_size=data.score_batch, progress=progress)
-        from workers.dance.slimming import indicator_p
-
-        # p_mode (paper Table 6): the same indicator the run trained and evaluated with
-        p = indicator_p(run.checkpoint.cdf.p(sc), slimming, cfg.seed if cfg is not None else 0, split)
-    sizes = inference_sizes(stored_sizes(ds), p, slimming if not args.full_res else slimming.model_copy(update={"cad": False}),
-                            quantum, min_size)
-    return ds, sizes, p
+def inputs_of(run: LoadedRun, args: argparse.Namespace, progress=None):
+    """:func:`orchestrator.checkpoints.resolve_inputs` with the data flags of :func:`add_data_args`."""
+    return resolve_inputs(run, split=args.split, dataset=args.dataset, root=args.root, full_res=args.full_res,
+                          use_cache=not args.no_cache, progress=progress)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from orchestrator.progress import progress_bar
     from workers.evaluate import evaluate, stored_sizes
 
     device = default_device(args.device)
     run = load_run(args.checkpoint, device)
     with progress_bar("scoring images (Eq. 1)") as bar:
-        ds, sizes, p = resolve_inputs(run, args, bar)
+        ds, sizes, p = inputs_of(run, args, bar)
     bs = args.batch_size or (run.cfg.train.eval_batch_size if run.cfg is not None else 4)
     with progress_bar(f"evaluating {len(ds)} images") as bar:
         res = evaluate(run.checkpoint.model, ds, sizes, batch_size=bs, device=torch.device(device),

@@ -5,7 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestrator.checkpoints import checkpoint_file
 from orchestrator.errors import UserError
+from orchestrator.progress import progress_bar
 
 DESCRIPTION = """\
 Export a trained (possibly ANS-pruned) checkpoint for on-device measurement: one file per
@@ -38,7 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.progress import progress_bar
     from workers.checkpoint import CheckpointError
     from workers.export import ExportError, export_checkpoint, parse_buckets
 
@@ -46,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
         buckets = parse_buckets(args.buckets) if args.buckets is not None else None
     except ExportError as exc:
         raise UserError(str(exc)) from None
-    from orchestrator.commands.evaluate import checkpoint_file
-
     args.checkpoint = checkpoint_file(args.checkpoint)  # a file, or a Ray checkpoint folder holding model.pt
     if args.opset > 13 or args.opset < 7:
         raise UserError(f"--opset must lie in [7, 13] (TensorRT 8.2 on a TX2 reads at most 13), got {args.opset}")

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.commands.evaluate import add_data_args, default_device, load_run, resolve_inputs
+from orchestrator.checkpoints import load_run
+from orchestrator.commands.evaluate import add_data_args, default_device, inputs_of
 from orchestrator.errors import UserError
+from orchestrator.progress import progress_bar
 
 
 def output_name(image: Path, split: str) -> Path:
@@ -36,7 +38,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from orchestrator.progress import progress_bar
     from workers.evaluate import predict_batches
 
     out: Path = args.out
@@ -54,7 +55,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = default_device(args.device)
     run = load_run(args.checkpoint, device)
     with progress_bar("scoring images (Eq. 1)") as bar:
-        ds, sizes, _ = resolve_inputs(run, args, bar)
+        ds, sizes, _ = inputs_of(run, args, bar)
     bs = args.batch_size or (run.cfg.train.eval_batch_size if run.cfg is not None else 4)
     colors = ds.meta.get("colors") if color_dir is not None else None
     if color_dir is not None and not colors:

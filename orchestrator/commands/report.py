@@ -15,7 +15,7 @@ from pathlib import Path
 def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.report.build import build_report
     from orchestrator.report.render import VERDICT_MARK, write_report
-    from orchestrator.tracking import resolve_tracking_uri
+    from orchestrator.runs.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     report = build_report(args.sweeps, uri, paper_file=args.paper, runtime_rounds=0 if args.no_runtime else args.rounds,

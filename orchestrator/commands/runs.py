@@ -9,31 +9,32 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
 from orchestrator.errors import UserError
+from orchestrator.runs.schema import (COMPONENTS_TAG, HIL_STATE_TAG, IS_PARETO, KIND_SWEEP, KIND_TAG, KIND_TRIAL,
+                                      PARETO_RANK, RUN_ID, RUN_NAME_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG)
+from orchestrator.runs.tracking import quote
 
 DEFAULT_METRICS = ["miou", "train_flops", "infer_flops_per_image"]
 #: measured on boards (hardware-in-the-loop sweeps, `dance bench RUN_ID`) and the cost model's prediction
-DEVICE_FIGURES = ["energy_j_per_image", "latency_ms_p50", "train_energy_j_per_step"]
+SHOWN_DEVICE_FIGURES = ["energy_j_per_image", "latency_ms_p50", "train_energy_j_per_step"]
 
 
 def device_columns(df, shown: list[str]) -> list[str]:
     """Measured and predicted device figures some run has, beside each other, not already shown."""
     out = []
-    for f in DEVICE_FIGURES:
+    for f in SHOWN_DEVICE_FIGURES:
         for name in (f"device.{f}", f"predicted.device.{f}"):
             if f"metrics.{name}" in df.columns and name not in shown:
                 out.append(name)
     return out
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _latest_sweep(client):
     exps = client.search_experiments()
-    runs = client.search_runs([e.experiment_id for e in exps], filter_string="tags.`dance.kind` = 'sweep'",
+    runs = client.search_runs([e.experiment_id for e in exps], filter_string=f"tags.`{KIND_TAG}` = '{KIND_SWEEP}'",
                               order_by=["attributes.start_time DESC"], max_results=1) if exps else []
     if not runs:
         raise UserError("no sweep in this MLflow store yet (run `dance sweep CONFIG` or `dance quickstart`), "
@@ -55,11 +56,12 @@ def select(target: str | None, client):
             raise UserError(f"{target}: no such run in this MLflow store") from None
     if parent is not None:
         p = parent.data.params
-        sweep_id = parent.data.tags.get("dance.sweep_id")
+        sweep_id = parent.data.tags.get(SWEEP_ID_TAG)
         if not sweep_id:
-            raise UserError(f"run {parent.info.run_id} is not a sweep's parent run (no dance.sweep_id tag)")
+            raise UserError(f"run {parent.info.run_id} is not a sweep's parent run (no {SWEEP_ID_TAG} tag)")
         df = mlflow.search_runs([parent.info.experiment_id],
-                                filter_string=f"tags.`dance.sweep_id` = '{sweep_id}' and tags.`dance.kind` = 'trial'")
+                                filter_string=f"tags.`{SWEEP_ID_TAG}` = '{quote(sweep_id)}' and "
+                                              f"tags.`{KIND_TAG}` = '{KIND_TRIAL}'")
         swept = json.loads(p.get("sweep.space_paths", "[]"))
         objectives = [o["metric"] for o in json.loads(p.get("sweep.objectives", "[]"))] or DEFAULT_METRICS
         return df, swept, objectives, f"sweep {sweep_id} (parent run {parent.info.run_id})"
@@ -90,8 +92,8 @@ def param_columns(df, swept: list[str]) -> list[str]:
 
 def table_rows(df, swept: list[str], metrics: list[str], sort: str | None) -> tuple[list[str], list[list]]:
     swept = param_columns(df, swept)
-    hil = "tags.dance.hil" in df.columns
-    cols = ["", "run", "status", "components", *swept, *metrics, *(["boards"] if hil else []), "pareto_rank"]
+    hil = f"tags.{HIL_STATE_TAG}" in df.columns
+    cols = ["", "run", "status", "components", *swept, *metrics, *(["boards"] if hil else []), PARETO_RANK]
     rows = []
     for _, r in df.iterrows():
         def get(kind: str, key: str):
@@ -99,13 +101,13 @@ def table_rows(df, swept: list[str], metrics: list[str], sort: str | None) -> tu
             v = r[name] if name in df.columns else None
             return None if _missing(v) else v
 
-        is_p = get("metrics", "is_pareto")
-        kind = get("tags", "dance.kind")
-        mark = "★" if is_p == 1 else ("sweep" if kind == "sweep" else "")
-        name = get("tags", "dance.trial_id") or get("tags", "mlflow.runName") or r["run_id"][:8]
-        rows.append([mark, name, r["status"], get("tags", "dance.components") or "",
+        is_p = get("metrics", IS_PARETO)
+        kind = get("tags", KIND_TAG)
+        mark = "★" if is_p == 1 else ("sweep" if kind == KIND_SWEEP else "")
+        name = get("tags", TRIAL_ID_TAG) or get("tags", RUN_NAME_TAG) or r["run_id"][:8]
+        rows.append([mark, name, r["status"], get("tags", COMPONENTS_TAG) or "",
                      *[get("params", k) for k in swept], *[get("metrics", m) for m in metrics],
-                     *([get("tags", "dance.hil") or "not measured"] if hil else []), get("metrics", "pareto_rank")])
+                     *([get("tags", HIL_STATE_TAG) or "not measured"] if hil else []), get("metrics", PARETO_RANK)])
     if sort:
         key = cols.index(sort) if sort in cols else None
         if key is None:
@@ -127,7 +129,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from orchestrator.progress import format_value
-    from orchestrator.tracking import resolve_tracking_uri
+    from orchestrator.runs.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():

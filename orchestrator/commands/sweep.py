@@ -23,7 +23,7 @@ def pareto_table(rows: list[dict], names: list[str]):
 
 def ui_command(uri: str) -> str:
     if uri.startswith("sqlite:///"):
-        from orchestrator.tracking import DEFAULT_ARTIFACTS
+        from orchestrator.runs.tracking import DEFAULT_ARTIFACTS
 
         db = Path(uri[len("sqlite:///"):])
         return (f"mlflow ui --backend-store-uri {uri} --default-artifact-root {db.parent / DEFAULT_ARTIFACTS} "

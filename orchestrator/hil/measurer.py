@@ -12,6 +12,9 @@ A trial's state is the tag ``dance.hil`` on its run: ``queued``, ``measuring``,
 ``measured``, ``failed`` (``dance.hil.error`` says why), ``skipped`` (``dance.hil.reason``)
 or ``pending`` (the sweep stopped waiting; ``--resume`` measures it, from the cache where
 the boards already answered).
+
+The sweep sees this module through :func:`start_measurer` (the factory) and the measurer's
+:meth:`HilMeasurer.callback` (the Tune callback); nothing else of it.
 """
 from __future__ import annotations
 
@@ -25,15 +28,23 @@ from typing import Any, Callable
 
 from ray.tune import Callback
 
-from orchestrator.errors import UserError
-from orchestrator.hil.schema import DEVICE_METRICS, HilConfig
+from orchestrator.boards.bench import TORCH_LOCK, run_bench
+from orchestrator.boards.cache import MeasurementCache, board_facts
+from orchestrator.boards.inventory import BoardGroup, board_address, select_boards
+from orchestrator.boards.pool import BoardPool, LocalPoolClient
+from orchestrator.checkpoints import resolve_target
+from orchestrator.hil.costmodel import CostModel, group_of, samples_from_cache
+from orchestrator.hil.select import decide
+from orchestrator.runs.schema import (DEVICE_FIGURES, DEVICE_OBJECTIVES, DEVICE_PREFIX, HIL_ERROR_TAG,
+                                      HIL_PREDICT_ERROR_TAG, HIL_NOTES_TAG, HIL_REASON_TAG, HIL_STATE_TAG,
+                                      INTERRUPTED_TAG, PREDICTED_ERROR_PREFIX, PREDICTED_PREFIX, STOP_REASON_TAG,
+                                      TRIAL_ID_TAG, set_tag)
+from orchestrator.runs.tracking import log_epoch, sweep_children
+
+# Imported by the sweep's run path only (it loads ray.tune); mlflow and the torch-loading feature
+# extraction stay inside the functions that use them.
 
 log = logging.getLogger("dance.hil")
-
-STATE_TAG, REASON_TAG, ERROR_TAG = "dance.hil", "dance.hil.reason", "dance.hil.error"
-#: figures of a board kind that also get the unqualified name (the primary kind's)
-ALIASED = ("energy_j_per_image", "network_energy_j_per_image", "energy_j_per_image_net", "latency_ms_p50",
-           "latency_ms_p90", "train_energy_j_per_step")
 
 #: the measurer of each sweep running in this process (callbacks are pickled with the sweep
 #: and restored on --resume; they find the live measurer here by sweep id)
@@ -52,25 +63,6 @@ class HilCallback(Callback):
             m.trial_ended(trial.trial_id)
 
 
-def select_boards(hil: HilConfig):
-    """(inventory restricted to the hil labels, its board kinds, the primary kind's name)."""
-    from orchestrator.boards.bench import kinds_of
-    from orchestrator.boards.inventory import Inventory, load_inventory
-
-    inv = load_inventory(hil.boards)
-    boards = inv.matching(hil.labels)
-    if not boards:
-        raise UserError(f"sweep.hil.labels {hil.labels}: no board in {inv.source} carries them "
-                        f"(boards: {', '.join(f'{b.name} {b.labels}' for b in inv.boards)})")
-    sel = Inventory(known_hosts=inv.known_hosts, measure=inv.measure, boards=boards, source=inv.source)
-    kinds = kinds_of(boards)
-    names = [k.name for k in kinds]
-    primary = hil.primary or names[0]
-    if primary not in names:
-        raise UserError(f"sweep.hil.primary {primary!r}: not a board kind of the selected boards ({', '.join(names)})")
-    return sel, kinds, primary
-
-
 class HilMeasurer:
     """Decides, measures and logs; see the module docstring."""
 
@@ -78,17 +70,13 @@ class HilMeasurer:
                  on_measured: Callable[[], None] | None = None) -> None:
         import mlflow
 
-        from orchestrator.boards.bench import _LocalClient
-        from orchestrator.boards.pool import BoardPool
-        from orchestrator.hil.costmodel import CostModel, samples_from_cache
-
         self.spec, self.hil = spec, spec.sweep.hil
         self.sweep_id, self.uri, self.exp_id = sweep_id, tracking_uri, experiment_id
         self.client = mlflow.MlflowClient(tracking_uri)
         self.on_measured = on_measured
-        self.inventory, self.kinds, self.primary = select_boards(self.hil)
+        self.inventory, self.kinds, self.primary = select_boards(self.hil.boards, self.hil.labels, self.hil.primary)
         journal = self.hil.journal or Path(".dance/hil") / f"{sweep_id}.journal.sqlite"
-        self.pool = _LocalClient(BoardPool(self.inventory, journal))
+        self.pool = LocalPoolClient(BoardPool(self.inventory, journal))
         self.model = CostModel.fitted(samples_from_cache(self.hil.cache), self.hil.min_points)
         self.jobs_run = 0
         self.counts = {"selected": 0, "skipped": 0, "measured": 0, "failed": 0, "predicted": 0}
@@ -107,18 +95,22 @@ class HilMeasurer:
         MEASURERS[sweep_id] = self
 
     # ------------------------------------------------------------------ from the sweep
+    def callback(self) -> HilCallback:
+        """The Tune callback that tells this measurer (found again by sweep id after a resume) of ended trials."""
+        return HilCallback(self.sweep_id)
+
     def trial_ended(self, trial_id: str) -> None:
         self._events.put(trial_id)
 
     def catch_up(self) -> int:
         """On --resume: enqueue ended trials whose measurement never finished (the cache and the
         journal answer what the boards had already measured)."""
-        from orchestrator.sweep.tracking import TRIAL_ID_TAG, sweep_children
-
         n = 0
         for run in sweep_children(self.client, self.exp_id, self.sweep_id):
-            state = run.data.tags.get(STATE_TAG)
-            interrupted = run.data.tags.get("dance.stop_reason", "").startswith("sweep interrupted")
+            state = run.data.tags.get(HIL_STATE_TAG)
+            # runs of sweeps interrupted before the tag existed say so only in their stop reason
+            interrupted = (INTERRUPTED_TAG in run.data.tags
+                           or run.data.tags.get(STOP_REASON_TAG, "").startswith("sweep interrupted"))
             if run.info.status in ("FINISHED", "KILLED") and not interrupted and state not in ("measured", "skipped"):
                 self.trial_ended(run.data.tags[TRIAL_ID_TAG])
                 n += 1
@@ -167,8 +159,6 @@ class HilMeasurer:
                 log.warning("hil: trial %s: %s: %s", tid, exc.__class__.__name__, exc)
 
     def _ended_rows(self) -> list[dict[str, Any]]:
-        from orchestrator.sweep.tracking import TRIAL_ID_TAG, sweep_children
-
         rows = []
         for run in sweep_children(self.client, self.exp_id, self.sweep_id):
             if run.info.status not in ("FINISHED", "KILLED"):
@@ -181,8 +171,6 @@ class HilMeasurer:
         return rows
 
     def _decide(self, tid: str) -> None:
-        from orchestrator.hil.select import decide
-
         rows = self._ended_rows()
         row = next((r for r in rows if r["trial"] == tid), None)
         if row is None:
@@ -190,39 +178,35 @@ class HilMeasurer:
         rid = row["run_id"]
         row["has_checkpoint"] = any(a.path == "checkpoint" for a in self.client.list_artifacts(rid))
         predicted = {}
-        if row["has_checkpoint"] and not any(k.startswith("predicted.device.") for k in row["metrics"]):
+        if row["has_checkpoint"] and not any(k.startswith(PREDICTED_PREFIX + DEVICE_PREFIX) for k in row["metrics"]):
             try:
                 predicted = self._predict(rid)
             except Exception as exc:  # no prediction is no reason not to measure
                 log.warning("hil: trial %s: no prediction: %s: %s", tid, exc.__class__.__name__, exc)
-                self.client.set_tag(rid, "dance.hil.predict_error", f"{exc.__class__.__name__}: {exc}"[:5000])
+                set_tag(self.client, rid, HIL_PREDICT_ERROR_TAG, f"{exc.__class__.__name__}: {exc}")
         row["metrics"].update(predicted)
         objs = [(o.metric, o.mode) for o in self.spec.sweep.objectives]
-        need = [m for m, _ in objs if m.startswith("device.")] or ["device.energy_j_per_image"]
-        ready = all(f"predicted.{m}" in row["metrics"] for m in need)
+        need = [m for m, _ in objs if m.startswith(DEVICE_PREFIX)] or [DEVICE_PREFIX + "energy_j_per_image"]
+        ready = all(PREDICTED_PREFIX + m in row["metrics"] for m in need)
         sch = self.spec.sweep.scheduler
         ok, why = decide(self.hil, row, rows, objs, epochs=row["max_epochs"],
                          grace=sch.grace_period if sch.kind == "asha" else None, model_ready=ready)
         if self._closed.is_set():
             return
-        self.client.set_tag(rid, REASON_TAG, why)
+        self.client.set_tag(rid, HIL_REASON_TAG, why)
         if not ok:
-            self.client.set_tag(rid, STATE_TAG, "skipped")
+            self.client.set_tag(rid, HIL_STATE_TAG, "skipped")
             self._count("skipped")
             log.info("hil: trial %s not measured (%s)", tid, why)
             return
-        self.client.set_tag(rid, STATE_TAG, "queued")
+        self.client.set_tag(rid, HIL_STATE_TAG, "queued")
         self._count("selected")
         fut = self._exec.submit(self._measure_safely, tid, rid, row["metrics"])
         with self._lock:
             self._futures.append(fut)
 
     # ------------------------------------------------------------------ predicting
-    def _group(self, kind, mode: str) -> tuple[str, ...] | None:
-        from orchestrator.boards.bench import board_address
-        from orchestrator.boards.cache import MeasurementCache, board_facts
-        from orchestrator.hil.costmodel import group_of
-
+    def _group(self, kind: BoardGroup, mode: str) -> tuple[str, ...] | None:
         cache = MeasurementCache(self.hil.cache)
         try:
             probe = cache.facts(board_address(kind.first))
@@ -239,20 +223,16 @@ class HilMeasurer:
         """The cost model's figures for the trial in run ``rid``, logged as ``predicted.device.*``."""
         if not self.model.fits:
             return {}
-        from orchestrator.boards.bench import TORCH_LOCK, resolve_target
-
         ckpt, _ = resolve_target(rid, self.uri)
         with TORCH_LOCK:
             out = self._predicted(ckpt)
         if out:
-            from orchestrator.tracking import log_epoch
-
             log_epoch(out, 0, rid, self.client)
             self._count("predicted")
         return out
 
     def _predicted(self, ckpt) -> dict[str, float]:
-        from orchestrator.hil.features import model_features, trial_plan
+        from workers.features import model_features, trial_plan  # loads torch
 
         model, plan, config = trial_plan(ckpt, self.hil.buckets)
         infer = [(frac, model_features(model, h, w)) for h, w, frac in plan]
@@ -260,7 +240,7 @@ class HilMeasurer:
         out: dict[str, float] = {}
         cad = bool((config.get("slimming") or {}).get("cad"))
         for kind in self.kinds:
-            p = f"predicted.device.{kind.name}."
+            p = f"{PREDICTED_PREFIX}{DEVICE_PREFIX}{kind.name}."
             gi = self._group(kind, "inference")
             if gi is not None:
                 e = [self.model.predict(gi, "energy_j_per_image", f) for _, f in infer]
@@ -279,12 +259,12 @@ class HilMeasurer:
                     t = [(fr, self.model.predict(gt, "train_energy_j_per_step", f)) for fr, f in train]
                     if all(v is not None for _, v in t):
                         out[p + "train_energy_j_per_step"] = sum(fr * v for fr, v in t)
-        return {**out, **self._unqualified(out, "predicted.device.")}
+        return {**out, **self._unqualified(out, PREDICTED_PREFIX + DEVICE_PREFIX)}
 
     def _unqualified(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """The primary kind's figures under the names objectives use: ``<prefix><kind>.x`` → ``<prefix>x``."""
         own = f"{prefix}{self.primary}."
-        return {prefix + name: metrics[own + name] for name in ALIASED if own + name in metrics}
+        return {prefix + name: metrics[own + name] for name in DEVICE_FIGURES if own + name in metrics}
 
     # ------------------------------------------------------------------ measuring
     def _count(self, key: str, n: int = 1) -> None:
@@ -301,49 +281,44 @@ class HilMeasurer:
                 return  # stopped mid-measurement: the trial stays pending; --resume measures it
             log.warning("hil: trial %s: %s: %s", tid, exc.__class__.__name__, exc)
             try:
-                self.client.set_tag(rid, STATE_TAG, "failed")
-                self.client.set_tag(rid, ERROR_TAG, f"{exc.__class__.__name__}: {exc}"[:5000])
+                self.client.set_tag(rid, HIL_STATE_TAG, "failed")
+                set_tag(self.client, rid, HIL_ERROR_TAG, f"{exc.__class__.__name__}: {exc}")
             finally:
                 self._count("failed")
 
     def _measure(self, tid: str, rid: str, known: dict[str, float]) -> None:
-        from orchestrator.boards.bench import run_bench
-        from orchestrator.hil.costmodel import CostModel, samples_from_cache
-        from orchestrator.tracking import log_epoch
-
         if self._closed.is_set():
             return
-        self.client.set_tag(rid, STATE_TAG, "measuring")
+        self.client.set_tag(rid, HIL_STATE_TAG, "measuring")
         # a failure here (export, boards, MLflow) ends the trial `failed` in _measure_safely
         res = run_bench(rid, self.inventory, labels=self.hil.labels, buckets=self.hil.buckets,
                         train_steps=self.hil.train_steps, tracking_uri=self.uri, experiment=self.spec.base.name,
                         cache_path=self.hil.cache, pool=self.pool, log=lambda s, t=tid: log.info("hil %s:%s", t, s))
-        extra = self._unqualified(res.metrics, "device.")
+        extra = self._unqualified(res.metrics, DEVICE_PREFIX)
         for kind in self.kinds:
-            s = res.metrics.get(f"device.{kind.name}.scoring_energy_j_per_image")
+            s = res.metrics.get(f"{DEVICE_PREFIX}{kind.name}.scoring_energy_j_per_image")
             if s is not None:
                 self._scoring.setdefault(kind.name, s)
         measured = {**res.metrics, **extra}
         for key, pred in known.items():  # the prediction beside the measurement, with its error
-            if key.startswith("predicted."):
-                real = measured.get(key[len("predicted."):])
+            if key.startswith(PREDICTED_PREFIX):
+                real = measured.get(key[len(PREDICTED_PREFIX):])
                 if real:
-                    extra["predicted_error_pct." + key[len("predicted."):]] = 100.0 * (pred - real) / real
+                    extra[PREDICTED_ERROR_PREFIX + key[len(PREDICTED_PREFIX):]] = 100.0 * (pred - real) / real
         if extra:
             log_epoch(extra, 0, rid, self.client)
         with self._lock:
             self.jobs_run += res.jobs_run
         if res.notes:
-            self.client.set_tag(rid, "dance.hil.notes", "\n".join(res.notes)[:5000])
+            set_tag(self.client, rid, HIL_NOTES_TAG, "\n".join(res.notes))
         # measured = every figure the objectives name (or, without device objectives, the latency);
         # a partial measurement is `failed`, so --resume tries again (the cache answers what worked)
-        need = [o.metric for o in self.spec.sweep.objectives if o.metric in DEVICE_METRICS] or ["device.latency_ms_p50"]
+        need = [o.metric for o in self.spec.sweep.objectives if o.metric in DEVICE_OBJECTIVES] or [DEVICE_PREFIX + "latency_ms_p50"]
         missing = [m for m in need if m not in measured]
         ok = not missing
-        self.client.set_tag(rid, STATE_TAG, "measured" if ok else "failed")
+        self.client.set_tag(rid, HIL_STATE_TAG, "measured" if ok else "failed")
         if not ok:
-            self.client.set_tag(rid, ERROR_TAG, (f"not measured: {', '.join(missing)}; " +
-                                                 "; ".join(res.notes))[:5000])
+            set_tag(self.client, rid, HIL_ERROR_TAG, f"not measured: {', '.join(missing)}; " + "; ".join(res.notes))
         self._count("measured" if ok else "failed")
         log.info("hil: trial %s measured (%d board job(s), %d from the cache)", tid, res.jobs_run,
                  sum(m.cached for m in res.measurements))
@@ -357,8 +332,30 @@ class HilMeasurer:
 
     def mark_pending(self) -> None:
         """Trials still queued or being measured become ``pending`` (``--resume`` measures them)."""
-        from orchestrator.sweep.tracking import sweep_children
-
         for run in sweep_children(self.client, self.exp_id, self.sweep_id):
-            if run.data.tags.get(STATE_TAG) in ("queued", "measuring"):
-                self.client.set_tag(run.info.run_id, STATE_TAG, "pending")
+            if run.data.tags.get(HIL_STATE_TAG) in ("queued", "measuring"):
+                self.client.set_tag(run.info.run_id, HIL_STATE_TAG, "pending")
+
+
+def start_measurer(spec, *, sweep_id: str, tracking_uri: str, experiment_id: str, resume: bool,
+                   on_measured: Callable[[], None] | None = None,
+                   print_fn: Callable[[str], None] | None = None) -> HilMeasurer | None:
+    """The hardware-in-the-loop measurer of a sweep (None without ``sweep.hil``).
+
+    On ``resume`` it re-queues the ended trials whose measurement never finished.
+    """
+    if spec.sweep.hil is None:
+        return None
+    m = HilMeasurer(spec, sweep_id=sweep_id, tracking_uri=tracking_uri, experiment_id=experiment_id,
+                    on_measured=on_measured)
+    hil = spec.sweep.hil
+    if print_fn:
+        print_fn(f"sweep {sweep_id}: boards {', '.join(b.name for b in m.inventory.boards)} measure "
+                 f"{hil.mode if hil.mode != 'pareto_top' else f'the first {hil.top_ranks} Pareto front(s)'}"
+                 f"{' after training' if hil.wait else ' while the sweep trains'}; "
+                 f"device.* figures are those of {m.primary}")
+    if resume:
+        n = m.catch_up()
+        if n and print_fn:
+            print_fn(f"sweep {sweep_id}: {n} ended trial(s) still to measure (the cache answers what was measured)")
+    return m

@@ -17,10 +17,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: measured figures a sweep objective may name, and the bench metric each one is
-DEVICE_METRICS = ("device.energy_j_per_image", "device.latency_ms_p50", "device.latency_ms_p90",
-                  "device.train_energy_j_per_step")
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.hil.schema import HilConfig
-from orchestrator.sweep.pareto import pareto_ranks
+from orchestrator.runs.pareto import pareto_ranks
 
 
 #: what stands in for an unmeasured device objective in ``pareto_top``

@@ -7,14 +7,14 @@ listed with their status so a reader sees what is missing.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UserError
+from orchestrator.runs.schema import KIND_SWEEP, KIND_TAG, RUN_ID, SWEEP_ID_TAG, TRIAL_ID_TAG
+from orchestrator.runs.tracking import quote, sweep_children
 
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 FULL = ("ANS", "CAD", "CASD", "CAL")
 
 
@@ -133,35 +133,28 @@ def find_sweep(client, target: str) -> Sweep:
             parent = client.get_run(target)
         except Exception:
             raise UserError(f"{target}: no such run in this MLflow store") from None
-        if parent.data.tags.get("dance.kind") != "sweep":
-            raise UserError(f"run {target} is not a sweep's parent run (tag dance.kind is "
-                            f"{parent.data.tags.get('dance.kind')!r}, not 'sweep')")
+        if parent.data.tags.get(KIND_TAG) != KIND_SWEEP:
+            raise UserError(f"run {target} is not a sweep's parent run (tag {KIND_TAG} is "
+                            f"{parent.data.tags.get(KIND_TAG)!r}, not {KIND_SWEEP!r})")
     else:
         exps = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(exps, filter_string=f"tags.`dance.kind` = 'sweep' and tags.`dance.sweep_id` = '{_quote(target)}'",
+        runs = client.search_runs(exps, filter_string=f"tags.`{KIND_TAG}` = '{KIND_SWEEP}' and tags.`{SWEEP_ID_TAG}` = '{quote(target)}'",
                                   order_by=["attributes.start_time DESC"], max_results=5) if exps else []
         if not runs:
             raise UserError(f"{target}: neither a sweep's parent run id nor a sweep id in this MLflow store")
         parent = runs[0]
-    sid = parent.data.tags.get("dance.sweep_id")
+    sid = parent.data.tags.get(SWEEP_ID_TAG)
     if not sid:
-        raise UserError(f"run {parent.info.run_id} has no dance.sweep_id tag")
+        raise UserError(f"run {parent.info.run_id} has no {SWEEP_ID_TAG} tag")
     return Sweep(sid, parent.info.run_id, parent.info.experiment_id, parent.info.run_name or sid)
-
-
-def _quote(text: str) -> str:
-    return text.replace("'", "\\'")
 
 
 def collect_trials(client, sweep: Sweep) -> list[Trial]:
     """Every child run of ``sweep`` (any status), params and final metric values."""
-    runs = client.search_runs([sweep.experiment_id],
-                              filter_string=f"tags.`dance.sweep_id` = '{_quote(sweep.sweep_id)}' and tags.`dance.kind` = 'trial'",
-                              max_results=10000)
     out = []
-    for r in runs:
+    for r in sweep_children(client, sweep.experiment_id, sweep.sweep_id):
         out.append(Trial(run_id=r.info.run_id, sweep_id=sweep.sweep_id,
-                         trial_id=r.data.tags.get("dance.trial_id", r.info.run_id[:8]), status=r.info.status,
+                         trial_id=r.data.tags.get(TRIAL_ID_TAG, r.info.run_id[:8]), status=r.info.status,
                          params=dict(r.data.params), metrics=dict(r.data.metrics), tags=dict(r.data.tags)))
     out.sort(key=lambda t: t.trial_id)
     return out

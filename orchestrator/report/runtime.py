@@ -8,12 +8,13 @@ each part's figure is the median over rounds of its summed time.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
+
+from orchestrator.checkpoints import load_run, resolve_inputs
 
 PARTS = ("backbone", "multiscale", "other", "all")
 
@@ -83,9 +84,6 @@ def compare_runtime(models: dict[str, tuple[Any, Sequence[tuple[int, int]]]], ro
 
 def load_for_timing(ckpt: Path, max_images: int = 24):
     """(model, the first ``max_images`` inference sizes of its val split) from a checkpoint file."""
-    from orchestrator.commands.evaluate import load_run, resolve_inputs
-
     run = load_run(ckpt, "cpu")
-    args = argparse.Namespace(split=None, dataset=None, root=None, full_res=False, no_cache=False)
-    _ds, sizes, _p = resolve_inputs(run, args)
+    _ds, sizes, _p = resolve_inputs(run)
     return run.checkpoint.model.eval(), [tuple(map(int, s)) for s in sizes[:max_images]]

@@ -17,18 +17,15 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ValidationError
 
+from orchestrator.boards.inventory import select_boards
 from orchestrator.config import apply_overrides, deep_merge, format_validation_error, read_tree
 from orchestrator.errors import UserError
-from orchestrator.training import absolute_paths
+from orchestrator.runs.schema import DEVICE_OBJECTIVES
 from orchestrator.sweep.schema import DISCRETE, Domain, SweepConfig
+from orchestrator.training import absolute_paths
 from workers.config import ExperimentConfig
+from workers.metrics import EVAL_METRICS, TRIAL_METRICS, is_per_class_metric, is_trial_metric
 
-# Metrics a trial reports every epoch (workers/train_loop.py, workers/evaluate.py).
-TRIAL_METRICS = ("miou", "pixel_acc", "train_flops", "epoch_train_flops", "infer_flops_per_image",
-                 "infer_network_flops_per_image", "header_channels_kept", "dropped_fraction", "unbatched_fraction",
-                 "images_per_s", "epoch_time_s", "eval_time_s", "train_loss", "train_images", "ans_stage", "lr",
-                 "energy_j", "batch_fill", "moved_fraction", "ans_gamma_spread", "ans_prune_gamma_spread",
-                 "ans_prunes")
 # Sweeping these would mean scoring more than one dataset; a sweep scores one, once.
 FIXED_PATHS = ("data.kind", "data.root", "data.train_split", "data.val_split", "data.cache_dir", "data",
                "tracking", "name")
@@ -192,12 +189,9 @@ def check_space(tree: dict, sweep: SweepConfig) -> list[str]:
 
 
 def check_search(sweep: SweepConfig, base: ExperimentConfig | None) -> list[str]:
-    from orchestrator.hil.schema import DEVICE_METRICS
-
     errors: list[str] = []
-    known = set(TRIAL_METRICS)
     for i, o in enumerate(sweep.objectives):
-        if o.metric in DEVICE_METRICS:
+        if o.metric in DEVICE_OBJECTIVES:
             if sweep.hil is None:
                 errors.append(f"sweep.objectives[{i}].metric: {o.metric} is measured on boards: add a sweep.hil "
                               "section (docs/sweeps.md, 'Measured on boards')")
@@ -207,9 +201,9 @@ def check_search(sweep: SweepConfig, base: ExperimentConfig | None) -> list[str]
                 errors.append(f"sweep.objectives[{i}].metric: {o.metric}: optuna learns from what trials report "
                               "while they train, and boards measure a trial after it ends; use search: grid or "
                               "random for device objectives")
-        elif o.metric not in known:
+        elif not is_trial_metric(o.metric):
             errors.append(f"sweep.objectives[{i}].metric: unknown metric {o.metric!r} (trials report: "
-                          f"{', '.join(TRIAL_METRICS)}; boards measure: {', '.join(DEVICE_METRICS)})")
+                          f"{', '.join(TRIAL_METRICS)}, iou_<class>; boards measure: {', '.join(DEVICE_OBJECTIVES)})")
     errors += check_hil(sweep)
     names = [o.metric for o in sweep.objectives]
     if len(set(names)) != len(names):
@@ -226,10 +220,10 @@ def check_search(sweep: SweepConfig, base: ExperimentConfig | None) -> list[str]
             errors.append("sweep.search: optuna needs a non-empty sweep.space")
     sch = sweep.scheduler
     if sch.kind == "asha":
-        if sch.metric not in known:
+        if not is_trial_metric(sch.metric):
             errors.append(f"sweep.scheduler.metric: unknown metric {sch.metric!r}")
         if base is not None:
-            if base.train.eval_every != 1 and sch.metric in ("miou", "pixel_acc", "infer_flops_per_image"):
+            if base.train.eval_every != 1 and (sch.metric in EVAL_METRICS or is_per_class_metric(sch.metric)):
                 errors.append(f"sweep.scheduler: ASHA compares {sch.metric} after every epoch, but train.eval_every "
                               f"is {base.train.eval_every}; set train.eval_every: 1")
             if sch.grace_period >= base.train.epochs:
@@ -263,10 +257,8 @@ def check_hil(sweep: SweepConfig) -> list[str]:
             parse_buckets(hil.buckets)
         except (ExportError, ValueError) as exc:
             errors.append(f"sweep.hil.buckets: {exc}")
-    from orchestrator.hil.measurer import select_boards
-
     try:
-        inv, _, _ = select_boards(hil)
+        inv, _, _ = select_boards(hil.boards, hil.labels, hil.primary)
     except UserError as exc:
         errors.append(f"sweep.hil: {exc}")
         return errors

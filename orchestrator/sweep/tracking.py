@@ -15,6 +15,7 @@ Train V2; so the sweep logs itself from a Tune callback on the driver:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -22,9 +23,15 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-log = logging.getLogger("dance.sweep")
+from orchestrator.runs.schema import (ARTIFACTS_ERROR_TAG, COMPONENT_TAG_PREFIX, COMPONENTS_TAG, DATASET_TAG, ERROR_TAG,
+                                      INTERRUPTED_TAG, KIND_TAG, KIND_TRIAL, MODEL_TAG, PARENT_RUN_TAG,
+                                      STOP_REASON_TAG, SWEEP_ID_TAG, TRAIN_MODE_TAG, TRIAL_ID_TAG, set_tag)
+from orchestrator.runs.tracking import find_child, flatten, log_epoch, log_params
+from orchestrator.training import failure_reason, log_run_artifacts
 
-SWEEP_ID_TAG, TRIAL_ID_TAG, KIND_TAG = "dance.sweep_id", "dance.trial_id", "dance.kind"
+# mlflow and the torch-loading worker modules stay inside the functions that use them.
+
+log = logging.getLogger("dance.sweep")
 # Keys Tune adds to every result: bookkeeping, not the trial's metrics.
 TUNE_KEYS = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "time_since_restore",
              "iterations_since_restore", "pid", "done", "trial_id", "date", "hostname", "node_ip",
@@ -39,21 +46,8 @@ def components(cfg) -> str:
     return name if cfg.train.mode == "co" else f"{name} ({cfg.train.mode})"
 
 
-def find_child(client, experiment_id: str, sweep_id: str, trial_id: str):
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and "
-                                                            f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'", max_results=5)
-    return runs[0] if runs else None
-
-
-def sweep_children(client, experiment_id: str, sweep_id: str) -> list:
-    return client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}' and "
-                                                            f"tags.`{KIND_TAG}` = 'trial'", max_results=10000)
-
-
 def _timed(hook):
     """Add the hook's wall time to ``self.seconds``: MLflow's share of the sweep's overhead."""
-    import functools
-
     @functools.wraps(hook)
     def wrapper(self, *args, **kwargs):
         t0 = time.perf_counter()
@@ -100,16 +94,14 @@ class SweepTracker(Callback):
         if found is not None:
             self._runs[tid] = found.info.run_id
             return found.info.run_id
-        from orchestrator.tracking import flatten, log_params
-
         cfg = self.spec.resolve(trial.config)
         comp = components(cfg)
-        tags = {"mlflow.parentRunId": self.parent_run_id, SWEEP_ID_TAG: self.sweep_id, TRIAL_ID_TAG: tid,
-                KIND_TAG: "trial", "dance.model": f"{cfg.model.name}/{cfg.model.variant}",
-                "dance.dataset": f"{cfg.data.kind}:{cfg.data.root}", "dance.components": comp,
-                "dance.ans": str(cfg.ans.enabled).lower(), "dance.cad": str(cfg.slimming.cad).lower(),
-                "dance.casd": str(cfg.slimming.casd).lower(), "dance.cal": str(cfg.slimming.cal).lower(),
-                "dance.rd": str(cfg.slimming.rd).lower(), "dance.train_mode": cfg.train.mode}
+        on = {"ans": cfg.ans.enabled, "cad": cfg.slimming.cad, "casd": cfg.slimming.casd, "cal": cfg.slimming.cal,
+              "rd": cfg.slimming.rd}
+        tags = {PARENT_RUN_TAG: self.parent_run_id, SWEEP_ID_TAG: self.sweep_id, TRIAL_ID_TAG: tid,
+                KIND_TAG: KIND_TRIAL, MODEL_TAG: f"{cfg.model.name}/{cfg.model.variant}",
+                DATASET_TAG: f"{cfg.data.kind}:{cfg.data.root}", COMPONENTS_TAG: comp,
+                **{COMPONENT_TAG_PREFIX + k: str(v).lower() for k, v in on.items()}, TRAIN_MODE_TAG: cfg.train.mode}
         run = self.client.create_run(self.experiment_id, run_name=f"{tid} {comp}", tags=tags)
         rid = run.info.run_id
         params = flatten(cfg.model_dump(mode="json"))
@@ -125,14 +117,13 @@ class SweepTracker(Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         rid = self.run_id(trial)
         run = self.client.get_run(rid)
-        if "dance.stop_reason" in run.data.tags:  # an interrupted trial resumes
-            self.client.delete_tag(rid, "dance.stop_reason")
+        for tag in (STOP_REASON_TAG, INTERRUPTED_TAG):  # an interrupted trial resumes
+            if tag in run.data.tags:
+                self.client.delete_tag(rid, tag)
         self.client.update_run(rid, status="RUNNING")
 
     @_timed
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        from orchestrator.tracking import log_epoch
-
         metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS}
         if "epoch" not in metrics:
             return
@@ -146,7 +137,7 @@ class SweepTracker(Callback):
         done = int(last.get("epoch", -1)) + 1
         self._log_artifacts(trial, rid)
         if done < epochs:
-            self.client.set_tag(rid, "dance.stop_reason",
+            self.client.set_tag(rid, STOP_REASON_TAG,
                                 f"stopped by the scheduler after epoch {done} of {epochs} "
                                 f"({self._scheduler_text(last)})")
             self.client.set_terminated(rid, "KILLED")
@@ -156,7 +147,7 @@ class SweepTracker(Callback):
     @_timed
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         rid = self.run_id(trial)
-        self.client.set_tag(rid, "dance.error", trial_error_text(trial)[:5000])
+        set_tag(self.client, rid, ERROR_TAG, trial_error_text(trial))
         self._log_artifacts(trial, rid)
         self.client.set_terminated(rid, "FAILED")
 
@@ -168,8 +159,7 @@ class SweepTracker(Callback):
         return f"{sch.kind}: {sch.metric} {shown} below the rung's cut-off"
 
     def _log_artifacts(self, trial, rid: str) -> None:
-        from orchestrator.training import log_run_artifacts
-        from workers.train_loop import CHECKPOINT_FILE
+        from workers.train_loop import CHECKPOINT_FILE  # loads torch
 
         ckpt = (trial.last_result or {}).get("checkpoint_path")
         cfg = self.spec.resolve(trial.config)
@@ -182,7 +172,7 @@ class SweepTracker(Callback):
                 log_run_artifacts(rid, local, cfg, history, self.client)
         except Exception as exc:  # artifacts must not take the sweep down; the run says what is missing
             log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
-            self.client.set_tag(rid, "dance.artifacts_error", str(exc)[:500])
+            set_tag(self.client, rid, ARTIFACTS_ERROR_TAG, exc, limit=500)
 
 
 def checkpoint_history(ckpt_dir: Path) -> list[dict]:
@@ -199,8 +189,6 @@ def checkpoint_history(ckpt_dir: Path) -> list[dict]:
 
 def trial_error_text(trial) -> str:
     """The trial's error in one line (the first worker's own error where Ray Train wrapped it)."""
-    from orchestrator.training import failure_reason
-
     try:
         err = trial.get_error()
     except Exception:

@@ -2,7 +2,8 @@
 mixture latency quantiles, and figures absent (never 0) where nothing was measured."""
 import pytest
 
-from orchestrator.boards.bench import Measurement, _mix_quantile, figures, kinds_of
+from orchestrator.boards.bench import Measurement, _mix_quantile, figures
+from orchestrator.boards.inventory import board_groups
 from orchestrator.boards.inventory import Board
 
 
@@ -53,7 +54,7 @@ def test_mixture_quantiles():
 def test_boards_with_the_same_labels_are_one_kind():
     bs = [Board(name="a", transport="local", labels=["tx2"]), Board(name="b", transport="local", labels=["tx2"]),
           Board(name="c", transport="local", labels=["orin"]), Board(name="d", transport="local")]
-    ks = {k.name: [b.name for b in k.boards] for k in kinds_of(bs)}
+    ks = {k.name: [b.name for b in k.boards] for k in board_groups(bs)}
     assert ks == {"tx2": ["a", "b"], "c": ["c"], "d": ["d"]}
 
 

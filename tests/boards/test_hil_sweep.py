@@ -38,7 +38,7 @@ def test_hil_sweep_measures_every_trial_survives_a_dead_board_and_resumes_from_t
                                                                                         monkeypatch):
     import mlflow
 
-    from orchestrator.sweep.pareto import pareto_ranks
+    from orchestrator.runs.pareto import pareto_ranks
     from orchestrator.sweep.runner import run_sweep
     from orchestrator.sweep.space import load_sweep
     from workers.data.synth import generate_dataset

@@ -194,3 +194,19 @@ def test_thermal_throttling_is_a_typed_transient_failure(fleet, tmp_path, tiny_m
                 tmp_path / "cache")
     assert e.value.kind == "thermal" and e.value.transient and "BCPU-therm" in str(e.value)
     t.close()
+
+
+def test_shell_past_its_deadline_says_timed_out_on_both_transports(fleet, tmp_path):
+    """`Transport.shell` keeps one contract: a line past its deadline is stopped and reported timed_out
+    (the local transport used to raise subprocess.TimeoutExpired instead)."""
+    from orchestrator.boards.inventory import Board
+    from orchestrator.boards.transport import LocalTransport
+
+    ssh_board = fleet.add("tx2-deadline", writer=False)
+    local_board = Board(name="here", transport="local", workdir=str(tmp_path / "agent"))
+    for t in (SshTransport(ssh_board, fleet.known_hosts), LocalTransport(local_board)):
+        res = t.shell("sleep 30", 1.0)
+        assert res.timed_out and res.rc is None and res.seconds < 15, (type(t).__name__, res)
+        ok = t.shell("echo out; echo err >&2; exit 3", 30)
+        assert (ok.rc, ok.stdout, ok.stderr, ok.timed_out) == (3, "out\n", "err\n", False), type(t).__name__
+        t.close()

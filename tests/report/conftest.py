@@ -52,7 +52,7 @@ class SweepLogger:
     def trial(self, overrides: dict, miou: float, train_flops: float, infer_flops: float, *, status: str = "FINISHED",
               report: dict | None = None, extra: dict | None = None) -> str:
         from orchestrator.sweep.tracking import components
-        from orchestrator.tracking import flatten, log_epoch, log_params
+        from orchestrator.runs.tracking import flatten, log_epoch, log_params
         from workers.config import ExperimentConfig
 
         cfg = ExperimentConfig.model_validate(merge(BASE, overrides))

@@ -14,7 +14,7 @@ def reproduce_trials():
     """Every grid point of configs/reproduce/sweep.yaml as a report Trial (params as the sweep logs them)."""
     from orchestrator.report.collect import Trial
     from orchestrator.sweep.space import encode_value, load_sweep
-    from orchestrator.tracking import flatten
+    from orchestrator.runs.tracking import flatten
 
     spec = load_sweep(ROOT / "configs" / "reproduce" / "sweep.yaml", ["train.init_checkpoint=pretrained.pt"],
                       check_data=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.sweep.pareto import (default_reference, dominates, hypervolume, normalized_hypervolume,
+from orchestrator.runs.pareto import (default_reference, dominates, hypervolume, normalized_hypervolume,
                                        pareto_ranks, plot_front, write_csv)
 
 

@@ -223,3 +223,21 @@ sweep:
     study = searcher._ot_study
     assert type(study.sampler).__name__ == "NSGAIISampler" and len(study.directions) == 2
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 4
+
+
+def test_objectives_and_asha_metrics_follow_what_workers_declare(tmp_path, data_root):
+    """Every metric the training loop declares can be an objective or an ASHA metric (four could not,
+    when the sweep kept its own list), per-class IoU included; an undeclared name cannot."""
+    from workers.metrics import ALWAYS_METRICS, EVAL_METRICS
+
+    head = f"data: {{root: {data_root}}}\nmodel: {{name: deeplabv3plus, variant: small}}\ntrain: {{epochs: 3}}\n"
+    for metric in (*ALWAYS_METRICS, *EVAL_METRICS, "iou_road"):
+        f = write(tmp_path, head + f"sweep:\n  space: {{optim.lr: {{choice: [0.01, 0.02]}}}}\n"
+                                   f"  objectives: [{{metric: {metric}, mode: max}}]\n"
+                                   f"  scheduler: {{kind: asha, metric: {metric}, mode: max, grace_period: 1}}\n")
+        load_sweep(f)
+    f = write(tmp_path, head + "sweep:\n  space: {optim.lr: {choice: [0.01, 0.02]}}\n"
+                               "  objectives: [{metric: flop_countin_s, mode: min}]\n"
+                               "  scheduler: {kind: asha, metric: flop_countin_s, mode: min, grace_period: 1}\n")
+    text = problems(f)
+    assert "unknown metric 'flop_countin_s'" in text and "sweep.scheduler.metric" in text

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .layers import resize
 
 __all__ = ["SegmentationModel", "ModelParts", "get_parts", "PART_NAMES", "header_layer_groups",
-           "check_header"]
+           "check_header", "size_rule"]
 
 PART_NAMES = ("backbone", "header", "classifier")
 
@@ -81,6 +81,22 @@ class SegmentationModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec}, size_quantum={self.size_quantum}, min_size={self.min_size}"
+
+
+def size_rule(model: nn.Module, size_quantum: int | None = None) -> tuple[int, int]:
+    """``(quantum, min_size)`` that input sizes for ``model`` are cut at (CAD buckets, eval sizes, exports).
+
+    ``size_quantum`` is ``train.size_quantum``: a coarser quantum (fewer size buckets) that must
+    be a multiple of the model's own; None keeps the model's. ``min_size`` is the model's own
+    (a model without one: twice the quantum). A model without ``size_quantum`` counts as 32.
+    """
+    quantum = int(getattr(model, "size_quantum", 32))
+    if size_quantum is not None:
+        if size_quantum % quantum:
+            raise ValueError(f"train.size_quantum ({size_quantum}) must be a multiple of the model's size quantum "
+                             f"({quantum})")
+        quantum = int(size_quantum)
+    return quantum, int(getattr(model, "min_size", 2 * quantum))
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,15 @@ time — fine for the tens to hundreds of trials of a sweep).
 from __future__ import annotations
 
 import csv
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from orchestrator.runs.schema import (COMPONENTS_TAG, HIL_STATE_TAG, HYPERVOLUME, IS_PARETO, PARETO_RANK,
+                                      TRIAL_ID_TAG, TRIALS_RANKED)
+from orchestrator.runs.tracking import log_artifacts, log_epoch, sweep_children
 
 
 def to_costs(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
@@ -123,3 +128,68 @@ def plot_front(path: Path, rows: list[dict], x: str, y: str, *, title: str = "",
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+# -- ranking a sweep's runs in MLflow
+def rank_front(client, exp_id: str, parent_id: str, sweep_id: str, objectives: Sequence[tuple[str, str]], *,
+               reference: Sequence[float] | None = None, hil: bool = False):
+    """Rank a sweep's ended trials on ``objectives`` (``(metric, mode)`` pairs) and log the front to the parent.
+
+    Called when the sweep ends and again whenever a board measurement lands. A trial lacking
+    an objective (stopped early, failed, not measured) is ranked after every complete one and
+    its missing figure stays empty: never 0. Every child gets ``pareto_rank``/``is_pareto``;
+    the parent gets ``pareto.csv``, ``pareto.png`` and the normalised hypervolume.
+    Returns (rows, ranked, hypervolume).
+    """
+    names, modes = [m for m, _ in objectives], [mode for _, mode in objectives]
+    predicted = [f"predicted.{k}" for k in names if k.startswith("device.")] if hil else []
+    rows = [_front_row(run, names, predicted, hil) for run in sweep_children(client, exp_id, sweep_id)]
+    rows.sort(key=lambda r: r["trial"])
+    ranked = [r for r in rows if r["status"] == "FINISHED" and all(r.get(k) is not None for k in names)]
+    hv = None
+    if ranked:
+        values = np.array([[r[k] for k in names] for r in ranked], dtype=np.float64)
+        ranks = pareto_ranks(values, modes)
+        for r, k in zip(ranked, ranks):
+            r[PARETO_RANK], r[IS_PARETO] = int(k), int(k == 1)
+        ref = np.asarray(reference, dtype=np.float64) if reference else default_reference(values, modes)
+        hv = normalized_hypervolume(values[ranks == 1], modes, ref)
+    worst = max((r[PARETO_RANK] for r in ranked), default=0)
+    for r in rows:
+        if PARETO_RANK not in r:  # stopped early, failed, or missing an objective: after every complete trial
+            r[PARETO_RANK], r[IS_PARETO] = worst + 1, 0
+        log_epoch({PARETO_RANK: r[PARETO_RANK], IS_PARETO: r[IS_PARETO]}, 0, r["run_id"], client)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_p = Path(tmp)
+        cols = ["trial", "run_id", "status", "label", "epochs", *names, *(["hil"] if hil else []), *predicted,
+                PARETO_RANK, IS_PARETO]
+        files = [write_csv(tmp_p / "pareto.csv", sorted(rows, key=lambda r: (r[PARETO_RANK], r["trial"])), cols)]
+        if len(names) >= 2 and ranked:
+            files.append(plot_front(tmp_p / "pareto.png", ranked, *plot_axes(names), title=f"sweep {sweep_id}",
+                                    label_key="trial"))
+        log_artifacts(files, parent_id, client=client)
+    if hv is not None:
+        log_epoch({HYPERVOLUME: hv, TRIALS_RANKED: len(ranked)}, 0, parent_id, client)
+    return rows, ranked, hv
+
+
+def _front_row(run, names: list[str], predicted: list[str], hil: bool) -> dict:
+    """One trial run as a row of the front: its id, status, label, epochs done and objectives."""
+    m, tags = run.data.metrics, run.data.tags
+    row = {"run_id": run.info.run_id, "trial": tags.get(TRIAL_ID_TAG, "?"), "status": run.info.status,
+           "label": tags.get(COMPONENTS_TAG, ""), "epochs": int(m["epoch"]) + 1 if "epoch" in m else 0}
+    row.update({k: m.get(k) for k in names})
+    if "miou" not in row:
+        row["miou"] = m.get("miou")
+    if hil:
+        row["hil"] = tags.get(HIL_STATE_TAG, "not measured")
+        row.update({k: m.get(k) for k in predicted})
+    return row
+
+
+def plot_axes(names: list[str]) -> tuple[str, str]:
+    """(x, y) of the front's plot: accuracy against measured energy, else training FLOPs, else the first two."""
+    for x in ("device.energy_j_per_image", "train_flops"):
+        if {x, "miou"} <= set(names):
+            return x, "miou"
+    return names[1], names[0]

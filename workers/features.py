@@ -1,15 +1,16 @@
-"""What the cost model sees of a model at one input size: counted FLOPs, parameter bytes, pixels.
+"""What a board-cost model sees of a model at one input size: counted FLOPs, parameter bytes, pixels.
 
 These are the quantities a sweep knows for every trial without a board (the paper's
-FLOPs, §2.2), so a regression from them to measured joules can rank trials that were
-never measured.
+FLOPs, §2.2), so a regression from them to measured joules (``orchestrator.hil.costmodel``)
+can rank trials that were never measured. ``dance bench`` records them beside every
+measurement.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterable
 
-TRAIN_BATCH = 2  # the batch ``dance bench`` measures training steps with
+TRAIN_STEP_BATCH = 2  # the batch boards measure training steps with (``dance bench --train-steps``)
 
 
 def model_features(model, height: int, width: int, purpose: str = "infer") -> dict[str, Any]:
@@ -18,8 +19,8 @@ def model_features(model, height: int, width: int, purpose: str = "infer") -> di
 
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     if purpose == "train":
-        flops = count_flops(model, height, width, batch=TRAIN_BATCH, backward=True).train
-        pixels = TRAIN_BATCH * height * width
+        flops = count_flops(model, height, width, batch=TRAIN_STEP_BATCH, backward=True).train
+        pixels = TRAIN_STEP_BATCH * height * width
     else:
         flops = count_flops(model, height, width).forward
         pixels = height * width
@@ -41,6 +42,7 @@ def trial_plan(ckpt: str | Path, buckets_arg: str | None = None):
     training config it carries."""
     from workers.checkpoint import load_checkpoint
     from workers.export import buckets_from_config, parse_buckets
+    from workers.models.base import size_rule
 
     ck = load_checkpoint(ckpt)
     model = ck.model.eval()
@@ -48,6 +50,6 @@ def trial_plan(ckpt: str | Path, buckets_arg: str | None = None):
     if buckets_arg:
         buckets = parse_buckets(buckets_arg)
     else:
-        quantum = int((config.get("train") or {}).get("size_quantum") or getattr(model, "size_quantum", 1))
-        buckets = buckets_from_config(config, ck.cdf, quantum, int(getattr(model, "min_size", 0)))
+        quantum, min_size = size_rule(model, (config.get("train") or {}).get("size_quantum"))
+        buckets = buckets_from_config(config, ck.cdf, quantum, min_size)
     return model, [(b.height, b.width, b.fraction) for b in buckets], config

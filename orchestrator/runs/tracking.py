@@ -9,10 +9,16 @@ beside it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from orchestrator.runs.schema import KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_ID_TAG, TRIAL_ID_TAG
+
+# mlflow is imported inside functions: it takes ~2 s, and `dance --help` or a config check needs none of it.
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -31,8 +37,6 @@ def _is_embedded(uri: str) -> bool:
 
 def setup(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri`` and make sure ``experiment`` exists; returns its id."""
-    import logging
-
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -91,8 +95,6 @@ def log_params(params: Mapping[str, str], client=None, run_id: str | None = None
 
 
 def log_epoch(metrics: Mapping[str, Any], step: int, run_id: str, client=None) -> None:
-    import time
-
     import mlflow
     from mlflow.entities import Metric
 
@@ -113,3 +115,29 @@ def log_artifacts(paths: Iterable[Path], run_id: str, artifact_path: str | None 
             client.log_artifacts(run_id, str(p), artifact_path)
         elif p.is_file():
             client.log_artifact(run_id, str(p), artifact_path)
+
+
+# -- finding a sweep's runs again (by tags, so a resumed sweep re-attaches instead of duplicating)
+def quote(text: str) -> str:
+    """``text`` inside a single-quoted MLflow filter string."""
+    return text.replace("'", "\\'")
+
+
+def find_parent(client, experiment_id: str, sweep_id: str):
+    """The parent run of sweep ``sweep_id`` in the experiment, or None."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{quote(sweep_id)}' and "
+                                                            f"tags.`{KIND_TAG}` = '{KIND_SWEEP}'", max_results=2)
+    return runs[0] if runs else None
+
+
+def find_child(client, experiment_id: str, sweep_id: str, trial_id: str):
+    """The child run of one trial of a sweep, or None."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{quote(sweep_id)}' and "
+                                                            f"tags.`{TRIAL_ID_TAG}` = '{quote(trial_id)}'", max_results=5)
+    return runs[0] if runs else None
+
+
+def sweep_children(client, experiment_id: str, sweep_id: str) -> list:
+    """Every trial run of a sweep."""
+    return client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{quote(sweep_id)}' and "
+                                                            f"tags.`{KIND_TAG}` = '{KIND_TRIAL}'", max_results=10000)
