@@ -248,11 +248,53 @@ def _logger(quiet):
     return log
 
 
-#: what the running command has finished so far (written on SIGTERM, partial: true)
-_PROGRESS = {}
+class Progress(object):
+    """What the running command has finished so far (cold idle, active idle, finished
+    repeats and buckets): main creates it and passes it down, so that when a signal
+    or a failure ends the command it can still write those figures, partial: true."""
+
+    def __init__(self):
+        #: filled as the figures come; the protocol adds to it too (Config.progress)
+        self.done = {}
+
+    def start(self, source, **extra):
+        """The source being measured (and, for ``measure``, its buckets and mode)."""
+        self.done.update({"power_source": source.name, "power": source.describe()})
+        self.done.update(extra)
+
+    def bucket_done(self):
+        """A finished bucket holds its own repeats and active idle: they must not
+        reappear beside it as the next bucket's."""
+        self.done.pop("repeats", None)
+        self.done.pop("active_idle", None)
+
+    def add_to(self, doc):
+        """Add what was finished to a failure document, marked partial: true, so a
+        SIGTERM loses nothing already measured."""
+        p = self.done
+        done = [k for k in ("idle", "active_idle", "repeats", "buckets") if p.get(k)]
+        if not done:
+            return
+        doc["partial"] = True
+        for k in ("power_source", "power", "mode"):
+            if k in p:
+                doc[k] = p[k]
+        doc["idle"] = p.get("idle")
+        doc["idle_power_w"] = p["idle"]["power_w"] if p.get("idle") else None
+        if "active_idle" in p:
+            doc["active_idle"] = p.get("active_idle")
+        doc["repeats"] = list(p.get("repeats") or [])
+        if p.get("buckets"):
+            buckets = []
+            for b in p["buckets"]:
+                b = dict(b)
+                b.pop("latencies_ms_all", None)
+                buckets.append(b)
+            doc["buckets"] = buckets
+        doc["finished_at"] = _now_iso()
 
 
-def _config(args, log, source):
+def _config(args, log, source, progress):
     """Protocol settings; the sampling interval and sample rules follow the sensor's
     refresh period where the source declares one."""
     refresh = source.refresh_s() if hasattr(source, "refresh_s") else None
@@ -278,7 +320,7 @@ def _config(args, log, source):
         active_idle_s=getattr(args, "active_idle", None),
         thermal_max_c=getattr(args, "thermal_max_c", None),
         thermal_timeout_s=getattr(args, "thermal_timeout", 0.0),
-        thermal_stable_c=getattr(args, "thermal_stable_c", 0.5), progress=_PROGRESS)
+        thermal_stable_c=getattr(args, "thermal_stable_c", 0.5), progress=progress.done)
 
 
 def _source(args):
@@ -392,17 +434,26 @@ _FIGURES = ("duration_s", "power_w_mean", "idle_power_w", "energy_j_gross", "ene
             "cv_of", "cv_detail", "rails")
 
 
-def cmd_measure(args, log):
-    from .manifest import check_runtime, load_manifest
-    from .workloads import check_model_file, parse_shape
+def _mode(args):
+    """The ``mode`` field: what the timed steps were."""
+    return "train" if args.train_steps > 0 else "inference"
+
+
+def _check_measure_args(args):
+    """Fail on option combinations argparse cannot express, before anything runs."""
     if args.train_steps < 0:
         raise AgentError("usage", "--train-steps must be >= 0")
     if args.train_steps and args.runtime != "torchscript":
         raise AgentError("usage", "--train-steps needs --runtime torchscript")
     if args.repeats < 1:
         raise AgentError("usage", "--repeats must be at least 1")
-    train = args.train_steps > 0
-    batch = args.batch or (2 if train else 1)
+
+
+def _measure_jobs(args, batch):
+    """(manifest or None, [(bucket or None, model file, input shape)]); every model
+    file is checked here, so a bad one fails before the idle baseline is spent."""
+    from .manifest import check_runtime, load_manifest
+    from .workloads import check_model_file, parse_shape
     jobs = []
     manifest = None
     if args.manifest:
@@ -416,69 +467,69 @@ def cmd_measure(args, log):
         jobs.append((None, args.model, parse_shape(args.input_shape)))
     for _, path, _ in jobs:
         check_model_file(path)
-    _check_runtime_installed(args.runtime, args)
-    source, notes = _source(args)
-    cfg = _config(args, log, source)
-    cfg.min_steps = max(1, args.train_steps)
-    _log_source(log, source, cfg)
-    doc = _envelope("measure")
-    doc.update({"power_source": source.name})
-    results = []
-    _PROGRESS.update({"power_source": source.name, "power": source.describe(),
-                      "buckets": results, "mode": "train" if train else "inference"})
-    state_before = _board_state(args.fs_root)
-    sampler = _start_sampler(source, cfg, args)
-    idle = None
+    return manifest, jobs
+
+
+def _measure_job(args, log, job, source, sampler, cfg, idle):
+    """One model (or manifest bucket): load it, then warm up and time it."""
+    bucket, path, shape = job
+    label = "%dx%d" % (bucket["height"], bucket["width"]) if bucket else path
+    log("model %s (%s, %s)" % (label, args.runtime, _mode(args)))
+    wl = _make_workload(args, path, shape, log)
+    wl.prepare()
     try:
-        idle = protocol.measure_idle(source, sampler, cfg, what="cold idle")
-        _PROGRESS["idle"] = idle
-        if idle and sampler is not None:
-            sampler.trim(idle["t_end_monotonic"] - 1.0)
-        for bucket, path, shape in jobs:
-            label = "%dx%d" % (bucket["height"], bucket["width"]) if bucket else path
-            log("model %s (%s, %s)" % (label, args.runtime, "train" if train else "inference"))
-            wl = _make_workload(args, path, shape, log)
-            wl.prepare()
-            try:
-                res = protocol.measure_workload(wl, source, sampler, cfg, idle)
-                res["workload"] = wl.describe()
-            finally:
-                wl.close()
-            res["model"] = path
-            if bucket:
-                res["height"] = bucket["height"]
-                res["width"] = bucket["width"]
-                res["file"] = bucket["file"]
-                res["fraction"] = bucket["fraction"]
-            results.append(res)
-            _PROGRESS.pop("repeats", None)
-            _PROGRESS.pop("active_idle", None)
+        res = protocol.measure_workload(wl, source, sampler, cfg, idle)
+        res["workload"] = wl.describe()
     finally:
-        if sampler is not None:
-            sampler.stop()
-    warnings = []
-    if sampler is not None:
-        warnings.extend(_sampler_warnings(sampler, source, cfg))
+        wl.close()
+    res["model"] = path
+    if bucket:
+        for k in ("height", "width", "file", "fraction"):
+            res[k] = bucket[k]
+    return res
+
+
+def _run_jobs(args, log, jobs, source, sampler, cfg, progress, results):
+    """Cold idle baseline, then every job, each result appended to results as it
+    finishes (progress holds the same list); returns the cold idle baseline."""
+    idle = protocol.measure_idle(source, sampler, cfg, what="cold idle")
+    progress.done["idle"] = idle
+    if idle and sampler is not None:
+        sampler.trim(idle["t_end_monotonic"] - 1.0)
+    for job in jobs:
+        results.append(_measure_job(args, log, job, source, sampler, cfg, idle))
+        progress.bucket_done()
+    return idle
+
+
+def _manifest_figures(results, manifest, warnings):
+    """The buckets' fraction-weighted figures, the buckets themselves and the
+    manifest they came from; each bucket's warnings are repeated, named by bucket."""
+    agg = protocol.aggregate_buckets(results)
+    fsum = agg.pop("fraction_sum")
+    if any(b.get("fraction") is None for b in results):
+        warnings.append("some buckets have no fraction: buckets weighted equally")
+    elif abs(fsum - 1.0) > 1e-3:
+        warnings.append("bucket fractions sum to %.4f, not 1: normalised" % fsum)
+    for b in results:
+        for w in b.get("warnings", []):
+            warnings.append("bucket %dx%d: %s" % (b["height"], b["width"], w))
+    for b in results:
+        b.pop("latencies_ms_all", None)
+    agg["buckets"] = results
+    agg["manifest"] = manifest["path"]
+    agg["format"] = manifest["format"]
+    agg["num_classes"] = manifest.get("num_classes")
+    agg["cdf"] = manifest.get("cdf")
+    agg["max_temp_c"] = max([b["max_temp_c"] for b in results
+                             if b.get("max_temp_c") is not None] or [None])
+    return agg
+
+
+def _measure_figures(results, manifest, warnings):
+    """The document's figures: the one model's, or the manifest's over its buckets."""
     if manifest:
-        agg = protocol.aggregate_buckets(results)
-        fsum = agg.pop("fraction_sum")
-        if any(b.get("fraction") is None for b in results):
-            warnings.append("some buckets have no fraction: buckets weighted equally")
-        elif abs(fsum - 1.0) > 1e-3:
-            warnings.append("bucket fractions sum to %.4f, not 1: normalised" % fsum)
-        for b in results:
-            for w in b.get("warnings", []):
-                warnings.append("bucket %dx%d: %s" % (b["height"], b["width"], w))
-        for b in results:
-            b.pop("latencies_ms_all", None)
-        top = agg
-        top["buckets"] = results
-        top["manifest"] = manifest["path"]
-        top["format"] = manifest["format"]
-        top["num_classes"] = manifest.get("num_classes")
-        top["cdf"] = manifest.get("cdf")
-        top["max_temp_c"] = max([b["max_temp_c"] for b in results
-                                 if b.get("max_temp_c") is not None] or [None])
+        top = _manifest_figures(results, manifest, warnings)
     else:
         top = results[0]
         top.pop("latencies_ms_all", None)
@@ -487,10 +538,38 @@ def cmd_measure(args, log):
     if manifest:
         for b in results:
             _latency_fallback(b, [])
-    if manifest:
         top["active_idle_power_w"] = top.get("active_idle_power_w")
-    doc.update(_order(top))
-    doc["mode"] = "train" if train else "inference"
+    return top
+
+
+def cmd_measure(args, log, progress=None):
+    """``measure``: cold idle, then each model (or manifest bucket) warmed up and
+    timed; one JSON document with the figures."""
+    progress = progress if progress is not None else Progress()
+    _check_measure_args(args)
+    batch = args.batch or (2 if args.train_steps > 0 else 1)
+    manifest, jobs = _measure_jobs(args, batch)
+    _check_runtime_installed(args.runtime, args)
+    source, notes = _source(args)
+    cfg = _config(args, log, source, progress)
+    cfg.min_steps = max(1, args.train_steps)
+    _log_source(log, source, cfg)
+    doc = _envelope("measure")
+    doc.update({"power_source": source.name})
+    results = []
+    progress.start(source, buckets=results, mode=_mode(args))
+    state_before = _board_state(args.fs_root)
+    sampler = _start_sampler(source, cfg, args)
+    try:
+        idle = _run_jobs(args, log, jobs, source, sampler, cfg, progress, results)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    warnings = []
+    if sampler is not None:
+        warnings.extend(_sampler_warnings(sampler, source, cfg))
+    doc.update(_order(_measure_figures(results, manifest, warnings)))
+    doc["mode"] = _mode(args)
     doc["runtime"] = args.runtime
     doc["idle"] = idle
     doc["cold_idle_power_w"] = idle["power_w"] if idle else None
@@ -610,13 +689,15 @@ def _host(fs_root):
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-def cmd_power(args, log):
+def cmd_power(args, log, progress=None):
+    """``power``: windows with no workload; one JSON document with the figures."""
+    progress = progress if progress is not None else Progress()
     source, notes = _source(args)
-    cfg = _config(args, log, source)
+    cfg = _config(args, log, source, progress)
     _log_source(log, source, cfg)
     doc = _envelope("power")
     doc["power_source"] = source.name
-    _PROGRESS.update({"power_source": source.name, "power": source.describe()})
+    progress.start(source)
     state_before = _board_state(args.fs_root)
     sampler = _start_sampler(source, cfg, args)
     try:
@@ -666,16 +747,16 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, _on_signal)
     except ValueError:  # not the main thread (embedded use)
         pass
+    progress = Progress()
     try:
         try:
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # --help / --version
             return e.code if isinstance(e.code, int) else 0
-        _PROGRESS.clear()
         if args.command == "measure":
-            doc = cmd_measure(args, log)
+            doc = cmd_measure(args, log, progress)
         elif args.command == "power":
-            doc = cmd_power(args, log)
+            doc = cmd_power(args, log, progress)
         else:
             doc = cmd_probe(args, log)
         write_json(doc, out_path)
@@ -691,7 +772,7 @@ def main(argv=None):
         doc = _envelope(command or "unknown")
         doc.update({"ok": False, "error": e.message, "error_kind": e.kind,
                     "exit_code": e.exit_code})
-        _add_partial(doc)
+        progress.add_to(doc)
         _emit_failure(doc, out_path)
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - the JSON must say what happened
@@ -702,32 +783,6 @@ def main(argv=None):
                     "traceback": traceback.format_exc().splitlines()[-8:]})
         _emit_failure(doc, out_path)
         return 1
-
-
-def _add_partial(doc):
-    """What the interrupted run finished (cold idle, active idle, finished repeats and
-    buckets), marked partial: true, so a SIGTERM loses nothing already measured."""
-    p = _PROGRESS
-    done = [k for k in ("idle", "active_idle", "repeats", "buckets") if p.get(k)]
-    if not done:
-        return
-    doc["partial"] = True
-    for k in ("power_source", "power", "mode"):
-        if k in p:
-            doc[k] = p[k]
-    doc["idle"] = p.get("idle")
-    doc["idle_power_w"] = p["idle"]["power_w"] if p.get("idle") else None
-    if "active_idle" in p:
-        doc["active_idle"] = p.get("active_idle")
-    doc["repeats"] = list(p.get("repeats") or [])
-    if p.get("buckets"):
-        buckets = []
-        for b in p["buckets"]:
-            b = dict(b)
-            b.pop("latencies_ms_all", None)
-            buckets.append(b)
-        doc["buckets"] = buckets
-    doc["finished_at"] = _now_iso()
 
 
 def _emit_failure(doc, out_path):

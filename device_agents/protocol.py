@@ -492,14 +492,17 @@ def _carrier_summary(source, repeats, idle):
                     "the module figures"}
 
 
-def summarise(repeats, source, idle, cfg, warnings, mode, active=None):
-    """Mean figures over repeats, spread, 95 % confidence intervals, per-rail
-    breakdown and warnings."""
-    def m(key):
-        return stats.mean([r.get(key) for r in repeats])
+def _figures_known(repeats):
+    """Whether every repeat measured its gross, net and net-of-active-idle energy: a
+    mean over repeats with one figure missing would not be the run's figure."""
+    return (all(r["energy_j_gross"] is not None for r in repeats),
+            all(r["energy_j_net"] is not None for r in repeats),
+            all(r.get("energy_j_net_active") is not None for r in repeats))
 
-    total_images = sum(r["images"] or 0 for r in repeats)
-    total_time = sum(r["duration_s"] for r in repeats)
+
+def _spread_of(repeats, source, total_images):
+    """(cv_of, cv, energy_measured): the spread is that of energy per image where
+    energy and images were measured, of mean power without images, else of latency."""
     per_image = [r["energy_j_per_image_gross"] for r in repeats]
     energy_measured = source.kind != "none" and all(x is not None for x in per_image)
     if energy_measured:
@@ -508,86 +511,117 @@ def summarise(repeats, source, idle, cfg, warnings, mode, active=None):
     else:
         cv_of = "latency_ms_mean"
         cv_vals = [r["latency_ms"]["mean"] for r in repeats]
-    spread = stats.cv(cv_vals)
-    rails = {}
+    return cv_of, stats.cv(cv_vals), energy_measured
+
+
+def _cv_detail(repeats, energy_measured, gross_ok):
+    """Every candidate spread, so a reader can judge the one chosen as cv."""
+    return {
+        "energy_j_per_image_gross": stats.cv([r["energy_j_per_image_gross"]
+                                              for r in repeats]) if energy_measured else None,
+        "power_w_mean": stats.cv([r["power_w_mean"] for r in repeats]) if gross_ok else None,
+        "latency_ms_mean": stats.cv([r["latency_ms"]["mean"] for r in repeats]
+                                    if repeats[0].get("latency_ms") else []),
+    }
+
+
+def _rail_summary(name, repeats, idle, active, total_images):
+    """One rail's figures over the repeats (null where a repeat lacks them)."""
+    e = [r["rails"][name]["energy_j"] for r in repeats]
+    en = [r["rails"][name]["energy_j_net"] for r in repeats]
+    ea = [r["rails"][name].get("energy_j_net_active") for r in repeats]
+    ok, okn, oka = [all(x is not None for x in xs) for xs in (e, en, ea)]
+
+    def per_image(xs, known):
+        if not (known and total_images):
+            return None
+        return stats.mean([_ratio(x, r["images"]) for x, r in zip(xs, repeats)])
+
+    return {
+        "power_w_mean": stats.mean([_ratio(x, r["duration_s"]) for x, r in zip(e, repeats)])
+        if ok else None,
+        "idle_power_w": idle["rails_w"].get(name) if idle else None,
+        "active_idle_power_w": active["rails_w"].get(name) if active else None,
+        "energy_j": stats.mean(e) if ok else None,
+        "energy_j_net": stats.mean(en) if okn else None,
+        "energy_j_net_active": stats.mean(ea) if oka else None,
+        "energy_j_per_image": per_image(e, ok),
+        "energy_j_per_image_net": per_image(en, okn),
+        "energy_j_per_image_net_active": per_image(ea, oka),
+    }
+
+
+def _rails_summary(source, repeats, idle, active, total_images):
+    """Per-rail figures, each tagged with its boundary (module or carrier board)."""
     carrier = set(source.rails[i] for i in (getattr(source, "carrier_members", None) or []))
+    rails = {}
     for name in source.rails:
-        e = [r["rails"][name]["energy_j"] for r in repeats]
-        en = [r["rails"][name]["energy_j_net"] for r in repeats]
-        ea = [r["rails"][name].get("energy_j_net_active") for r in repeats]
-        pw = [_ratio(x, r["duration_s"]) for x, r in zip(e, repeats)]
-        pi = [_ratio(x, r["images"]) for x, r in zip(e, repeats)]
-        pin = [_ratio(x, r["images"]) for x, r in zip(en, repeats)]
-        pia = [_ratio(x, r["images"]) for x, r in zip(ea, repeats)]
-        ok = all(x is not None for x in e)
-        okn = all(x is not None for x in en)
-        oka = all(x is not None for x in ea)
-        rails[name] = {
-            "power_w_mean": stats.mean(pw) if ok else None,
-            "idle_power_w": idle["rails_w"].get(name) if idle else None,
-            "active_idle_power_w": active["rails_w"].get(name) if active else None,
-            "energy_j": stats.mean(e) if ok else None,
-            "energy_j_net": stats.mean(en) if okn else None,
-            "energy_j_net_active": stats.mean(ea) if oka else None,
-            "energy_j_per_image": stats.mean(pi) if (ok and total_images) else None,
-            "energy_j_per_image_net": stats.mean(pin) if (okn and total_images) else None,
-            "energy_j_per_image_net_active": stats.mean(pia) if (oka and total_images)
-            else None,
-            "boundary": "carrier" if name in carrier else "module",
-        }
-    gross_ok = all(r["energy_j_gross"] is not None for r in repeats)
-    net_ok = all(r["energy_j_net"] is not None for r in repeats)
-    neta_ok = all(r.get("energy_j_net_active") is not None for r in repeats)
-    out = {
-        "duration_s": m("duration_s"),
-        "power_w_mean": m("power_w_mean") if gross_ok else None,
+        rails[name] = _rail_summary(name, repeats, idle, active, total_images)
+        rails[name]["boundary"] = "carrier" if name in carrier else "module"
+    return rails
+
+
+def _energy_summary(repeats, idle, active, known, total_images):
+    """Mean duration, power and energy (gross, net of each idle baseline)."""
+    gross_ok, net_ok, neta_ok = known
+
+    def m(key, ok, per_image=False):
+        if not ok or (per_image and not total_images):
+            return None
+        return stats.mean([r.get(key) for r in repeats])
+
+    return {
+        "duration_s": m("duration_s", True),
+        "power_w_mean": m("power_w_mean", gross_ok),
         "idle_power_w": idle["power_w"] if idle else None,
-        "energy_j_gross": m("energy_j_gross") if gross_ok else None,
-        "energy_j_net": m("energy_j_net") if net_ok else None,
-        "energy_j_per_image_gross": m("energy_j_per_image_gross")
-        if (gross_ok and total_images) else None,
-        "energy_j_per_image_net": m("energy_j_per_image_net")
-        if (net_ok and total_images) else None,
+        "energy_j_gross": m("energy_j_gross", gross_ok),
+        "energy_j_net": m("energy_j_net", net_ok),
+        "energy_j_per_image_gross": m("energy_j_per_image_gross", gross_ok, True),
+        "energy_j_per_image_net": m("energy_j_per_image_net", net_ok, True),
         "active_idle_power_w": active["power_w"] if active else None,
-        "energy_j_net_active": m("energy_j_net_active") if neta_ok else None,
-        "energy_j_per_image_net_active": m("energy_j_per_image_net_active")
-        if (neta_ok and total_images) else None,
+        "energy_j_net_active": m("energy_j_net_active", neta_ok),
+        "energy_j_per_image_net_active": m("energy_j_per_image_net_active", neta_ok, True),
+    }
+
+
+def _count_summary(repeats, total_images):
+    """Images, steps, throughput and how many power samples were taken."""
+    total_time = sum(r["duration_s"] for r in repeats)
+    return {
         "images": total_images,
         "steps": sum(r["steps"] or 0 for r in repeats),
         "throughput_ips": _ratio(total_images, total_time) if total_images else None,
         "samples": sum(r["samples"] for r in repeats),
         "samples_min_per_repeat": min(r["samples"] for r in repeats),
-        "cv": spread,
-        "cv_of": cv_of,
-        "cv_detail": {
-            "energy_j_per_image_gross": stats.cv(per_image) if energy_measured else None,
-            "power_w_mean": stats.cv([r["power_w_mean"] for r in repeats])
-            if gross_ok else None,
-            "latency_ms_mean": stats.cv([r["latency_ms"]["mean"] for r in repeats]
-                                        if repeats[0].get("latency_ms") else []),
-        },
-        "rails": rails,
-        "repeats": repeats,
-        "sensor_updates": sum(r["sensor_updates"] or 0 for r in repeats)
-        if source.kind != "none" else None,
-        "sensor_updates_min_per_repeat": min(r["sensor_updates"] or 0 for r in repeats)
-        if source.kind != "none" else None,
-        "ci95": _ci(repeats, ("energy_j_per_image_gross", "energy_j_per_image_net",
-                              "energy_j_per_image_net_active", "energy_j_gross",
-                              "power_w_mean", "throughput_ips")),
-        "active_idle": active,
     }
-    out["ci95"]["latency_ms_mean"] = stats.ci95([r["latency_ms"]["mean"] for r in repeats])
-    carrier_sum = _carrier_summary(source, repeats, idle)
-    if carrier_sum is not None:
-        out["carrier"] = carrier_sum
-    if mode == "train":
-        out["energy_j_per_step_gross"] = m("energy_j_per_step_gross") if gross_ok else None
-        out["energy_j_per_step_net"] = m("energy_j_per_step_net") if net_ok else None
-        out["energy_j_per_step_net_active"] = (m("energy_j_per_step_net_active")
-                                               if neta_ok else None)
-        out["ci95"]["energy_j_per_step_gross"] = stats.ci95(
-            [r["energy_j_per_step_gross"] for r in repeats]) if gross_ok else None
+
+
+def _update_counts(repeats, source):
+    """Distinct sensor updates seen (null without a power source)."""
+    if source.kind == "none":
+        return {"sensor_updates": None, "sensor_updates_min_per_repeat": None}
+    return {"sensor_updates": sum(r["sensor_updates"] or 0 for r in repeats),
+            "sensor_updates_min_per_repeat": min(r["sensor_updates"] or 0 for r in repeats)}
+
+
+def _train_summary(out, repeats, known):
+    """Training runs also report energy per SGD step."""
+    gross_ok, net_ok, neta_ok = known
+
+    def m(key, ok):
+        return stats.mean([r.get(key) for r in repeats]) if ok else None
+
+    out["energy_j_per_step_gross"] = m("energy_j_per_step_gross", gross_ok)
+    out["energy_j_per_step_net"] = m("energy_j_per_step_net", net_ok)
+    out["energy_j_per_step_net_active"] = m("energy_j_per_step_net_active", neta_ok)
+    out["ci95"]["energy_j_per_step_gross"] = stats.ci95(
+        [r["energy_j_per_step_gross"] for r in repeats]) if gross_ok else None
+
+
+def _summary_warnings(repeats, source, idle, active, cfg, warnings, spread, cv_of,
+                      net_ok, total_images):
+    """Append what the run's figures need read with care; the baselines' own
+    warnings are carried over once."""
     if source.kind == "none":
         warnings.append("no power source: energy not measured (null), latency only")
     _spread_warning(len(repeats), spread, "repeats: cv of %s" % cv_of, cfg, warnings)
@@ -600,6 +634,34 @@ def summarise(repeats, source, idle, cfg, warnings, mode, active=None):
     if net_ok and total_images and any(r["energy_j_net"] <= 0 for r in repeats):
         warnings.append("net energy <= 0 in some repeat: the workload did not draw "
                         "measurably more than the idle baseline")
+
+
+def summarise(repeats, source, idle, cfg, warnings, mode, active=None):
+    """Mean figures over repeats, spread, 95 % confidence intervals, per-rail
+    breakdown and warnings."""
+    total_images = sum(r["images"] or 0 for r in repeats)
+    known = _figures_known(repeats)
+    cv_of, spread, energy_measured = _spread_of(repeats, source, total_images)
+    # the update order is the JSON's key order
+    out = _energy_summary(repeats, idle, active, known, total_images)
+    out.update(_count_summary(repeats, total_images))
+    out.update({"cv": spread, "cv_of": cv_of,
+                "cv_detail": _cv_detail(repeats, energy_measured, known[0]),
+                "rails": _rails_summary(source, repeats, idle, active, total_images),
+                "repeats": repeats})
+    out.update(_update_counts(repeats, source))
+    out["ci95"] = _ci(repeats, ("energy_j_per_image_gross", "energy_j_per_image_net",
+                                "energy_j_per_image_net_active", "energy_j_gross",
+                                "power_w_mean", "throughput_ips"))
+    out["active_idle"] = active
+    out["ci95"]["latency_ms_mean"] = stats.ci95([r["latency_ms"]["mean"] for r in repeats])
+    carrier_sum = _carrier_summary(source, repeats, idle)
+    if carrier_sum is not None:
+        out["carrier"] = carrier_sum
+    if mode == "train":
+        _train_summary(out, repeats, known)
+    _summary_warnings(repeats, source, idle, active, cfg, warnings, spread, cv_of,
+                      known[1], total_images)
     out["warnings"] = warnings
     return out
 

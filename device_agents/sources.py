@@ -122,6 +122,18 @@ def stop_process(proc, timeout):
             proc.wait()
 
 
+class _Total(object):
+    """The total chosen from a rail table: one rail (by name) or a sum of rails (by
+    index), the boundary it covers in words, and the warning when it is incomplete."""
+
+    def __init__(self, boundary, rail=None, members=None, complete=True, warning=None):
+        self.boundary = boundary
+        self.rail = rail
+        self.members = members
+        self.complete = complete
+        self.warning = warning
+
+
 class PowerSource(object):
     """Base class.  Subclasses fill ``rails`` (names, in read() order)."""
 
@@ -174,63 +186,77 @@ class PowerSource(object):
         own boundary.  A missing input rail gives the sum of the module rails found,
         flagged incomplete with a warning naming the boundary used.  ``selected``:
         the rails kept by --rails (their sum, unless the input rail is among them)."""
-        self.board = table
-        self.warnings = []
-        self.total_complete = True
-        self.total_rail = None
-        self.total_members = None
-        self.carrier_members = None
-        self.carrier_rail = None
-        devs = self.devices if len(self.devices) == len(self.rails) else [None] * len(self.rails)
-        carrier = []
-        if table is not None:
-            for i, (r, d) in enumerate(zip(self.rails, devs)):
-                base = r.split("#")[0]
-                if base in table.carrier or (d and any(d.endswith("-" + a) or d.endswith(a)
-                                                       for a in table.carrier_addrs)):
-                    carrier.append(i)
+        carrier = self._carrier_indices(table)
         module = [i for i in range(len(self.rails)) if i not in carrier]
-        if carrier:
-            self.carrier_members = carrier
-            if table.carrier_total and table.carrier_total in self.rails:
-                self.carrier_rail = table.carrier_total
         names = dict((self.rails[i], i) for i in module)
         if selected is not None:
-            # --rails: the input rail if kept, else the sum of the kept module rails
-            want = table.total if table is not None else [(n,) for n in GENERIC_INPUTS]
-            inputs = (want if table is None else want[:1]) if (
-                table is None or table.input_rail) else []
-            for alts in inputs:
-                for a in alts:
-                    if a in names:
-                        self.total_rail = a
-                        self.boundary = (table.boundary if table is not None
-                                         else "input rail %s" % a)
-                        return
-            found = [names[n] for alts in want for n in alts if n in names]
-            if table is not None and not table.input_rail and len(found) == len(want):
-                self.total_members = found
-                self.boundary = table.boundary
-                return
-            self.total_members = module
-            self.total_complete = False
-            self.boundary = "rails chosen with --rails: sum of %s" % (
-                "+".join(self.rails[i] for i in module) or "nothing")
-            return
+            total = self._selected_total(table, module, names)
+        elif table is None:
+            total = self._generic_total(module, names)
+        else:
+            total = self._table_total(table, module, names)
+        self.board = table
+        self.total_rail = total.rail
+        self.total_members = total.members
+        self.boundary = total.boundary
+        self.total_complete = total.complete
+        self.warnings = [total.warning] if total.warning else []
+        self.carrier_members = carrier or None
+        self.carrier_rail = (table.carrier_total if carrier and table.carrier_total
+                             and table.carrier_total in self.rails else None)
+
+    def _carrier_indices(self, table):
+        """Indices of the rails on the developer kit's carrier board, known by name or
+        by the i2c address of their sensor (the same labels appear on both boards)."""
         if table is None:
-            for a in GENERIC_INPUTS:
+            return []
+        devs = self.devices if len(self.devices) == len(self.rails) else [None] * len(self.rails)
+        carrier = []
+        for i, (r, d) in enumerate(zip(self.rails, devs)):
+            base = r.split("#")[0]
+            if base in table.carrier or (d and any(d.endswith("-" + a) or d.endswith(a)
+                                                   for a in table.carrier_addrs)):
+                carrier.append(i)
+        return carrier
+
+    def _sum_label(self, idx, empty):
+        """``A+B+C`` for the rails at idx, ``empty`` for none."""
+        return "+".join(self.rails[i] for i in idx) or empty
+
+    def _selected_total(self, table, module, names):
+        """--rails: the input rail if kept, else the sum of the kept module rails."""
+        if table is None:
+            want = [(n,) for n in GENERIC_INPUTS]
+            inputs = want
+        else:
+            want = table.total
+            inputs = want[:1] if table.input_rail else []
+        for alts in inputs:
+            for a in alts:
                 if a in names:
-                    self.total_rail = a
-                    self.boundary = "input rail %s (board model not in the rail tables)" % a
-                    return
-            self.total_members = module
-            self.total_complete = False
-            self.boundary = ("sum of every rail read (%s): board model not in the rail "
-                             "tables, so nested rails may be counted twice or the input "
-                             "missed" % "+".join(self.rails[i] for i in module))
-            self.warnings.append("board model unknown and no input rail: the total is the "
-                                 "%s" % self.boundary)
-            return
+                    return _Total(table.boundary if table is not None else "input rail %s" % a,
+                                  rail=a)
+        found = [names[n] for alts in want for n in alts if n in names]
+        if table is not None and not table.input_rail and len(found) == len(want):
+            return _Total(table.boundary, members=found)
+        return _Total("rails chosen with --rails: sum of %s" % self._sum_label(module, "nothing"),
+                      members=module, complete=False)
+
+    def _generic_total(self, module, names):
+        """A board model not in the rail tables: a well-known input rail, else the sum
+        of everything read (which may count nested rails twice, hence the warning)."""
+        for a in GENERIC_INPUTS:
+            if a in names:
+                return _Total("input rail %s (board model not in the rail tables)" % a, rail=a)
+        boundary = ("sum of every rail read (%s): board model not in the rail tables, so "
+                    "nested rails may be counted twice or the input missed"
+                    % self._sum_label(module, ""))
+        return _Total(boundary, members=module, complete=False,
+                      warning="board model unknown and no input rail: the total is the %s"
+                      % boundary)
+
+    def _table_total(self, table, module, names):
+        """The table's total where every rail of it was found; else a partial total."""
         found = []
         missing = []
         for alts in table.total:
@@ -241,27 +267,22 @@ class PowerSource(object):
                 missing.append("|".join(alts))
         if not missing:
             if table.input_rail and len(found) == 1:
-                self.total_rail = self.rails[found[0]]
-            else:
-                self.total_members = found
-            self.boundary = table.boundary
-            return
+                return _Total(table.boundary, rail=self.rails[found[0]])
+            return _Total(table.boundary, members=found)
         # never a silent sum of sub-rails: say what the total now covers
-        self.total_complete = False
         if table.input_rail:
-            subs = [i for i in module]
-            self.total_members = subs
-            self.boundary = ("partial: sum of module sub-rails %s (the input rail %s of "
-                             "the %s is missing)" % ("+".join(self.rails[i] for i in subs)
-                                                      or "none", ", ".join(missing), table.name))
+            members = list(module)
+            boundary = ("partial: sum of module sub-rails %s (the input rail %s of the %s is "
+                        "missing)" % (self._sum_label(members, "none"), ", ".join(missing),
+                                      table.name))
         else:
-            self.total_members = found
-            self.boundary = ("partial: %s without %s (%s)" % (
-                "+".join(self.rails[i] for i in found) or "nothing", ", ".join(missing),
-                table.name))
-        self.warnings.append("rail %s missing on %s: the total is the %s; it is not the "
-                             "module's energy (--require-energy fails on this)"
-                             % (", ".join(missing), table.name, self.boundary))
+            members = found
+            boundary = ("partial: %s without %s (%s)" % (
+                self._sum_label(found, "nothing"), ", ".join(missing), table.name))
+        return _Total(boundary, members=members, complete=False,
+                      warning="rail %s missing on %s: the total is the %s; it is not the "
+                      "module's energy (--require-energy fails on this)"
+                      % (", ".join(missing), table.name, boundary))
 
     def carrier_of(self, values):
         """The carrier board's total of one sample (its input rail), or None."""

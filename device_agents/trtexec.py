@@ -106,6 +106,86 @@ def parse_export_times(data, warmup_ms=None):
     return entries, lat, (min(starts) if starts else None), (max(ends) if ends else None)
 
 
+def _run_trtexec(exe, cmd, budget_s):
+    """Run trtexec to its end: (output lines, exit status, t_start, t_exit) with
+    t_start the agent's clock when it printed ``Starting inference`` (None if never):
+    lines are read as they come so that moment is not blurred by buffering."""
+    lines = []
+    t_start = None
+    try:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+    except OSError as e:
+        raise AgentError("missing_runtime", "cannot run %s: %s" % (exe, e))
+    reader = LineReader(p.stdout.fileno())
+    deadline = time.monotonic() + budget_s
+    try:
+        while True:
+            try:
+                raw = reader.readline(timeout=max(1.0, deadline - time.monotonic()))
+            except Unavailable:
+                raise AgentError("workload_failed", "trtexec did not finish in time")
+            if raw is None:
+                break
+            now = time.monotonic()
+            line = raw.decode("utf-8", "replace")
+            lines.append(line)
+            if t_start is None and "Starting inference" in line:
+                t_start = now
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        p.stdout.close()
+    return lines, p.returncode, t_start, time.monotonic()
+
+
+def _parse_run(lines, returncode):
+    """trtexec's figures from its output; a failed run raises with its last errors."""
+    parsed = parse_output("\n".join(lines))
+    if returncode != 0 or parsed["passed"] is False:
+        why = "; ".join(parsed["errors"][-3:]) or (lines[-1] if lines else "")
+        raise AgentError("workload_failed", "trtexec failed (exit %s): %s"
+                         % (returncode, why))
+    return parsed
+
+
+def _read_trace(path):
+    """The --exportTimes trace, or None where trtexec wrote none (or half of one)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, IOError, ValueError):
+        return None
+
+
+def _place_window(t_start, trace, parsed, warm_ms):
+    """(t0, t1, latencies_ms, queries, window_from): the timed queries on the agent's
+    clock, from the per-query trace where there is one, else from the warm-up time
+    and host walltime trtexec printed (then no per-query latencies)."""
+    entries, lat, s_ms, e_ms = parse_export_times(trace or [], parsed["warmup_ms"])
+    if entries and s_ms is not None and e_ms is not None:
+        return (t_start + s_ms / 1000.0, t_start + e_ms / 1000.0, lat, len(entries),
+                "exportTimes")
+    wall = parsed["walltime_s"] or parsed["trace_s"]
+    queries = parsed["queries"]
+    if wall is None or not queries:
+        raise AgentError("workload_failed", "trtexec output has no timing trace "
+                         "(queries/walltime) to measure")
+    t0 = t_start + (parsed["warmup_ms"] or warm_ms) / 1000.0
+    return t0, t0 + wall, [], queries, "walltime"
+
+
+def _summary_latency(parsed, lat):
+    """trtexec's own latency figures; with no per-query trace only its printed
+    summary is known, so that is kept under the agent's key names."""
+    if lat:
+        return parsed["latency_ms"]
+    lm = parsed["latency_ms"]
+    return {"p50": lm.get("median"), "p90": lm.get("p90"), "p99": lm.get("p99"),
+            "mean": lm.get("mean")}
+
+
 class TrtexecWorkload(Workload):
     """ONNX model run by TensorRT's trtexec (engine built once and cached)."""
 
@@ -208,47 +288,11 @@ class TrtexecWorkload(Workload):
         cmd = [self.exe, "--loadEngine=" + self.engine, "--warmUp=%d" % warm_ms,
                "--duration=%d" % dur, "--exportTimes=" + times_path]
         cmd += self._shape_args() + self.extra_args
-        lines = []
-        t_start = None
         try:
-            try:
-                p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-            except OSError as e:
-                raise AgentError("missing_runtime", "cannot run %s: %s" % (self.exe, e))
-            reader = LineReader(p.stdout.fileno())
-            deadline = time.monotonic() + dur + warm_ms / 1000.0 + 600
-            try:
-                while True:
-                    try:
-                        raw = reader.readline(timeout=max(1.0, deadline - time.monotonic()))
-                    except Unavailable:
-                        raise AgentError("workload_failed", "trtexec did not finish in time")
-                    if raw is None:
-                        break
-                    now = time.monotonic()
-                    line = raw.decode("utf-8", "replace")
-                    lines.append(line)
-                    if t_start is None and "Starting inference" in line:
-                        t_start = now
-            finally:
-                if p.poll() is None:
-                    p.kill()
-                p.wait()
-                p.stdout.close()
-            t_exit = time.monotonic()
-            text = "\n".join(lines)
-            parsed = parse_output(text)
-            if p.returncode != 0 or parsed["passed"] is False:
-                why = "; ".join(parsed["errors"][-3:]) or (lines[-1] if lines else "")
-                raise AgentError("workload_failed", "trtexec failed (exit %s): %s"
-                                 % (p.returncode, why))
-            trace = None
-            try:
-                with open(times_path) as f:
-                    trace = json.load(f)
-            except (OSError, IOError, ValueError):
-                trace = None
+            lines, returncode, t_start, t_exit = _run_trtexec(
+                self.exe, cmd, dur + warm_ms / 1000.0 + 600)
+            parsed = _parse_run(lines, returncode)
+            trace = _read_trace(times_path)
         finally:
             try:
                 os.unlink(times_path)
@@ -257,37 +301,13 @@ class TrtexecWorkload(Workload):
         if t_start is None:
             raise AgentError("workload_failed", "trtexec output has no 'Starting inference' "
                              "line; cannot place the energy window")
-        entries, lat, s_ms, e_ms = parse_export_times(trace or [], parsed["warmup_ms"])
-        if entries and s_ms is not None and e_ms is not None:
-            t0 = t_start + s_ms / 1000.0
-            t1 = t_start + e_ms / 1000.0
-            queries = len(entries)
-            how = "exportTimes"
-        else:
-            wall = parsed["walltime_s"] or parsed["trace_s"]
-            queries = parsed["queries"]
-            if wall is None or not queries:
-                raise AgentError("workload_failed", "trtexec output has no timing trace "
-                                 "(queries/walltime) to measure")
-            t0 = t_start + (parsed["warmup_ms"] or warm_ms) / 1000.0
-            t1 = t0 + wall
-            lat = []
-            how = "walltime"
-        t1 = min(t1, t_exit)
-        if not lat:
-            # only the summary: keep what it gives
-            lm = parsed["latency_ms"]
-            lat_summary = {"p50": lm.get("median"), "p90": lm.get("p90"),
-                           "p99": lm.get("p99"), "mean": lm.get("mean")}
-        else:
-            lat_summary = None
+        t0, t1, lat, queries, how = _place_window(t_start, trace, parsed, warm_ms)
         return {
-            "t0": t0, "t1": t1, "latencies_ms": lat, "steps": queries,
+            "t0": t0, "t1": min(t1, t_exit), "latencies_ms": lat, "steps": queries,
             "images": queries * self.images_per_step, "queries": queries,
             "walltime_s": parsed["walltime_s"],
             "trtexec": {"window_from": how, "throughput_qps": parsed["throughput_qps"],
-                        "latency_ms": parsed["latency_ms"] if lat_summary is None
-                        else lat_summary,
+                        "latency_ms": _summary_latency(parsed, lat),
                         "gpu_compute_ms": parsed["gpu_compute_ms"],
                         "version": parsed["version"]},
         }
