@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-all bench install reproduce
+.PHONY: quickstart test test-fast test-all lint bench install reproduce
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	# The official Cityscapes evaluation, for tests/test_cityscapes_official.py; --no-deps because its
+	# The official Cityscapes evaluation, for tests/workers/test_cityscapes_official.py; --no-deps because its
 	# pinned `typing` backport breaks Python 3.11 (what it needs at run time is installed already).
 	$(BIN)/python -m pip install --quiet --no-deps cityscapesscripts==2.3.0 pyquaternion==0.9.9
 	touch $(STAMP)
@@ -21,8 +21,17 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/dance quickstart
 
+# The suite CI runs (.ci/run): everything but the multi-minute `slow` tests.
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The edit-test loop: leaves out the `integration` tests too (those that start Ray, sshd, an MLflow
+# or S3 server, or a browser), two test processes at a time; about 2 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not integration" -n 2
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ""

@@ -40,8 +40,8 @@ def board(name, sshd, key, tmp, root) -> Board:
     import pwd
 
     return Board(name=name, host="127.0.0.1", port=sshd.port, user=pwd.getpwuid(os.getuid()).pw_name, key_file=key,
-                 python=sys.executable, power="iio", labels=["tx2"], workdir=str(tmp / f"work-{name}"), fs_root=str(root),
-                 job_deadline_s=120)
+                 python=sys.executable, power="iio", labels=["tx2"], workdir=str(tmp / f"work-{name}"),
+                 fs_root=str(root), job_deadline_s=120)
 
 
 def add_boards(n: int, tmp: Path, shm: Path, key: Path, kh: Path, sshds: list, writers: list) -> list[Board]:
@@ -138,7 +138,8 @@ def throughput(b: Board, kh: Path, key: Path, tmp: Path, mb: int) -> None:
 
 
 def jobs_per_minute(boards: list[Board], kh: Path, tmp: Path, per_board: int) -> None:
-    print(f"== 3. pool throughput: {len(boards)} emulated boards, fixed 2 s workload (agent power --duration 2 --power none)")
+    print(f"== 3. pool throughput: {len(boards)} emulated boards, fixed 2 s workload "
+          "(agent power --duration 2 --power none)")
     # --power none: the window is exactly --duration (with a sensor the agent extends a window until it
     # holds enough distinct sensor updates, which would make the workload depend on the emulated refresh)
     boards = [b.model_copy(update={"power": "none"}) for b in boards]

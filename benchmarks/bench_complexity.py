@@ -115,7 +115,8 @@ def main() -> None:
         n = max(2, len(paths) // 4)
         r1 = peak_rss_mb(paths[:n], tmp)
         r4 = peak_rss_mb(paths[: 4 * n], tmp)
-        print(f"  {n} images: {r1} MiB, {4 * n} images: {r4} MiB (ratio {r4 / r1:.2f}; independent of dataset size if ~1)")
+        print(f"  {n} images: {r1} MiB, {4 * n} images: {r4} MiB "
+              f"(ratio {r4 / r1:.2f}; independent of dataset size if ~1)")
 
 
 if __name__ == "__main__":

@@ -41,10 +41,12 @@ from orchestrator.boards.inventory import Inventory, Measure  # noqa: E402
 FAMILIES = {  # width options that change FLOPs and parameters, per family
     "deeplabv3plus": [{"backbone_width": w, "aspp_channels": a, "decoder_channels": a} for w in (8, 16, 24)
                       for a in (16, 32, 48)],
-    "pspnet": [{"backbone_width": w, "ppm_channels": a // 2, "head_channels": a} for w in (8, 16, 24) for a in (16, 32, 48)],
+    "pspnet": [{"backbone_width": w, "ppm_channels": a // 2, "head_channels": a} for w in (8, 16, 24)
+               for a in (16, 32, 48)],
     "bisenet": [{"backbone_width": w, "context_channels": a // 2, "head_channels": a} for w in (8, 16, 24)
                 for a in (16, 32, 48)],
-    "icnet": [{"backbone_width": w, "psp_channels": a, "fusion_channels": a} for w in (8, 16, 24) for a in (16, 32, 48)],
+    "icnet": [{"backbone_width": w, "psp_channels": a, "fusion_channels": a} for w in (8, 16, 24)
+              for a in (16, 32, 48)],
 }
 BUCKETS = "64x128:0.5,64x64:0.5"  # valid for all four families (bisenet, icnet: sides >= 64)
 MEASURE = Measure(duration=0.4, repeats=2, idle=0.3, warmup=0.1, warmup_iters=2, min_samples=15, threads=1)
@@ -113,7 +115,8 @@ sweep:
   space:
     ans.target_ratio: {{grid: [0.2, 0.4, 0.6, 0.8]}}
     slimming.cad: {{grid: [true, false]}}
-  objectives: [{{metric: miou, mode: max}}, {{metric: {'device.energy_j_per_image' if hil else 'train_flops'}, mode: min}}]
+  objectives: [{{metric: miou, mode: max}}, \
+{{metric: {'device.energy_j_per_image' if hil else 'train_flops'}, mode: min}}]
   max_concurrent_trials: 2
   register_models: false
 """ + (f"  hil: {hil}\n" if hil else ""))
@@ -150,7 +153,8 @@ def sweeps(inv: Inventory, tmp: Path, cache_warm: Path) -> None:
         # the sweep's own phases: training, then waiting for the boards (Ray start and scoring excluded)
         out[label] = (o.timings["tune_s"] + o.timings.get("hil_wait_s", 0.0), o)
         h = o.hil
-        print(f"   {label:<16} train+wait {out[label][0]:6.1f} s, wall {time.perf_counter() - t0:6.1f} s (training {o.timings['tune_s']:.1f} s, waiting for boards "
+        print(f"   {label:<16} train+wait {out[label][0]:6.1f} s, wall {time.perf_counter() - t0:6.1f} s "
+              f"(training {o.timings['tune_s']:.1f} s, waiting for boards "
               f"after training {o.timings.get('hil_wait_s', 0.0):.1f} s); trials measured {h.get('measured', '-')}, "
               f"skipped {h.get('skipped', '-')}, board jobs {h.get('jobs_run', '-')}")
     base, all_, pf = out["none"][0], out["all"][0], out["predicted_front"][0]

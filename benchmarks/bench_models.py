@@ -148,7 +148,8 @@ def main() -> int:
         base = count_flops(model, *SIZE)
         base_full = count_flops(model, *IMAGE)
         base_train_full = count_flops(model, *IMAGE, backward=True)
-        slimmer = NetworkSlimmer(model, ANSConfig(target_ratio=1 - R, stages=S, channel_multiple=args.channel_multiple), example_input_size=(lo * 2, lo * 2))
+        slimmer = NetworkSlimmer(model, ANSConfig(target_ratio=1 - R, stages=S, channel_multiple=args.channel_multiple),
+                                 example_input_size=(lo * 2, lo * 2))
         header_q, train_counted = [], []
         for s in range(1, S + 1):
             slimmer.step()
@@ -202,7 +203,8 @@ def main() -> int:
         print(f"\n2. CPU latency, batch 1, {lat_size[0]}x{lat_size[1]}, {args.threads} threads, at least "
               f"{args.repeats} alternating before/after pairs (goal: latency fall >= 80% of the FLOPs fall)")
         print(f"{'model':<14}{'FLOPs fall':>11}{'torch ms':>10}{'->':>3}{'pruned':>8}{'fall':>7}{'/FLOPs':>8}"
-              f"{'ORT ms':>9}{'->':>3}{'pruned':>8}{'fall':>7}{'/FLOPs':>8}{'ONNX max|d|':>13}{'rel':>9}{'pairs':>7}{'':>5}")
+              f"{'ORT ms':>9}{'->':>3}{'pruned':>8}{'fall':>7}{'/FLOPs':>8}{'ONNX max|d|':>13}{'rel':>9}"
+              f"{'pairs':>7}{'':>5}")
         for name, fb, fa, med, diff, rel in lat_rows:
             ff = 1 - fa / fb
             (pb, pa, pr, pn), (ob, oa, orr, on) = med["pt"], med["ort"]
@@ -217,11 +219,12 @@ def main() -> int:
         print(f"{'model':<14}{'h':>7}{'q':>7} | {'Eq3':>7}{'refined':>9}{'counted':>9} | {'Eq4':>7}{'Eq4 cons.':>10}"
               f"{'refined':>9}{'counted':>9}{'Alg.1':>8}")
         for c in cost_rows:
-            print(f"{c['name']:<14}{c['h']:>7.3f}{c['q']:>7.3f} | {100 * c['eq3']:>6.1f}%{100 * c['eq3_refined']:>8.1f}%"
+            print(f"{c['name']:<14}{c['h']:>7.3f}{c['q']:>7.3f} | {100 * c['eq3']:>6.1f}%"
+                  f"{100 * c['eq3_refined']:>8.1f}%"
                   f"{100 * c['eq3_counted']:>8.1f}% | {100 * c['eq4']:>6.1f}%{100 * c['eq4_consistent']:>9.1f}%"
                   f"{100 * c['eq4_refined']:>8.1f}%{100 * c['eq4_counted']:>8.1f}%{100 * c['eq4_alg1']:>7.1f}%")
-        print("h = header share of forward FLOPs (unpruned), q = pruned header's FLOP fraction; Eq3/Eq4 = as printed in "
-              "the paper; 'Eq4 cons.' = 1 - p(0.5p+0.5)^2 r^(s/S); refined = area x (1 - h + h q); counted = "
+        print("h = header share of forward FLOPs (unpruned), q = pruned header's FLOP fraction; Eq3/Eq4 = as printed "
+              "in the paper; 'Eq4 cons.' = 1 - p(0.5p+0.5)^2 r^(s/S); refined = area x (1 - h + h q); counted = "
               "FlopCounterMode on every quantised size and stage structure (training: forward + backward, expected "
               "over CASD drops); Alg.1 = counted with stage s training the structure pruned s-1 times.")
     print(f"\ntotal {time.time() - t_start:.0f} s", file=sys.stderr)

@@ -25,7 +25,7 @@ PACKAGES = ("orchestrator", "workers", "device_agents")
 # Libraries whose import costs seconds; a function-local import of these is a choice, not a cycle.
 HEAVY = {"torch", "ray", "mlflow", "onnx", "onnxruntime", "optuna", "matplotlib", "paramiko", "scipy",
          "torch_pruning", "pandas", "numpy", "safetensors", "PIL", "rich", "boto3", "botocore",
-         "selenium", "plotly"}
+         "selenium", "plotly", "pyarrow", "pydantic"}
 
 
 # The rooms' order, top first: a room imports only rooms on a lower level (or its own).
@@ -73,8 +73,37 @@ def imported_modules(node: ast.AST, current: str) -> list[str]:
     return []
 
 
+def top_level_imports(tree: ast.Module, current: str) -> list[str]:
+    """Modules a file imports when it is imported (module body, not function bodies)."""
+    out = []
+    for node in tree.body:
+        out += imported_modules(node, current)
+        if isinstance(node, (ast.If, ast.Try)):  # `if TYPE_CHECKING:` / `try: import x` still count
+            for inner in ast.walk(node):
+                out += imported_modules(inner, current)
+    return out
+
+
+def heavy_modules(tops: dict[str, list[str]]) -> set[str]:
+    """Project modules whose import loads a heavy library (directly or through other project modules)."""
+    heavy = {m for m, deps in tops.items() if any(d.split(".")[0] in HEAVY for d in deps)}
+    changed = True
+    while changed:
+        changed = False
+        for m, deps in tops.items():
+            if m not in heavy and any(d in heavy or any(d.startswith(h + ".") for h in heavy) for d in deps):
+                heavy.add(m)
+                changed = True
+    return heavy
+
+
+def is_heavy(target: str, heavy: set[str]) -> bool:
+    return target.split(".")[0] in HEAVY or target in heavy
+
+
 def scan() -> dict:
     arrows: dict[tuple[str, str], list[str]] = defaultdict(list)
+    tops: dict[str, list[str]] = {}
     local_imports: list[tuple[str, int, str]] = []
     long_functions: list[tuple[int, str]] = []
     for pkg in PACKAGES:
@@ -83,6 +112,7 @@ def scan() -> dict:
             src = room_of(mod)
             tree = ast.parse(path.read_text(), filename=str(path))
             current = mod if path.name != "__init__.py" else mod + ".__init__"
+            tops[mod] = top_level_imports(tree, current)
             seen: set[int] = set()  # an import inside nested functions is counted once
             for node in ast.walk(tree):
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -98,7 +128,8 @@ def scan() -> dict:
                     dst = room_of(target)
                     if src and dst and src != dst and src not in PACKAGES:
                         arrows[(src, dst)].append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    return {"arrows": arrows, "local": local_imports, "long": sorted(long_functions, reverse=True)}
+    return {"arrows": arrows, "local": local_imports, "long": sorted(long_functions, reverse=True),
+            "heavy": heavy_modules(tops)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         deps = sorted(b for a, b in arrows if a == room)
         if deps:
             print(f"  {room:14s} -> {', '.join(deps)}")
-    print(f"arrows that run both ways: {len(both)}" + (f" ({', '.join(a + '<->' + b for a, b in both)})" if both else ""))
+    print(f"arrows that run both ways: {len(both)}"
+          + (f" ({', '.join(a + '<->' + b for a, b in both)})" if both else ""))
     print(f"arrows up to commands/CLI: {len(upward)}" + (f" ({', '.join(a for a, _ in upward)})" if upward else ""))
     wrong = against_order(arrows)
     print(f"arrows against the rooms' order: {len(wrong)}" + (f" ({', '.join(a + '->' + b for a, b in wrong)})"
@@ -126,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                 for where in arrows[k]:
                     print(f"    {k[0]} -> {k[1]}: {where}")
     local = s["local"]
-    heavy = [x for x in local if x[2].split(".")[0] in HEAVY]
-    print(f"function-local imports: {len(local)} ({len(heavy)} of heavy libraries kept local on purpose, "
-          f"{len(local) - len(heavy)} others)")
+    heavy = [x for x in local if is_heavy(x[2], s["heavy"])]
+    print(f"function-local imports: {len(local)} ({len(heavy)} of heavy libraries or of project modules that load "
+          f"them, kept local on purpose; {len(local) - len(heavy)} others)")
     if args.list:
         for path, line, target in local:
-            if target.split(".")[0] not in HEAVY:
+            if not is_heavy(target, s["heavy"]):
                 print(f"    {path}:{line} {target}")
     long = s["long"]
     for limit in (60, 80, 100):

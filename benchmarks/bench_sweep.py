@@ -80,7 +80,8 @@ def main() -> int:
     print(f"  Ray start                              {tm['ray_start_s']:7.1f} s")
     print(f"  Tune phase (all trials)                {tm['tune_s']:7.1f} s")
     print(f"  Pareto, plots, registry                {tm['finalize_s']:7.1f} s")
-    print(f"  other (imports, MLflow setup)          {t_sweep - tm['scoring_s'] - tm['ray_start_s'] - tm['tune_s'] - tm['finalize_s']:7.1f} s")
+    print(f"  other (imports, MLflow setup)          "
+          f"{t_sweep - tm['scoring_s'] - tm['ray_start_s'] - tm['tune_s'] - tm['finalize_s']:7.1f} s")
     print("\nper trial (s)      time   start  train   eval  flop-count  report/ckpt  tail  mlflow")
     for t in trials:
         print(f"  {t['what']:<16} {t['dur']:6.1f} {t['start']:6.1f} {t['train']:6.1f} {t['eval']:6.1f} "

@@ -51,7 +51,6 @@ BASELINE = ["ans.enabled=false", "slimming.cad=false", "slimming.casd=false", "s
 
 
 def ray_run(cfg, storage: Path, name: str):
-    import ray
 
     from orchestrator.training import build_trainer
 
@@ -115,8 +114,10 @@ def bench_scaling(root: Path, tmp: Path, epochs: int) -> dict:
         cfg = load_config(None, overrides(root, tmp / "cache", epochs, 4, BASELINE + extra))
         hist, wall = ray_run(cfg, tmp / "ray", label.replace(" ", "_"))
         out[label] = {"images_per_s": mean(r["images_per_s"] for r in hist[1:]), "wall_s": wall}
-    out["speedup_2w_vs_1w1t"] = out["2 workers x 1 thread"]["images_per_s"] / out["1 worker x 1 thread"]["images_per_s"]
-    out["speedup_2w_vs_1w2t"] = out["2 workers x 1 thread"]["images_per_s"] / out["1 worker x 2 threads"]["images_per_s"]
+    out["speedup_2w_vs_1w1t"] = (out["2 workers x 1 thread"]["images_per_s"]
+                                 / out["1 worker x 1 thread"]["images_per_s"])
+    out["speedup_2w_vs_1w2t"] = (out["2 workers x 1 thread"]["images_per_s"]
+                                 / out["1 worker x 2 threads"]["images_per_s"])
     return out
 
 
@@ -134,18 +135,23 @@ def main() -> int:
     n_train, n_val = (32, 8) if args.quick else (64, 16)
     root = tmp / "synth"
     generate_dataset(root, n_train=n_train, n_val=n_val, size=size, seed=0)
-    print(f"synthetic set: {n_train} train + {n_val} val at {size[0]}x{size[1]}, small DeepLabv3+, {os.cpu_count()} CPUs")
+    print(f"synthetic set: {n_train} train + {n_val} val at {size[0]}x{size[1]}, small DeepLabv3+, "
+          f"{os.cpu_count()} CPUs")
     figures: dict = {"size": list(size), "n_train": n_train}
     if "dance" in which:
         ep = 4 if args.quick else 6
         d = figures["dance_vs_baseline"] = bench_dance(root, tmp, ep)
         print(f"\n[2] DANCE vs baseline, {ep} epochs, no Ray")
         print(f"    training FLOPs ratio      {d['train_flops_ratio']:.3f}")
-        print(f"    training wall-time ratio  {d['train_time_ratio']:.3f}  (after epoch 0: {d['train_time_ratio_after_epoch0']:.3f})")
-        print(f"    realised FLOP saving      {100 * d['realised_saving']:.0f}%  (after epoch 0: {100 * d['realised_saving_after_epoch0']:.0f}%)  goal >= 85%")
-        print(f"    inference FLOPs ratio     {d['infer_flops_ratio']:.3f}  (header keeps {100 * d['header_channels_kept']:.0f}%)")
+        print(f"    training wall-time ratio  {d['train_time_ratio']:.3f}  "
+              f"(after epoch 0: {d['train_time_ratio_after_epoch0']:.3f})")
+        print(f"    realised FLOP saving      {100 * d['realised_saving']:.0f}%  "
+              f"(after epoch 0: {100 * d['realised_saving_after_epoch0']:.0f}%)  goal >= 85%")
+        print(f"    inference FLOPs ratio     {d['infer_flops_ratio']:.3f}  "
+              f"(header keeps {100 * d['header_channels_kept']:.0f}%)")
         print(f"    mIoU baseline / DANCE     {100 * d['miou_baseline']:.2f} / {100 * d['miou_dance']:.2f}")
-        print(f"    images trained            {d['baseline_images']:.0f} / {d['dance_images']:.0f}  (dropped {100 * d['mean_dropped_fraction']:.0f}% per epoch)")
+        print(f"    images trained            {d['baseline_images']:.0f} / {d['dance_images']:.0f}  "
+              f"(dropped {100 * d['mean_dropped_fraction']:.0f}% per epoch)")
     if which & {"ray", "scaling"}:
         import ray
 
@@ -154,15 +160,18 @@ def main() -> int:
         ep = 4 if args.quick else 5
         r = figures["ray_overhead"] = bench_ray_overhead(root, tmp, ep)
         print(f"\n[1] Ray overhead, 1 worker, {ep} epochs (baseline config, 1 thread)")
-        print(f"    epoch time  plain {r['local_epoch_s']:.3f} s   Ray Train {r['ray_epoch_s']:.3f} s   ratio {r['epoch_time_ratio']:.3f}  goal <= 1.10")
-        print(f"    whole run   plain {r['local_wall_s']:.1f} s   Ray Train {r['ray_wall_s']:.1f} s   ratio {r['wall_ratio']:.2f}  (start-up, reports, checkpoints)")
+        print(f"    epoch time  plain {r['local_epoch_s']:.3f} s   Ray Train {r['ray_epoch_s']:.3f} s   "
+              f"ratio {r['epoch_time_ratio']:.3f}  goal <= 1.10")
+        print(f"    whole run   plain {r['local_wall_s']:.1f} s   Ray Train {r['ray_wall_s']:.1f} s   "
+              f"ratio {r['wall_ratio']:.2f}  (start-up, reports, checkpoints)")
     if "scaling" in which:
         ep = 3 if args.quick else 4
         s = figures["scaling"] = bench_scaling(root, tmp, ep)
         print(f"\n[3] workers on this {os.cpu_count()}-core machine, images/s (baseline config, {ep} epochs)")
         for k in ("1 worker x 1 thread", "1 worker x 2 threads", "2 workers x 1 thread"):
             print(f"    {k:<22} {s[k]['images_per_s']:.2f} img/s")
-        print(f"    2 workers vs 1 worker x 1 thread: x{s['speedup_2w_vs_1w1t']:.2f};  vs 1 worker x 2 threads: x{s['speedup_2w_vs_1w2t']:.2f}")
+        print(f"    2 workers vs 1 worker x 1 thread: x{s['speedup_2w_vs_1w1t']:.2f};  "
+              f"vs 1 worker x 2 threads: x{s['speedup_2w_vs_1w2t']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0

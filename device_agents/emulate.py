@@ -428,7 +428,7 @@ class TreeWriter(object):
         """Write every rail for module power p (W); rapl needs the cumulative
         energy_j of the waveform instead."""
         for r in self.rails:
-            name, frac, kind = r[0], r[1], r[2]
+            frac, kind = r[1], r[2]
             if kind == "iio":
                 mw = p * frac * 1000.0
                 _write(r[3], "%d\n" % int(round(mw)))
@@ -527,10 +527,12 @@ def run_writer(root, layout, waveform, rate_hz=200.0, duration=None, ready=None,
 
 
 def start_writer(root, layout, waveform, rate_hz=200.0, duration=None, python=None,
-                 max_range_uj=None, timeout=20.0, refresh_s=None, carrier=True):
+                 max_range_uj=None, timeout=20.0, refresh_s=None, carrier=True, detach=False):
     """Start the writer as a separate process and wait until it has written once.
     Returns (Popen, Waveform with t_ref set).  Stop it with ``stop_writer``.
-    refresh_s: see run_writer (None: the layout's real sensor rate)."""
+    refresh_s: see run_writer (None: the layout's real sensor rate).  detach: in its own
+    session (process group = its PID), output to ``<root>/writer.log``, so it outlives
+    the caller and its terminal."""
     if isinstance(waveform, dict):
         waveform = Waveform(waveform)
     if waveform.t_ref is None:
@@ -552,7 +554,12 @@ def start_writer(root, layout, waveform, rate_hz=200.0, duration=None, python=No
         cmd += ["--no-carrier"]
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    if detach:
+        with open(os.path.join(root, "writer.log"), "ab") as log:
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+    else:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while not os.path.exists(ready):
         if proc.poll() is not None:
@@ -731,7 +738,8 @@ lat = {latency_ms}
 if "onnx" in opts:
     data = open(opts["onnx"], "rb").read()
     if not data.startswith(b"\x08"):
-        sys.stdout.write("[11/21/2023-09:52:01] [E] [TRT] ModelImporter.cpp:720: Failed to parse ONNX model from file: " + opts["onnx"] + "\n")
+        sys.stdout.write("[11/21/2023-09:52:01] [E] [TRT] ModelImporter.cpp:720: "
+                         "Failed to parse ONNX model from file: " + opts["onnx"] + "\n")
         sys.stdout.write("[11/21/2023-09:52:01] [E] Failed to parse onnx file\n")
         print("&&&& FAILED TensorRT.trtexec [TensorRT v8201] # " + " ".join(sys.argv))
         sys.exit(1)
@@ -798,7 +806,7 @@ def _script(path, text):
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-#: tegrastats rail formats, as printed by the releases (see tests/agent/fixtures/):
+#: tegrastats rail formats, as printed by the releases (see tests/device_agents/fixtures/):
 #: jp4 "VDD_IN 1649/1649" (L4T 32), jp5 "VDD_IN 2171mW/2171mW" (L4T 34/35),
 #: jp6 "VDD_GPU_SOC 5139mW/5139mW/5139mW" (three values, newer releases and
 #: Thor, whose input is "VIN").

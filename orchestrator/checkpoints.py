@@ -129,5 +129,6 @@ def resolve_target(target: str, tracking_uri: str | None = None,
     try:
         local = Path(client.download_artifacts(target, "checkpoint", str(dest)))
     except Exception as exc:
-        raise UserError(f"run {target} has no 'checkpoint' artifact to bench ({exc.__class__.__name__}: {exc})") from None
+        raise UserError(f"run {target} has no 'checkpoint' artifact to bench "
+                        f"({exc.__class__.__name__}: {exc})") from None
     return checkpoint_file(local), target

@@ -13,7 +13,8 @@ import sys
 
 from orchestrator.errors import UserError
 
-COMMAND_MODULES = ["quickstart", "data", "train", "evaluate", "predict", "export", "sweep", "runs", "boards", "bench", "report"]
+COMMAND_MODULES = ["quickstart", "data", "train", "evaluate", "predict", "export", "sweep", "runs", "boards", "bench",
+                   "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -103,7 +103,8 @@ def load_config(path: Path | str | None, overrides: Sequence[str] = ()) -> Exper
         source = str(path)
         tree = read_tree(Path(path))
         if "sweep" in tree:
-            raise UserError(f"{path}: this is a sweep file (it has a sweep: section); run it with `dance sweep {path}`, "
+            raise UserError(f"{path}: this is a sweep file (it has a sweep: section); "
+                            f"run it with `dance sweep {path}`, "
                             "or train one point of it from the experiment file it is based on")
     apply_overrides(tree, overrides)
     try:

@@ -6,8 +6,8 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 def format_value(v: Any) -> str:

@@ -31,7 +31,8 @@ class Storage:
     uri: str | None = None
 
     def join(self, *parts: str) -> str:
-        return "/".join([self.path.rstrip("/"), *parts]) if self.filesystem is not None else str(Path(self.path, *parts))
+        return ("/".join([self.path.rstrip("/"), *parts]) if self.filesystem is not None
+                else str(Path(self.path, *parts)))
 
     def child(self, *parts: str) -> "Storage":
         """The same storage, rooted at a sub-folder (created for a plain folder)."""
@@ -68,7 +69,8 @@ def _s3(uri: str) -> Storage:
     if unknown:
         raise UserError(f"train.storage_path: {uri}: unknown URI option(s) {sorted(unknown)} "
                         "(endpoint_override, scheme, region)")
-    kwargs: dict[str, Any] = {"endpoint_override": query.get("endpoint_override"), "scheme": query.get("scheme", "https"),
+    kwargs: dict[str, Any] = {"endpoint_override": query.get("endpoint_override"),
+                              "scheme": query.get("scheme", "https"),
                               "connect_timeout": 5.0,
                               "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
                               "region": query.get("region", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))}

@@ -29,6 +29,7 @@ from orchestrator.runs.schema import KIND_TAG, KIND_TRAIN
 from orchestrator.runs.tracking import flatten, log_artifacts, log_epoch, log_params, resolve_tracking_uri, setup
 from orchestrator.storage import Storage, is_uri, resolve_storage
 from workers.config import ExperimentConfig
+from workers.pruning_report import plot_pruning_report
 
 # ray, mlflow and the torch-loading worker modules are imported where they are used: `dance sweep
 # --dry-run` and the board commands import this module for its checks and `ensure_ray`.
@@ -169,7 +170,6 @@ class TrainOutcome:
 
 def log_run_artifacts(run_id: str, ckpt_dir: Path | None, cfg: ExperimentConfig, history: list[dict], client) -> None:
 
-    from workers.pruning_report import plot_pruning_report
     from workers.train_loop import REPORT_FILE
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,24 +237,85 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_
 
     ensure_ray(address, verbose=verbose)
     cluster_check(cfg)
-
-    client = run_id = uri = None
-    if cfg.tracking.enabled:
-        import mlflow
-
-        uri = resolve_tracking_uri(tracking_uri, cfg.tracking.tracking_uri)
-        exp_id = setup(uri, cfg.tracking.experiment)
-        client = mlflow.MlflowClient()
-        run = client.create_run(exp_id, run_name=name, tags={KIND_TAG: KIND_TRAIN, "ray.run_name": name})
-        run_id = run.info.run_id
-        params = flatten(cfg.model_dump(mode="json"))
-        if wcfg.get("cdf"):
-            params.update({"cdf.loc": str(wcfg["cdf"]["loc"]), "cdf.scale": str(wcfg["cdf"]["scale"])})
-        params["resolved.lr"], params["resolved.batch_size"] = str(cfg.lr), str(cfg.batch_size)
-        log_params(params, client, run_id)
+    client, run_id, uri = _open_run(cfg, wcfg, name, tracking_uri)
 
     q = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(cfg, wcfg, run_name=name, callbacks=[_relay_callback(q)], log_level=log_level)
+    relay = _EpochRelay(cfg.train.epochs, client, run_id, on_epoch, print_fn)
+    finished = False
+    try:
+        with progress_bar(f"training {name}", enabled=progress) as bar:
+            relay.bar = bar
+            bar(0, cfg.train.epochs)
+            result = _fit_relaying(trainer, q, relay)
+        finished = True
+    finally:
+        try:
+            q.shutdown()
+        except Exception:
+            pass
+        if client is not None and not finished:
+            client.set_terminated(run_id, "FAILED")
+    last = relay.last_ckpt
+    ckpt_dir = Path(result.checkpoint.path) if result.checkpoint is not None else (Path(last) if last else None)
+    metrics = dict(result.metrics or (relay.history[-1] if relay.history else {}))
+    if client is not None:
+        log_run_artifacts(run_id, ckpt_dir, cfg, relay.history, client)
+        client.set_terminated(run_id, "FINISHED")
+    return TrainOutcome(name, metrics, relay.history, ckpt_dir, run_id, uri, relay.failures)
+
+
+def _open_run(cfg: ExperimentConfig, wcfg: dict, name: str, tracking_uri: str | None):
+    """(client, run id, tracking URI) of the run's new MLflow run with its params; Nones without tracking."""
+    if not cfg.tracking.enabled:
+        return None, None, None
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri, cfg.tracking.tracking_uri)
+    exp_id = setup(uri, cfg.tracking.experiment)
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(exp_id, run_name=name, tags={KIND_TAG: KIND_TRAIN, "ray.run_name": name}).info.run_id
+    params = flatten(cfg.model_dump(mode="json"))
+    if wcfg.get("cdf"):
+        params.update({"cdf.loc": str(wcfg["cdf"]["loc"]), "cdf.scale": str(wcfg["cdf"]["scale"])})
+    params["resolved.lr"], params["resolved.batch_size"] = str(cfg.lr), str(cfg.batch_size)
+    log_params(params, client, run_id)
+    return client, run_id, uri
+
+
+class _EpochRelay:
+    """What the driver does with each event the workers' callback relays: log, show, remember."""
+
+    def __init__(self, epochs: int, client, run_id: str | None, on_epoch: Callable[[dict], None] | None,
+                 print_fn: Callable[[str], None] | None) -> None:
+        self.epochs, self.client, self.run_id = epochs, client, run_id
+        self.on_epoch, self.print_fn = on_epoch, print_fn
+        self.bar: Callable[..., None] = lambda *a: None
+        self.history: list[dict] = []
+        self.failures: list[dict] = []
+        self.last_ckpt: str | None = None
+
+    def __call__(self, ev: dict) -> None:
+        if "failure" in ev:
+            self.failures.append(ev["failure"])
+            if self.print_fn:
+                self.print_fn(f"worker failure {ev['failure']}; Ray Train restarts from the last checkpoint")
+            return
+        m = ev["metrics"]
+        self.history.append(m)
+        self.last_ckpt = ev.get("checkpoint") or self.last_ckpt
+        if self.client is not None:
+            log_epoch(m, int(m.get("epoch", len(self.history) - 1)), self.run_id, self.client)
+        self.bar(int(m.get("epoch", 0)) + 1, self.epochs)
+        if self.on_epoch:
+            self.on_epoch(m)
+        if self.print_fn:
+            self.print_fn(format_epoch(m, self.epochs))
+
+
+def _fit_relaying(trainer, q, relay: _EpochRelay):
+    """``trainer.fit()`` in a thread while this one relays the queue's events; returns the result or raises
+    a :class:`UserError` naming the first worker's own error."""
     box: dict[str, Any] = {}
 
     def fit() -> None:
@@ -265,65 +326,25 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, tracking_
 
     thread = threading.Thread(target=fit, name="dance-train-fit", daemon=True)
     thread.start()
-    history: list[dict] = []
-    failures: list[dict] = []
-    last_ckpt: str | None = None
-    epochs = cfg.train.epochs
-    status = "FAILED"
-    try:
-        with progress_bar(f"training {name}", enabled=progress) as bar:
-            bar(0, epochs)
-
-            def handle(ev: dict) -> None:
-                nonlocal last_ckpt
-                if "failure" in ev:
-                    failures.append(ev["failure"])
-                    if print_fn:
-                        print_fn(f"worker failure {ev['failure']}; Ray Train restarts from the last checkpoint")
-                    return
-                m = ev["metrics"]
-                history.append(m)
-                last_ckpt = ev.get("checkpoint") or last_ckpt
-                if client is not None:
-                    log_epoch(m, int(m.get("epoch", len(history) - 1)), run_id, client)
-                bar(int(m.get("epoch", 0)) + 1, epochs)
-                if on_epoch:
-                    on_epoch(m)
-                if print_fn:
-                    print_fn(format_epoch(m, epochs))
-
-            while thread.is_alive():
-                try:
-                    handle(q.get(block=True, timeout=0.5))
-                except _queue.Empty:
-                    pass
-            while True:
-                try:
-                    handle(q.get_nowait())
-                except _queue.Empty:
-                    break
-        if "error" in box:
-            exc = box["error"]
-            if isinstance(exc, (KeyboardInterrupt, UserError)):
-                raise exc
-            raise UserError(f"training failed after {len(history)} epoch(s): {failure_reason(exc)}") from exc
-        result = box["result"]
-        if result.error is not None:
-            raise UserError(f"training failed: {result.error}")
-        status = "FINISHED"
-    finally:
+    while thread.is_alive():
         try:
-            q.shutdown()
-        except Exception:
+            relay(q.get(block=True, timeout=0.5))
+        except _queue.Empty:
             pass
-        if client is not None and status != "FINISHED":
-            client.set_terminated(run_id, "FAILED")
-    ckpt_dir = Path(result.checkpoint.path) if result.checkpoint is not None else (Path(last_ckpt) if last_ckpt else None)
-    metrics = dict(result.metrics or (history[-1] if history else {}))
-    if client is not None:
-        log_run_artifacts(run_id, ckpt_dir, cfg, history, client)
-        client.set_terminated(run_id, "FINISHED")
-    return TrainOutcome(name, metrics, history, ckpt_dir, run_id, uri, failures)
+    while True:
+        try:
+            relay(q.get_nowait())
+        except _queue.Empty:
+            break
+    if "error" in box:
+        exc = box["error"]
+        if isinstance(exc, (KeyboardInterrupt, UserError)):
+            raise exc
+        raise UserError(f"training failed after {len(relay.history)} epoch(s): {failure_reason(exc)}") from exc
+    result = box["result"]
+    if result.error is not None:
+        raise UserError(f"training failed: {result.error}")
+    return result
 
 
 def format_epoch(m: dict, epochs: int) -> str:

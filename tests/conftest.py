@@ -1,6 +1,14 @@
-"""Shared test setup."""
+"""Shared test setup: one torch thread, and the `integration` marker kept honest."""
+import os
+import subprocess
+
 import pytest
 import torch
+
+# What makes a test an integration test (`make test-fast` leaves them out): it starts Ray, sshd,
+# an MLflow server, an S3 server or a browser.
+SERVER_PROGRAMS = {"sshd", "ray", "mlflow", "moto_server", "chromium", "chromedriver"}
+SERVER_MODULES = {"mlflow", "moto.server", "ray.scripts.scripts"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -10,3 +18,46 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _server_in(argv) -> str | None:
+    """The server program ``argv`` starts, or None."""
+    words = argv.split() if isinstance(argv, (str, bytes)) else [str(a) for a in argv]
+    if not words:
+        return None
+    exe = os.path.basename(str(words[0]))
+    if exe in SERVER_PROGRAMS:
+        return exe
+    if exe.startswith("python") and len(words) > 2 and words[1] == "-m" and words[2] in SERVER_MODULES:
+        return words[2]
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """An unmarked test that starts Ray or a server fails at that point, naming the marker it lacks.
+
+    Wrapped around the whole protocol of a test (setup included), so a module-scoped fixture that
+    starts Ray for the first test of a module is caught too.
+    """
+    if item.get_closest_marker("integration") is not None:
+        yield
+        return
+    import ray
+
+    real_popen_init, real_ray_init = subprocess.Popen.__init__, ray.init
+
+    def guarded_popen_init(self, args, *a, **kw):
+        server = _server_in(args)
+        if server is not None:
+            raise RuntimeError(f"this test starts {server}: mark it @pytest.mark.integration")
+        real_popen_init(self, args, *a, **kw)
+
+    def no_ray(*a, **kw):
+        raise RuntimeError("this test starts Ray: mark it @pytest.mark.integration")
+
+    subprocess.Popen.__init__, ray.init = guarded_popen_init, no_ray
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__, ray.init = real_popen_init, real_ray_init

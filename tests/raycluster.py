@@ -124,7 +124,7 @@ def _pin_auth_mode(monkeypatch) -> None:
     Config.initialize("")
     loader = AuthenticationTokenLoader.instance()
     if os.environ["RAY_AUTH_MODE"] == "token" and not loader.has_token(ignore_auth_mode=True):
-        # what any `ray.init()` of a local instance does (tests/test_train_ray.py): ~/.ray/auth_token
+        # what any `ray.init()` of a local instance does (tests/orchestrator/test_train_ray.py): ~/.ray/auth_token
         subprocess.run([RAY_CLI, "get-auth-token", "--generate"], check=True, capture_output=True, timeout=60)
         loader.reset_cache()
 

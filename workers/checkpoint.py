@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from workers.dance.cdf import MaxwellCDF
+from workers.models import build_model
 
 __all__ = ["Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint", "model_structure",
            "apply_structure"]
@@ -65,7 +66,8 @@ class Checkpoint:
 def _attrs_of(m: nn.Module) -> dict[str, Any]:
     for cls, names in _ATTRS.items():
         if isinstance(m, cls):
-            return {n: (list(v) if isinstance(v, tuple) else v) for n in names if (v := getattr(m, n, None)) is not None}
+            return {n: (list(v) if isinstance(v, tuple) else v) for n in names
+                    if (v := getattr(m, n, None)) is not None}
     return {}
 
 
@@ -73,7 +75,8 @@ def model_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
     """Per module: ``{"type", "attrs", "shapes": {tensor name: shape}}`` (JSON-able)."""
     out: dict[str, dict[str, Any]] = {}
     for name, m in model.named_modules():
-        tensors = {n: list(t.shape) for n, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+        tensors = {n: list(t.shape)
+                   for n, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
                    if t is not None}
         if tensors:
             out[name] = {"type": type(m).__name__, "attrs": _attrs_of(m), "shapes": tensors}
@@ -133,8 +136,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, cdf: MaxwellCDF | Mappin
     ``spec`` defaults to ``model.spec``; a model without one can still be saved, and is then
     loaded into a fresh unpruned instance passed to :func:`load_checkpoint`.
     """
-    from workers.dance.ans import unwrap_model
     from workers.cost import structure_signature
+    from workers.dance.ans import unwrap_model
 
     model = unwrap_model(model)
     spec = dict(spec if spec is not None else getattr(model, "spec", None) or {})
@@ -176,7 +179,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a DANCE checkpoint (no '{FORMAT}' header)")
     if int(data.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {data['version']} is newer than this code ({VERSION})")
+        raise CheckpointError(f"{path}: checkpoint format version {data['version']} is newer than this code "
+                              f"({VERSION})")
     return data
 
 
@@ -194,7 +198,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if model is None:
         if not data["spec"]:
             raise CheckpointError(f"{path}: the checkpoint has no model spec; pass model= (an unpruned instance)")
-        from workers.models import build_model
 
         try:
             net = build_model(**data["spec"])

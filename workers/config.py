@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.dance.ans import ANSConfig
 from workers.dance.slimming import SlimmingConfig
+from workers.models import list_models, list_variants, model_options
 
 # Paper §4.1: minibatch 8 for DeepLabv3+ / PSPNet, 16 for BiSeNet / ICNet; lr 1e-3, 1e-2 for ICNet.
 PAPER_BATCH = {"deeplabv3plus": 8, "pspnet": 8, "bisenet": 16, "icnet": 16}
@@ -37,8 +38,10 @@ class DataConfig(Strict):
     root: Path = Path("data/synth")
     train_split: str = "train"
     val_split: str = "val"
-    cache_dir: Path | None = Field(default=None, description="complexity-score cache; default $DANCE_CACHE_DIR or ~/.cache/dance")
-    score_batch: int = Field(default=4, ge=1, description="images per Eq. 1 batch on a GPU; the CPU scores image by image")
+    cache_dir: Path | None = Field(default=None,
+                                   description="complexity-score cache; default $DANCE_CACHE_DIR or ~/.cache/dance")
+    score_batch: int = Field(default=4, ge=1,
+                             description="images per Eq. 1 batch on a GPU; the CPU scores image by image")
 
 
 class ModelConfig(Strict):
@@ -51,15 +54,14 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _known(self) -> "ModelConfig":
-        from workers.models import list_models, list_variants, model_options
-
         if self.name.lower() not in list_models():
             raise ValueError(f"unknown model {self.name!r}; choose one of {list_models()}")
         if self.variant not in list_variants(self.name):
             raise ValueError(f"{self.name} has no variant {self.variant!r}; choose one of {list_variants(self.name)}")
         unknown = sorted(set(self.options) - set(model_options(self.name, self.variant)))
         if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for {self.name}; valid: {sorted(model_options(self.name, self.variant))}")
+            raise ValueError(f"unknown option(s) {unknown} for {self.name}; "
+                             f"valid: {sorted(model_options(self.name, self.variant))}")
         return self
 
 
@@ -87,12 +89,14 @@ class FaultInjection(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(default=50, ge=1)
-    batch_size: int | None = Field(default=None, ge=2, description="per worker; default 8 (DeepLabv3+, PSPNet) or 16 (BiSeNet, ICNet)")
+    batch_size: int | None = Field(default=None, ge=2,
+                                   description="per worker; default 8 (DeepLabv3+, PSPNet) or 16 (BiSeNet, ICNet)")
     eval_batch_size: int = Field(default=4, ge=1)
     min_batch: int = Field(default=2, ge=2, description="smallest per-worker batch (BatchNorm needs >= 2)")
     mode: Literal["co", "network_then_data", "data_then_network"] = Field(
         default="co", description="co-optimization, or separate optimisation (paper Table 4)")
-    init_checkpoint: Path | None = Field(default=None, description="adaptation: start from this checkpoint (pruned or not)")
+    init_checkpoint: Path | None = Field(default=None,
+                                         description="adaptation: start from this checkpoint (pruned or not)")
     size_quantum: int | None = Field(default=None, ge=1, description=(
         "round CAD sizes to multiples of this (a multiple of the model's size quantum; default: the model's). "
         "Coarser means fewer size buckets and fuller batches on small datasets"))
@@ -103,7 +107,8 @@ class TrainConfig(Strict):
     eval_every: int = Field(default=1, ge=1, description="evaluate every N epochs (and always after the last)")
     loader_workers: int = Field(default=0, ge=0, description="DataLoader worker processes per training worker")
     cache_samples: bool = Field(default=False, description="keep decoded, resized samples in memory (small datasets)")
-    max_failures: int = Field(default=3, ge=-1, description="worker failures Ray Train recovers from (from the last checkpoint)")
+    max_failures: int = Field(default=3, ge=-1,
+                              description="worker failures Ray Train recovers from (from the last checkpoint)")
     keep_checkpoints: int | None = Field(default=2, ge=1, description="checkpoints kept by Ray Train (None = all)")
     storage_path: str = Field(default=".dance/ray_results", description=(
         "Ray Train/Tune results and checkpoints: a folder (shared by every node on a cluster) or a URI such as "
@@ -121,7 +126,8 @@ class ScalingSection(Strict):
     gpus_per_worker: float = Field(default=1.0, gt=0, description="with use_gpu")
     amp: bool = Field(default=True, description="mixed precision; takes effect on GPU only")
     backend: Literal["auto", "gloo", "nccl"] = Field(default="auto", description="auto: nccl on GPU, gloo on CPU")
-    torch_threads: int | None = Field(default=None, ge=1, description="intra-op threads per worker; default max(1, cpus_per_worker)")
+    torch_threads: int | None = Field(default=None, ge=1,
+                                      description="intra-op threads per worker; default max(1, cpus_per_worker)")
 
 
 class TrackingConfig(Strict):
@@ -153,7 +159,8 @@ class ExperimentConfig(Strict):
             if not self.ans.enabled:
                 raise ValueError(f"train.mode {t.mode} separates ANS from data slimming, but ans.enabled is false")
             if not (self.slimming.cad or self.slimming.casd or self.slimming.cal or self.slimming.rd):
-                raise ValueError(f"train.mode {t.mode} separates ANS from data slimming, but every slimming switch is off")
+                raise ValueError(f"train.mode {t.mode} separates ANS from data slimming, "
+                                 "but every slimming switch is off")
             if t.epochs < 2:
                 raise ValueError(f"train.mode {t.mode} needs at least 2 epochs (one half each)")
         fi = t.fault_injection

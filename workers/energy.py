@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,6 @@ def total_energy_mj(index: int) -> int | None:
 
 def nvml_index(device) -> int | None:
     """NVML index of a torch CUDA device (honours CUDA_VISIBLE_DEVICES given as integers)."""
-    import os
-
     if getattr(device, "type", None) != "cuda":
         return None
     local = device.index if device.index is not None else 0

@@ -24,8 +24,15 @@ from torch.utils.data import DataLoader
 
 from workers.dance.sampler import eval_batches
 from workers.dance.slimming import SlimmingConfig, dance_sizes
-from workers.metrics import (EVAL_TIME_S, INFER_FLOPS_PER_IMAGE, INFER_NETWORK_FLOPS_PER_IMAGE, MIOU, PIXEL_ACC,
-                             ConfusionMatrix, per_class_metric)
+from workers.metrics import (
+    EVAL_TIME_S,
+    INFER_FLOPS_PER_IMAGE,
+    INFER_NETWORK_FLOPS_PER_IMAGE,
+    MIOU,
+    PIXEL_ACC,
+    ConfusionMatrix,
+    per_class_metric,
+)
 
 Size = tuple[int, int]
 
@@ -118,7 +125,8 @@ def predict_batches(model: nn.Module, dataset, sizes: Sequence[Size], *, batch_s
         with torch.no_grad():
             for batch in _loader(dataset, sizes, batches, loader_workers):
                 x = batch["image"].to(device, non_blocking=True)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+                with torch.autocast(device_type=device.type, dtype=torch.float16,
+                                    enabled=amp and device.type == "cuda"):
                     logits = model(x)
                 preds = []
                 for k, label in enumerate(batch["label"]):

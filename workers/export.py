@@ -111,7 +111,8 @@ def buckets_from_config(config: dict[str, Any], cdf: MaxwellCDF | None, quantum:
         data = DataConfig.model_validate(config["data"])
         slim = SlimmingConfig.model_validate(config.get("slimming", {}))
     except (KeyError, ValueError, TypeError) as exc:
-        raise ExportError(f"the checkpoint's config has no usable data/slimming section ({exc}); give --buckets") from None
+        raise ExportError(f"the checkpoint's config has no usable data/slimming section ({exc}); "
+                          "give --buckets") from None
     ds = open_dataset(data.kind, data.root, data.val_split)
     if len(ds) == 0:
         raise ExportError(f"{data.root}: the {data.val_split} split has no images; give --buckets")
@@ -130,7 +131,8 @@ def buckets_from_config(config: dict[str, Any], cdf: MaxwellCDF | None, quantum:
     for s in sizes:
         counts[s] = counts.get(s, 0) + 1
     # Largest first: the device agent builds the most expensive engine first and fails fast.
-    return [Bucket(h, w, c / len(sizes)) for (h, w), c in sorted(counts.items(), key=lambda kv: (-kv[0][0] * kv[0][1], kv[0]))]
+    return [Bucket(h, w, c / len(sizes))
+            for (h, w), c in sorted(counts.items(), key=lambda kv: (-kv[0][0] * kv[0][1], kv[0]))]
 
 
 def _check_size(model: nn.Module, b: Bucket) -> None:

@@ -28,7 +28,8 @@ class Runtime:
     def prepare_model(self, model: nn.Module) -> nn.Module:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, name: str | None = None) -> None:  # pragma: no cover
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None,
+               name: str | None = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
     @contextmanager

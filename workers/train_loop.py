@@ -28,6 +28,7 @@ paper Table 4 run ANS in one half of the epochs and data slimming in the other.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ from workers.cost import count_flops
 from workers.dance.loss import weighted_loss
 from workers.energy import EnergyMeter
 from workers.metrics import PER_CLASS_PREFIX, SUMMARY_METRICS
+from workers.models import build_model
 from workers.models.base import size_rule
 from workers.runtime import LocalRuntime, Runtime
 
@@ -103,8 +105,6 @@ def broadcast_buffers(model: nn.Module) -> None:
 
 def param_checksum(model: nn.Module, buffers: bool = True) -> str:
     """SHA-1 of every parameter (and buffer) in order: equal across ranks iff they agree bit for bit."""
-    import hashlib
-
     h = hashlib.sha1()
     tensors = list(model.named_parameters()) + (list(model.named_buffers()) if buffers else [])
     for name, t in tensors:
@@ -305,9 +305,11 @@ class Trainer:
         self.train_p = np.asarray(tp, dtype=np.float64) if tp is not None else None
         self.val_p = np.asarray(vp, dtype=np.float64) if vp is not None else None
         if self.train_p is not None and len(self.train_p) != len(self.train_ds):
-            raise ValueError(f"worker config has p for {len(self.train_p)} training images, the dataset has {len(self.train_ds)}")
+            raise ValueError(f"worker config has p for {len(self.train_p)} training images, "
+                             f"the dataset has {len(self.train_ds)}")
         if self.val_p is not None and len(self.val_p) != len(self.val_ds):
-            raise ValueError(f"worker config has p for {len(self.val_p)} val images, the dataset has {len(self.val_ds)}")
+            raise ValueError(f"worker config has p for {len(self.val_p)} val images, "
+                             f"the dataset has {len(self.val_ds)}")
         # Paper Table 6: the rules may use a random or inverted indicator instead of p = CDF(SC).
         from workers.dance.slimming import indicator_p
 
@@ -317,7 +319,8 @@ class Trainer:
         if self.val_p is not None:
             self.val_p = indicator_p(self.val_p, s, seed, d.val_split)
         if self.cfg.slimming.uses_p and self.train_p is None:
-            raise ValueError("data slimming needs complexity scores: build the worker config with workers.prepare.worker_config")
+            raise ValueError("data slimming needs complexity scores: "
+                             "build the worker config with workers.prepare.worker_config")
         from workers.dance.cdf import MaxwellCDF
 
         self.cdf = MaxwellCDF.from_dict(self.raw["cdf"]) if self.raw.get("cdf") else None
@@ -325,7 +328,6 @@ class Trainer:
     def _build_model(self, resume: dict | None) -> None:
         from workers.checkpoint import load_checkpoint
         from workers.dance.ans import NetworkSlimmer
-        from workers.models import build_model
 
         m = self.cfg.model
         nc = self.train_ds.num_classes
@@ -374,7 +376,8 @@ class Trainer:
         lr = self.cfg.lr
         groups = []
         if bb:
-            groups.append({"params": bb, "lr": lr * self.cfg.optim.backbone_lr_mult, "lr_mult": self.cfg.optim.backbone_lr_mult})
+            groups.append({"params": bb, "lr": lr * self.cfg.optim.backbone_lr_mult,
+                           "lr_mult": self.cfg.optim.backbone_lr_mult})
         groups.append({"params": rest, "lr": lr, "lr_mult": 1.0})
         return groups
 
@@ -486,7 +489,8 @@ class Trainer:
                "header_channels": self.slimmer.header_channels() if self.slimmer is not None else None,
                "params": param_checksum(self.inner, buffers=False),
                "all": param_checksum(self.inner, buffers=True) if event == "epoch_end" else None,
-               "structure": {k: v["shapes"] for k, v in model_structure(self.inner).items()} if event == "epoch_end" else None}
+               "structure": ({k: v["shapes"] for k, v in model_structure(self.inner).items()}
+                             if event == "epoch_end" else None)}
         with open(self.probe / f"rank{self.rank}.jsonl", "a") as fh:
             fh.write(json.dumps(rec) + "\n")
 

@@ -178,8 +178,8 @@ def run_job(t: Transport, job: Job, job_id: str, measure: Measure, cache_dir: Pa
         except ValueError:
             doc = None
     if res.timed_out:
-        raise BoardError("timeout", board.name, f"job {job_id} ran past its {deadline:g} s deadline; the agent's process "
-                         f"group was stopped{_stderr_tail(res.stderr)}")
+        raise BoardError("timeout", board.name, f"job {job_id} ran past its {deadline:g} s deadline; "
+                         f"the agent's process group was stopped{_stderr_tail(res.stderr)}")
     if res.rc == 75:
         raise BoardError("timeout", board.name, f"board lock {t.lock_path} stayed held for {deadline:g} s")
     if res.rc == 0 and doc and doc.get("ok"):
@@ -200,7 +200,8 @@ def run_job(t: Transport, job: Job, job_id: str, measure: Measure, cache_dir: Pa
         raise BoardError(kind or AGENT_EXIT_KINDS.get(res.rc or 1, "agent_crash"), board.name,
                          f"agent exit {res.rc}: {doc.get('error')}")
     if res.rc == 127:
-        raise BoardError("missing_runtime", board.name, f"{board.python} or flock not found on the board{_stderr_tail(res.stderr)}")
+        raise BoardError("missing_runtime", board.name,
+                         f"{board.python} or flock not found on the board{_stderr_tail(res.stderr)}")
     raise BoardError("agent_crash", board.name, f"agent ended with exit {res.rc} and no JSON result"
                      f"{_stderr_tail(res.stderr)}")
 

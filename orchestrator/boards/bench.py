@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orchestrator.boards.agentjob import Job
-from orchestrator.boards.cache import DEFAULT_PATH as DEFAULT_CACHE, MeasurementCache, board_facts, cache_key
+from orchestrator.boards.cache import DEFAULT_PATH as DEFAULT_CACHE
+from orchestrator.boards.cache import MeasurementCache, board_facts, cache_key
 from orchestrator.boards.inventory import Board, BoardGroup, Inventory, board_address, board_groups
 from orchestrator.boards.pool import BoardPool, LocalPoolClient, PoolClientLike, start_pool_actor
 from orchestrator.boards.scoring import build_scoring_onnx, stored_sizes
@@ -37,7 +38,7 @@ from orchestrator.errors import UserError
 from orchestrator.runs.schema import BENCH_CHECKPOINT_TAG, KIND_BENCH, KIND_TAG, tag_text
 from orchestrator.runs.tracking import resolve_tracking_uri, setup
 from orchestrator.training import ensure_ray
-from workers.features import TRAIN_STEP_BATCH
+from workers.features import TRAIN_STEP_BATCH, checkpoint_features
 
 # torch (through workers.export, workers.checkpoint, workers.features) and mlflow load inside the
 # functions that use them: `dance boards` and `dance bench --help` import this module.
@@ -91,7 +92,8 @@ def export_for(ckpt: Path, fmt: str, buckets_arg: str | None, log: Callable[[str
         if not man_path.is_file():
             try:
                 buckets = parse_buckets(buckets_arg) if buckets_arg else None
-                with tempfile.TemporaryDirectory(dir=DEFAULT_EXPORTS.as_posix() if DEFAULT_EXPORTS.exists() else None) as tmp:
+                with tempfile.TemporaryDirectory(dir=DEFAULT_EXPORTS.as_posix() if DEFAULT_EXPORTS.exists()
+                                                 else None) as tmp:
                     export_checkpoint(ckpt, tmp, fmt, buckets, log=log)
                     out.parent.mkdir(parents=True, exist_ok=True)
                     Path(tmp).rename(out)  # whole export appears at once: a crash never leaves half a manifest
@@ -429,8 +431,6 @@ def _summarise(groups: list[BoardGroup], measurements: list[Measurement], facts:
 
 def _features(ckpt: Path, ms: list[Measurement], log: Callable[[str], None]) -> dict:
     """Cost-model features of the network buckets about to be measured (none for Eq. 1 scoring)."""
-    from workers.features import checkpoint_features  # loads torch
-
     sizes = sorted({(m.purpose, m.height, m.width) for m in ms if m.purpose in ("infer", "train")})
     if not sizes:
         return {}
@@ -477,11 +477,13 @@ def _wait_with_progress(pool, ids: list[str], log: Callable[[str], None]) -> lis
                 lat = (r.get("latency_ms") or {}).get("p50")
                 e = r.get("energy_j_per_image_gross")
                 extra = (f"  p50 {lat:.2f} ms" if lat is not None else "") + (
-                    f", {e:.4g} J/image" if e is not None else (", energy null" if "energy_j_per_image_gross" in r else ""))
+                    f", {e:.4g} J/image" if e is not None
+                    else (", energy null" if "energy_j_per_image_gross" in r else ""))
                 log(f"  [{len(done)}/{n}] {out['board']}: {what} done{extra}")
             else:
                 err = out["error"] or {}
-                log(f"  [{len(done)}/{n}] {out['board'] or '-'}: {what} FAILED: {err.get('kind')}: {err.get('message')}")
+                log(f"  [{len(done)}/{n}] {out['board'] or '-'}: {what} FAILED: "
+                    f"{err.get('kind')}: {err.get('message')}")
         if pending:
             time.sleep(0.2)
     return [done[i] for i in ids]
@@ -550,6 +552,7 @@ def table(result: BenchResult) -> str:
         g = result.metrics.get
         lines.append(f"{k}: expected {fmt(g(p + 'energy_j_per_image'))} J/image (scoring included: "
                      f"{'yes' if p + 'scoring_energy_j_per_image' in result.metrics else 'no'}), "
-                     f"p50 {fmt(g(p + 'latency_ms_p50'), '{:.2f}')} ms, p90 {fmt(g(p + 'latency_ms_p90'), '{:.2f}')} ms, "
+                     f"p50 {fmt(g(p + 'latency_ms_p50'), '{:.2f}')} ms, "
+                     f"p90 {fmt(g(p + 'latency_ms_p90'), '{:.2f}')} ms, "
                      f"train {fmt(g(p + 'train_energy_j_per_step'))} J/step")
     return "\n".join(lines)

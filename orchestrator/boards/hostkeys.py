@@ -64,7 +64,8 @@ def changed_key_error(board: Board, known_hosts: Path, got: paramiko.PKey, expec
     return BoardError("host_key", board.name,
                       f"HOST KEY CHANGED for {host_entry(board)}: it now offers {got.get_name()} {fingerprint(got)} "
                       f"but {known_hosts} holds {expected.get_name()} {fingerprint(expected)}. This may be an attack "
-                      f"(or a reinstalled board). Refused; after checking, `dance boards enroll {board.name} --replace`")
+                      f"(or a reinstalled board). Refused; after checking, "
+                      f"`dance boards enroll {board.name} --replace`")
 
 
 def fetch_key(board: Board, timeout: float | None = None) -> paramiko.PKey:
@@ -80,7 +81,8 @@ def fetch_key(board: Board, timeout: float | None = None) -> paramiko.PKey:
         t.start_client(timeout=timeout)
         return t.get_remote_server_key()
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise BoardError("unreachable", board.name, f"SSH handshake with {board.host}:{board.port} failed: {exc}") from None
+        raise BoardError("unreachable", board.name,
+                         f"SSH handshake with {board.host}:{board.port} failed: {exc}") from None
     finally:
         t.close()
 

@@ -46,7 +46,8 @@ class Board(BaseModel):
     port: int = Field(22, ge=1, le=65535)
     user: str | None = None
     key_file: Path | None = None
-    python: str | None = Field(None, description="the board's Python; default python3 (ssh) or this interpreter (local)")
+    python: str | None = Field(None,
+                               description="the board's Python; default python3 (ssh) or this interpreter (local)")
     power: str = "auto"
     runtime: Literal["onnxruntime", "trtexec", "torchscript"] = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"

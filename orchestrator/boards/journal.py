@@ -129,12 +129,13 @@ class Journal:
             row = self.get(job_id)
             failed_on = sorted(set(row["failed_on"] or []) | {board})
             self._db.execute("UPDATE jobs SET state='queued', board=NULL, attempts=attempts+?, failed_on=?, error=?, "
-                             "history=? WHERE id=?", (1 if count_attempt else 0, json.dumps(failed_on), json.dumps(error),
-                                                      self._event(job_id, {"board": board, "outcome": "retry", **error}),
-                                                      job_id))
+                             "history=? WHERE id=?",
+                             (1 if count_attempt else 0, json.dumps(failed_on), json.dumps(error),
+                              self._event(job_id, {"board": board, "outcome": "retry", **error}), job_id))
 
     def fail(self, job_id: str, board: str | None, error: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute("UPDATE jobs SET state='failed', attempts=attempts+1, error=?, finished=?, history=? "
                              "WHERE id=?", (json.dumps(error), time.time(),
-                                            self._event(job_id, {"board": board, "outcome": "failed", **error}), job_id))
+                                            self._event(job_id, {"board": board, "outcome": "failed", **error}),
+                                            job_id))

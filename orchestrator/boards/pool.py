@@ -181,12 +181,14 @@ class BoardPool:
                 spec = row["spec"]
                 offline = {n: s["reason"] for n, s in self._state.items() if not s["online"]}
                 err = row["error"] or {}
-                where = (f"labels {spec.get('labels') or []}" + (f", board {spec['board']}" if spec.get("board") else ""))
+                where = (f"labels {spec.get('labels') or []}"
+                         + (f", board {spec['board']}" if spec.get("board") else ""))
                 if err.get("message"):
                     msg = f"{err['message']} (and no other online board with {where} can take it)"
                 else:
                     msg = f"no online board matches {where}" + (f" (offline: {offline})" if offline else "")
-                error = {"kind": err.get("kind", "board"), "board": err.get("board"), "message": msg, "transient": False}
+                error = {"kind": err.get("kind", "board"), "board": err.get("board"), "message": msg,
+                         "transient": False}
                 self.journal.fail(row["id"], None, error)
                 self._emit(row["id"], None, "failed", msg)
 
@@ -246,7 +248,8 @@ class BoardPool:
             st["jobs_done"] += 1
         self._emit(job_id, board.name, "done", "", seconds=time.monotonic() - t0, meta=job.meta)
 
-    def _failure(self, board: Board, transport: Transport, row: dict[str, Any], exc: BoardError, seconds: float) -> None:
+    def _failure(self, board: Board, transport: Transport, row: dict[str, Any], exc: BoardError,
+                 seconds: float) -> None:
         job_id = row["id"]
         err = exc.to_dict()
         if exc.kind == "unreachable":

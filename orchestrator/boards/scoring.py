@@ -4,7 +4,7 @@ DANCE inference needs each image's p (from SC_mean), so the expected energy per 
 board is Σ_k fraction_k · J_k **plus** the energy of scoring the image at its stored size.
 The agent measures models, so scoring is expressed as one: BT.601 luma (1×1 conv), edge
 (replicate) padding, both 3×3 Sobel kernels (one conv), √(s_h² + s_v²), mean. It computes the
-same number as :func:`workers.dance.complexity.sc_mean` (checked in tests/boards).
+same number as :func:`workers.dance.complexity.sc_mean` (checked in tests/orchestrator/boards).
 """
 from __future__ import annotations
 

@@ -57,14 +57,17 @@ def job_shell(argv: list[str], cwd: str, lock: str, lock_wait_s: float, env: dic
     """The remote shell line, one round trip per job: make ``cwd``, take the board lock (fd 9,
     inherited by the agent, so the lock lives exactly as long as the measurement), record the
     shell's PID (the process group the deadline stops), run the agent, then move its
-    ``result.json`` (and ``trace.csv``) to ``<cwd>.result.json`` (``.trace.csv``) and remove ``cwd`` (the job folder never outlives
-    the job). Every word is quoted; nothing from the job reaches the shell unquoted."""
+    ``result.json`` (and ``trace.csv``) to ``<cwd>.result.json`` (``.trace.csv``) and remove ``cwd``
+    (the job folder never outlives the job). Every word is quoted; nothing from the job reaches the
+    shell unquoted."""
     q = shlex.quote
     envs = " ".join(f"{k}={q(v)}" for k, v in (env or {}).items())
     return (f"mkdir -p {q(cwd)} && cd {q(cwd)} && exec 9>>{q(lock)} && "
-            f"{{ flock -w {int(max(1, lock_wait_s))} 9 || {{ echo 'board busy: lock {lock} held' >&2; exit 75; }}; }} && "
+            f"{{ flock -w {int(max(1, lock_wait_s))} 9 || "
+            f"{{ echo 'board busy: lock {lock} held' >&2; exit 75; }}; }} && "
             f"echo $$ > pid && {('env ' + envs + ' ') if envs else ''}{' '.join(q(a) for a in argv)}; rc=$?; "
-            f"mv -f result.json {q(cwd + '.result.json')} 2>/dev/null; mv -f trace.csv {q(cwd + '.trace.csv')} 2>/dev/null; "
+            f"mv -f result.json {q(cwd + '.result.json')} 2>/dev/null; "
+            f"mv -f trace.csv {q(cwd + '.trace.csv')} 2>/dev/null; "
             f"cd / && rm -rf -- {q(cwd)}; exit $rc")
 
 
@@ -368,7 +371,8 @@ class LocalTransport(Transport):
                                 stderr=subprocess.PIPE, start_new_session=True)
         try:
             out, err = proc.communicate(timeout=deadline_s)  # drains both pipes together
-            return RunResult(proc.returncode if proc.returncode >= 0 else None, out.decode("utf-8", "replace")[-OUTPUT_CAP:],
+            return RunResult(proc.returncode if proc.returncode >= 0 else None,
+                             out.decode("utf-8", "replace")[-OUTPUT_CAP:],
                              err.decode("utf-8", "replace")[-OUTPUT_CAP:], False, time.monotonic() - t0)
         except subprocess.TimeoutExpired:
             for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 10.0)):

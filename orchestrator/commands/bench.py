@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestrator.errors import UserError
+
 DESCRIPTION = """\
 Export the model once per resolution bucket (the export manifest), measure every bucket on a
 matching board through the board pool (a Ray actor; one job per board at a time), and log to
@@ -39,7 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from orchestrator.boards.bench import run_bench, table
     from orchestrator.boards.inventory import load_inventory
-    from orchestrator.errors import UserError
 
     if args.train_steps < 0:
         raise UserError("--train-steps must be >= 0")

@@ -6,6 +6,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from orchestrator.boards import hostkeys
+from orchestrator.boards.errors import BoardError
+
 DESCRIPTION = """\
 The board inventory (configs/boards.yaml, or --boards FILE; without one, the embedded
 `local` board) and its host keys, kept in the platform's own known_hosts file
@@ -33,12 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("name", help="board name from the inventory")
     e.add_argument("--boards", type=Path, help="inventory file (default configs/boards.yaml)")
     e.add_argument("--yes", action="store_true", help="store without asking")
-    e.add_argument("--replace", action="store_true", help="replace a different key already on file (after checking why it changed)")
+    e.add_argument("--replace", action="store_true",
+                   help="replace a different key already on file (after checking why it changed)")
     e.set_defaults(func=cmd_enroll)
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from orchestrator.boards import hostkeys
     from orchestrator.boards.inventory import load_inventory
 
     inv = load_inventory(args.boards)
@@ -50,7 +53,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def check_board(board, inv) -> dict:
     """One board's checks, each a (ok, detail) pair, in order; stops at the first that fails."""
     from orchestrator.boards.agentjob import Job, run_job
-    from orchestrator.boards.errors import BoardError
     from orchestrator.boards.transport import make_transport
 
     out: dict = {"board": board.name, "checks": []}
@@ -77,7 +79,8 @@ def check_board(board, inv) -> dict:
         if not ok:
             return out
         try:
-            probe = run_job(t, Job(kind="probe"), "check-probe", inv.measure, inv.known_hosts_path().parent / "agent-cache")
+            probe = run_job(t, Job(kind="probe"), "check-probe", inv.measure,
+                            inv.known_hosts_path().parent / "agent-cache")
         except BoardError as exc:
             out["checks"].append(("agent probe", False, f"{exc.kind}: {exc.message}"))
             return out
@@ -91,8 +94,10 @@ def check_board(board, inv) -> dict:
             f"model {b.get('model')}", f"L4T {(b.get('l4t') or {}).get('version')}",
             f"nvpmodel {(b.get('nvpmodel') or {}).get('name') or (b.get('nvpmodel') or {}).get('id')}",
             f"power auto={probe.get('power_auto')} "
-            + (f"({', '.join(s.get('name', '?') + ':' + ','.join(s.get('rails') or []) for s in srcs)})" if srcs else "(none)"),
-            "runtimes " + ", ".join(f"{k} {v.get('version') or ''}".strip() for k, v in rts.items() if v.get("available")),
+            + (f"({', '.join(s.get('name', '?') + ':' + ','.join(s.get('rails') or []) for s in srcs)})"
+               if srcs else "(none)"),
+            "runtimes " + ", ".join(f"{k} {v.get('version') or ''}".strip() for k, v in rts.items()
+                                    if v.get("available")),
         ]) + ("" if rt_ok else f"; MISSING its runtime {board.runtime}")))
         return out
     finally:

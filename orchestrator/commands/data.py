@@ -28,7 +28,8 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="experiment YAML whose `data` section names the dataset")
-    p.add_argument("--dataset", metavar="KIND", help="dataset kind instead of a config: cityscapes, camvid, bdd100k, voc")
+    p.add_argument("--dataset", metavar="KIND",
+                   help="dataset kind instead of a config: cityscapes, camvid, bdd100k, voc")
     p.add_argument("--root", type=Path, help="dataset root folder (with --dataset)")
     p.add_argument("--split", default=None, help="split to read (default: the config's train split, or 'train')")
 
@@ -62,7 +63,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     with progress_bar("generating synthetic scenes") as bar:
         summary = generate_dataset(args.out, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
                                    progress=bar, overwrite=args.overwrite, style=args.style)
-    print(f"wrote {args.train} train + {args.val} val images ({args.size[0]}x{args.size[1]}) to {args.out} in the Cityscapes layout")
+    print(f"wrote {args.train} train + {args.val} val images ({args.size[0]}x{args.size[1]}) to {args.out} "
+          "in the Cityscapes layout")
     if args.json:
         json.dump(summary, sys.stdout, indent=2, default=str)
         print()
@@ -146,7 +148,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"{data.kind} {split}: {len(ds)} images scored")
     print(f"SC_mean min {q[0]:.3f}  median {q[1]:.3f}  max {q[2]:.3f}")
     print(f"Maxwell CDF ({origin}): loc={cdf.loc:.6f} scale={cdf.scale:.6f}")
-    print(f"p: mean {p.mean():.3f}, quartiles {np.quantile(p, 0.25):.3f} / {np.quantile(p, 0.5):.3f} / {np.quantile(p, 0.75):.3f}")
+    print(f"p: mean {p.mean():.3f}, quartiles {np.quantile(p, 0.25):.3f} / {np.quantile(p, 0.5):.3f} / "
+          f"{np.quantile(p, 0.75):.3f}")
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -163,7 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val", type=int, default=16, help="number of validation images (default 16)")
     p.add_argument("--size", type=_parse_size, default=(256, 512), help="HxW (default 256x512)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set in OUT (never other files)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier synthetic set in OUT (never other files)")
     p.add_argument("--style", choices=["day", "dusk"], default="day", help="look of the scenes (default day)")
     p.add_argument("--json", action="store_true", help="also print the generator's summary as JSON")
     p.set_defaults(func=cmd_synth)
@@ -178,7 +182,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "the TRAIN split (the one a model trained on this data uses), or through the CDF "
                                     "stored in --checkpoint.")
     _add_dataset_args(p)
-    p.add_argument("--checkpoint", type=Path, help="use this checkpoint's CDF (model.pt or its folder) instead of fitting one")
+    p.add_argument("--checkpoint", type=Path,
+                   help="use this checkpoint's CDF (model.pt or its folder) instead of fitting one")
     p.add_argument("--out", type=Path, help="write a CSV with columns image,sc_mean,p")
     p.add_argument("--no-cache", action="store_true", help="recompute every score (default: reuse the on-disk cache)")
     p.add_argument("--device", default="cpu", help="torch device for scoring (cpu, cuda)")

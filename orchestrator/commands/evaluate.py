@@ -32,7 +32,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", metavar="KIND", help="dataset kind (default: the one the checkpoint was trained on)")
     p.add_argument("--root", type=Path, help="dataset root (default: the one the checkpoint was trained on)")
     p.add_argument("--full-res", action="store_true", help="run every image at its stored size (no CAD at inference)")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="images per forward (default: train.eval_batch_size)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per forward (default: train.eval_batch_size)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-cache", action="store_true", help="recompute complexity scores instead of reusing the cache")
 

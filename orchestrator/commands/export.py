@@ -27,7 +27,8 @@ give --buckets.
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, one file per size bucket",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path, help="checkpoint written by training: model.pt or the checkpoint folder holding it")
+    p.add_argument("checkpoint", type=Path,
+                   help="checkpoint written by training: model.pt or the checkpoint folder holding it")
     p.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx",
                    help="output format (default onnx)")
     p.add_argument("--out", type=Path, required=True, help="output folder (created; files are overwritten)")

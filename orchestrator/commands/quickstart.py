@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from orchestrator.cli import build_parser
 from orchestrator.errors import UserError
 
 PACKAGED_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sweeps" / "quickstart.yaml"
@@ -25,7 +26,6 @@ def _config_path(given: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.cli import build_parser
     from orchestrator.progress import progress_bar
     from workers.data.synth import generate_dataset
 
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="synthetic data, Eq. 1 scoring, and a 4-trial DANCE sweep, all local",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
-    p.add_argument("--data", type=Path, default=Path("data/synth"), help="where the synthetic dataset lives (default data/synth)")
+    p.add_argument("--data", type=Path, default=Path("data/synth"),
+                   help="where the synthetic dataset lives (default data/synth)")
     p.add_argument("--train", type=int, default=64, help="training images to generate (default 64)")
     p.add_argument("--val", type=int, default=16, help="validation images to generate (default 16)")
     p.add_argument("--config", type=Path, help="sweep config (default configs/sweeps/quickstart.yaml)")

@@ -11,12 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestrator.report.build import build_report
+from orchestrator.report.render import VERDICT_MARK, write_report
+from orchestrator.runs.tracking import resolve_tracking_uri
+
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from orchestrator.report.build import build_report
-    from orchestrator.report.render import VERDICT_MARK, write_report
-    from orchestrator.runs.tracking import resolve_tracking_uri
-
     uri = resolve_tracking_uri(args.tracking_uri)
     report = build_report(args.sweeps, uri, paper_file=args.paper, runtime_rounds=0 if args.no_runtime else args.rounds,
                           progress=lambda m: print(f"report: {m}", file=sys.stderr))
@@ -31,7 +31,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="paper-style tables and claims from one or more sweeps (Markdown + PNGs)",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
-    p.add_argument("sweeps", nargs="+", metavar="SWEEP", help="a sweep's parent run id or sweep id (several: one report)")
+    p.add_argument("sweeps", nargs="+", metavar="SWEEP",
+                   help="a sweep's parent run id or sweep id (several: one report)")
     p.add_argument("--out", type=Path, help="output folder (default reports/<sweep id>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--paper", type=Path, help="the paper's numbers (default configs/reproduce/paper_numbers.yaml)")

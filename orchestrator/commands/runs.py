@@ -7,15 +7,27 @@ included, marked). With nothing: the most recent sweep of any experiment.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
 from pathlib import Path
 
 from orchestrator.errors import UserError
-from orchestrator.runs.schema import (COMPONENTS_TAG, HIL_STATE_TAG, IS_PARETO, KIND_SWEEP, KIND_TAG, KIND_TRIAL,
-                                      PARETO_RANK, RUN_ID, RUN_NAME_TAG, SWEEP_ID_TAG, TRIAL_ID_TAG)
-from orchestrator.runs.tracking import quote
+from orchestrator.runs.schema import (
+    COMPONENTS_TAG,
+    HIL_STATE_TAG,
+    IS_PARETO,
+    KIND_SWEEP,
+    KIND_TAG,
+    KIND_TRIAL,
+    PARETO_RANK,
+    RUN_ID,
+    RUN_NAME_TAG,
+    SWEEP_ID_TAG,
+    TRIAL_ID_TAG,
+)
+from orchestrator.runs.tracking import quote, resolve_tracking_uri
 
 DEFAULT_METRICS = ["miou", "train_flops", "infer_flops_per_image"]
 #: measured on boards (hardware-in-the-loop sweeps, `dance bench RUN_ID`) and the cost model's prediction
@@ -129,7 +141,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from orchestrator.progress import format_value
-    from orchestrator.runs.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
@@ -141,8 +152,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     extra += device_columns(df, metrics + extra)
     cols, rows = table_rows(df, swept, metrics + extra, args.sort)
     if args.csv:
-        import csv
-
         with open(args.csv, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["pareto" if c == "" else c for c in cols])

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestrator.runs.tracking import DEFAULT_ARTIFACTS
+
 
 def pareto_table(rows: list[dict], names: list[str]):
     """The trials as a rich table, front first."""
@@ -23,8 +25,6 @@ def pareto_table(rows: list[dict], names: list[str]):
 
 def ui_command(uri: str) -> str:
     if uri.startswith("sqlite:///"):
-        from orchestrator.runs.tracking import DEFAULT_ARTIFACTS
-
         db = Path(uri[len("sqlite:///"):])
         return (f"mlflow ui --backend-store-uri {uri} --default-artifact-root {db.parent / DEFAULT_ARTIFACTS} "
                 "--host 127.0.0.1 --port 5000")

@@ -35,11 +35,24 @@ from orchestrator.boards.pool import BoardPool, LocalPoolClient
 from orchestrator.checkpoints import resolve_target
 from orchestrator.hil.costmodel import CostModel, group_of, samples_from_cache
 from orchestrator.hil.select import decide
-from orchestrator.runs.schema import (DEVICE_FIGURES, DEVICE_OBJECTIVES, DEVICE_PREFIX, HIL_ERROR_TAG,
-                                      HIL_PREDICT_ERROR_TAG, HIL_NOTES_TAG, HIL_REASON_TAG, HIL_STATE_TAG,
-                                      INTERRUPTED_TAG, PREDICTED_ERROR_PREFIX, PREDICTED_PREFIX, STOP_REASON_TAG,
-                                      TRIAL_ID_TAG, set_tag)
+from orchestrator.runs.schema import (
+    DEVICE_FIGURES,
+    DEVICE_OBJECTIVES,
+    DEVICE_PREFIX,
+    HIL_ERROR_TAG,
+    HIL_NOTES_TAG,
+    HIL_PREDICT_ERROR_TAG,
+    HIL_REASON_TAG,
+    HIL_STATE_TAG,
+    INTERRUPTED_TAG,
+    PREDICTED_ERROR_PREFIX,
+    PREDICTED_PREFIX,
+    STOP_REASON_TAG,
+    TRIAL_ID_TAG,
+    set_tag,
+)
 from orchestrator.runs.tracking import log_epoch, sweep_children
+from workers.features import model_features, trial_plan
 
 # Imported by the sweep's run path only (it loads ray.tune); mlflow and the torch-loading feature
 # extraction stay inside the functions that use them.
@@ -232,8 +245,6 @@ class HilMeasurer:
         return out
 
     def _predicted(self, ckpt) -> dict[str, float]:
-        from workers.features import model_features, trial_plan  # loads torch
-
         model, plan, config = trial_plan(ckpt, self.hil.buckets)
         infer = [(frac, model_features(model, h, w)) for h, w, frac in plan]
         train = [(frac, model_features(model, h, w, "train")) for h, w, frac in plan] if self.hil.train_steps else []
@@ -313,7 +324,8 @@ class HilMeasurer:
             set_tag(self.client, rid, HIL_NOTES_TAG, "\n".join(res.notes))
         # measured = every figure the objectives name (or, without device objectives, the latency);
         # a partial measurement is `failed`, so --resume tries again (the cache answers what worked)
-        need = [o.metric for o in self.spec.sweep.objectives if o.metric in DEVICE_OBJECTIVES] or [DEVICE_PREFIX + "latency_ms_p50"]
+        need = ([o.metric for o in self.spec.sweep.objectives if o.metric in DEVICE_OBJECTIVES]
+                or [DEVICE_PREFIX + "latency_ms_p50"])
         missing = [m for m in need if m not in measured]
         ok = not missing
         self.client.set_tag(rid, HIL_STATE_TAG, "measured" if ok else "failed")

@@ -26,7 +26,6 @@ import numpy as np
 from orchestrator.hil.schema import HilConfig
 from orchestrator.runs.pareto import pareto_ranks
 
-
 #: what stands in for an unmeasured device objective in ``pareto_top``
 STAND_IN = "infer_flops_per_image"
 
@@ -40,7 +39,8 @@ def objective_value(metrics: dict[str, float], metric: str, predicted: bool) -> 
     return v
 
 
-def front_rank(trial: str, rows: list[dict[str, Any]], objectives: list[tuple[str, str]], predicted: bool) -> int | None:
+def front_rank(trial: str, rows: list[dict[str, Any]], objectives: list[tuple[str, str]],
+               predicted: bool) -> int | None:
     """Pareto rank of ``trial`` among the ``rows`` (ended trials: {"trial", "metrics"}) that have a value
     for every objective; None when ``trial`` itself lacks one."""
     def values(r):

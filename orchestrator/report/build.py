@@ -10,8 +10,17 @@ from typing import Callable, Sequence
 from orchestrator.errors import UserError
 from orchestrator.report import claims as claims_mod
 from orchestrator.report import tables as T
-from orchestrator.report.collect import Sweep, Trial, client_for, collect_trials, download_file, download_json, find_sweep
+from orchestrator.report.collect import (
+    Sweep,
+    Trial,
+    client_for,
+    collect_trials,
+    download_file,
+    download_json,
+    find_sweep,
+)
 from orchestrator.report.paper import load_paper_numbers
+from orchestrator.report.runtime import PARTS, compare_runtime, load_for_timing
 
 log = logging.getLogger("dance.report")
 REPORT_ARTIFACT = "checkpoint/pruning_report.json"
@@ -30,12 +39,11 @@ class Report:
 
 def table12(client, t8_rows: dict[int, list[Trial]], paper: dict, rounds: int) -> T.Table:
     """Runtime breakdown of the baseline (row 1) and DANCE (row 7) checkpoints."""
-    from orchestrator.report.runtime import PARTS, compare_runtime, load_for_timing
-
     cols = [T.Column("part", "layers"), T.Column("base_ms", "w/o DANCE (ms/img)", "ms"),
             T.Column("dance_ms", "w/ DANCE (ms/img)", "ms"), T.Column("ratio", "w/ DANCE, % of w/o", "pct_abs"),
             T.Column("paper", "paper: w/ DANCE, % of w/o", "pct_abs")]
-    t = T.Table("table12", "Table 12: inference runtime breakdown, with and without DANCE", paper["table12"]["ref"], cols)
+    t = T.Table("table12", "Table 12: inference runtime breakdown, with and without DANCE", paper["table12"]["ref"],
+                cols)
     base, dance = (t8_rows.get(1) or []), (t8_rows.get(7) or [])
     if not base or not dance:
         t.missing = f"{T.NOT_IN_SWEEP}: needs the baseline (Table 8 row 1) and DANCE (row 7) trials"
@@ -60,7 +68,8 @@ def table12(client, t8_rows: dict[int, list[Trial]], paper: dict, rounds: int) -
         b, d = res["baseline"][p] / n_b, res["DANCE"][p] / n_d
         t.rows.append({"part": names[p], "base_ms": 1e3 * b, "dance_ms": 1e3 * d,
                        "ratio": 100 * d / b if b > 0 else None, "paper": paper["table12"]["rows"][p]})
-    t.notes.append(f"trials {base[0].trial_id} (baseline) and {dance[0].trial_id} (DANCE); {n_b} val images each at the "
+    t.notes.append(f"trials {base[0].trial_id} (baseline) and {dance[0].trial_id} (DANCE); "
+                   f"{n_b} val images each at the "
                    f"sizes its own inference uses, batch 1, CPU, 1 thread, median of {rounds} interleaved rounds; "
                    f"'all layers' includes the final upsampling (the paper: GPU)")
     return t

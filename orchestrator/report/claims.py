@@ -33,18 +33,21 @@ def _row(table: Table, key: str, value: Any) -> dict | None:
 
 
 def _noise(diff_pts: float) -> str:
-    return f" (|Δ| {abs(diff_pts):.2f} points: within the ±{NOISE_PTS} spread of one seed)" if abs(diff_pts) < NOISE_PTS else ""
+    return (f" (|Δ| {abs(diff_pts):.2f} points: within the ±{NOISE_PTS} spread of one seed)"
+            if abs(diff_pts) < NOISE_PTS else "")
 
 
 def claim_dance_vs_baseline(compare: Table) -> list[Claim]:
     text_ep = "DANCE reaches at least the baseline's mIoU at lower training and inference cost (equal epochs)"
     text_fl = "DANCE reaches at least the baseline's mIoU at equal training FLOPs"
     if compare.missing or not compare.rows:
-        return [Claim(text_ep, UNTESTED, compare.missing or "no pair"), Claim(text_fl, UNTESTED, compare.missing or "no pair")]
+        return [Claim(text_ep, UNTESTED, compare.missing or "no pair"),
+                Claim(text_fl, UNTESTED, compare.missing or "no pair")]
     out = []
     eq = next((r for r in compare.rows if "equal epochs" in r["kind"]), None)
     if eq is None or eq["d_miou"] is None or eq["flops_ratio"] is None or eq["infer_ratio"] is None:
-        out.append(Claim(text_ep, UNTESTED, "no baseline and DANCE trial with the same number of epochs and all metrics"))
+        out.append(Claim(text_ep, UNTESTED,
+                         "no baseline and DANCE trial with the same number of epochs and all metrics"))
     else:
         ok_miou = eq["d_miou"] >= 0
         cheaper = eq["flops_ratio"] < 1 and eq["infer_ratio"] < 1
@@ -109,8 +112,8 @@ def claim_casd_vs_rd(t8: Table) -> Claim:
         return Claim(text, UNTESTED, f"no finished trial for row {'5' if r5 is None else '6'}")
     d = 100 * (r6["miou"] - r5["miou"])
     return Claim(text, HOLDS if d > 0 else FAILS,
-                 f"ANS+CASD {_pct(r6['miou'])} vs ANS+RD {_pct(r5['miou'])} (Δ {d:+.2f} points{_noise(d)}); train FLOPs "
-                 f"{r6['train_flops']:.3g} vs {r5['train_flops']:.3g}")
+                 f"ANS+CASD {_pct(r6['miou'])} vs ANS+RD {_pct(r5['miou'])} (Δ {d:+.2f} points{_noise(d)}); "
+                 f"train FLOPs {r6['train_flops']:.3g} vs {r5['train_flops']:.3g}")
 
 
 def claim_multiscale(f4: Table) -> Claim:

@@ -7,6 +7,8 @@ listed with their status so a reader sees what is missing.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,8 +114,6 @@ class Trial:
 
 
 def client_for(uri: str):
-    import os
-
     import mlflow
 
     # one progress bar per downloaded pruning report would bury the report's own progress lines
@@ -138,7 +138,8 @@ def find_sweep(client, target: str) -> Sweep:
                             f"{parent.data.tags.get(KIND_TAG)!r}, not {KIND_SWEEP!r})")
     else:
         exps = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(exps, filter_string=f"tags.`{KIND_TAG}` = '{KIND_SWEEP}' and tags.`{SWEEP_ID_TAG}` = '{quote(target)}'",
+        runs = client.search_runs(exps, filter_string=f"tags.`{KIND_TAG}` = '{KIND_SWEEP}' and "
+                                                      f"tags.`{SWEEP_ID_TAG}` = '{quote(target)}'",
                                   order_by=["attributes.start_time DESC"], max_results=5) if exps else []
         if not runs:
             raise UserError(f"{target}: neither a sweep's parent run id nor a sweep id in this MLflow store")
@@ -167,8 +168,6 @@ def metric_history(client, trial: Trial, name: str) -> list[tuple[int, float]]:
 
 def download_json(client, trial: Trial, artifact: str) -> dict[str, Any] | None:
     """An artifact of the trial parsed as JSON, or None when the trial has none."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(trial.run_id, artifact, tmp)

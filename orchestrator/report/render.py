@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report.tables import Table
+from orchestrator.report.tables import DEFAULT_RANGES, Table
 
 ORDER = ("compare", "table8", "table4", "table6", "table9_cal", "table9_casd", "fig4", "table12")
 
@@ -67,8 +67,6 @@ def _plt():
 
 def variations(t) -> list[str]:
     """What sets a trial apart from default DANCE besides its components: mode, p, ratio, ranges."""
-    from orchestrator.report.tables import DEFAULT_RANGES
-
     extra = []
     if t.mode != "co":
         extra.append(t.mode)
@@ -114,7 +112,8 @@ def plot_fig4(t: Table, path: Path) -> Path | None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     xs = [100 * r["ratio"] for r in t.rows]
-    for ax, kind, title in ((axes[0], "ms", "multi-scale aggregation layers"), (axes[1], "other", "other header layers")):
+    for ax, kind, title in ((axes[0], "ms", "multi-scale aggregation layers"),
+                            (axes[1], "other", "other header layers")):
         ax.plot(xs, [100 * r[f"dance_{kind}"] for r in t.rows], "o-", color="tab:red", label="DANCE")
         ax.plot(xs, [100 * r[f"ans_{kind}"] for r in t.rows], "s--", color="tab:blue", label="ANS only")
         ax.set_title(title)
@@ -165,7 +164,8 @@ def write_report(report, out: Path, tracking_uri: str) -> Path:
                                                         for t in report.excluded) + ".", ""]
     s = report.setting
     if s is not None:
-        lines += [f"Main setting: {s.epochs} epochs" + (f", ANS target ratio {s.ratio:g}" if s.ratio is not None else "")
+        lines += [f"Main setting: {s.epochs} epochs"
+                  + (f", ANS target ratio {s.ratio:g}" if s.ratio is not None else "")
                   + ". Every table compares trials of one setting (same model, data, initial checkpoint, seed, lr, "
                     "batch, stages, λ); each table's trials are found by their configs.", ""]
     lines += ["## Claims", "", "| paper's claim | verdict | numbers |", "|---|---|---|"]
@@ -182,11 +182,13 @@ def write_report(report, out: Path, tracking_uri: str) -> Path:
                 lines += [f"![Table 12]({t12.name})", ""]
     if tr:
         lines += ["## Every trial", "", f"![mIoU vs training FLOPs]({tr.name})", ""]
-    lines += ["## Trials", "", "| trial | components | settings (vs default DANCE) | epochs | status | mIoU | train FLOPs | infer FLOPs/img | run |",
+    lines += ["## Trials", "", "| trial | components | settings (vs default DANCE) | epochs | status | "
+                               "mIoU | train FLOPs | infer FLOPs/img | run |",
               "|---|---|---|---|---|---|---|---|---|"]
     for t in report.trials:
         lines.append(f"| {t.trial_id} | {t.components} | {' '.join(variations(t)) or '—'} | "
-                     f"{t.epochs} | {t.status} | {fmt(t.metric('miou'), 'miou')} | {fmt(t.metric('train_flops'), 'sci')} | "
+                     f"{t.epochs} | {t.status} | {fmt(t.metric('miou'), 'miou')} | "
+                     f"{fmt(t.metric('train_flops'), 'sci')} | "
                      f"{fmt(t.metric('infer_flops_per_image'), 'sci')} | `{t.run_id}` |")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

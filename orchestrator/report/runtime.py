@@ -64,7 +64,8 @@ def time_once(model, sizes: Sequence[tuple[int, int]]) -> dict[str, float]:
             "other": acc["header"] - acc["multiscale"], "all": total}
 
 
-def compare_runtime(models: dict[str, tuple[Any, Sequence[tuple[int, int]]]], rounds: int = 5) -> dict[str, dict[str, float]]:
+def compare_runtime(models: dict[str, tuple[Any, Sequence[tuple[int, int]]]],
+                    rounds: int = 5) -> dict[str, dict[str, float]]:
     """``{name: (model, sizes)}`` → ``{name: {part: median seconds}}``, rounds interleaved."""
     import torch
 

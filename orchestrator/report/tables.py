@@ -77,7 +77,8 @@ def finished(trials: Iterable[Trial]) -> list[Trial]:
     return [t for t in trials if t.status == "FINISHED"]
 
 
-def is_default(t: Trial, *, mode: bool = True, p_mode: bool = True, ranges: Sequence[str] = ("cal_range", "casd_range")) -> bool:
+def is_default(t: Trial, *, mode: bool = True, p_mode: bool = True,
+               ranges: Sequence[str] = ("cal_range", "casd_range")) -> bool:
     """Co-optimisation, proposed p, the default CAL/CASD ranges (where the switch is on)."""
     if mode and t.mode != "co":
         return False
@@ -131,7 +132,8 @@ def _metrics_row(ts: Sequence[Trial], base: Sequence[Trial] | None) -> dict[str,
     if base:
         b = {k: mean(base, m) for k, m in (("train_flops", "train_flops"), ("infer_flops", "infer_flops_per_image"),
                                             ("miou", "miou"), ("energy", ENERGY_INFER), ("train_energy", ENERGY_TRAIN))}
-        row.update(d_train=d_pct(row["train_flops"], b["train_flops"]), d_infer=d_pct(row["infer_flops"], b["infer_flops"]),
+        row.update(d_train=d_pct(row["train_flops"], b["train_flops"]),
+                   d_infer=d_pct(row["infer_flops"], b["infer_flops"]),
                    d_miou=d_pts(row["miou"], b["miou"]), d_energy=d_pct(row["energy"], b["energy"]),
                    d_train_energy=d_pct(row["train_energy"], b["train_energy"]))
     return row
@@ -187,7 +189,8 @@ def table8(trials: Sequence[Trial], s: Setting | None, paper: dict) -> Table:
             row.update(n=0, missing=NOT_IN_SWEEP)
         t.rows.append(row)
     if not any(r.get("energy") is not None for r in t.rows):
-        t.notes.append(f"no trial has `{ENERGY_INFER}` (no board measured these models): the energy columns are empty, not zero")
+        t.notes.append(f"no trial has `{ENERGY_INFER}` (no board measured these models): "
+                       "the energy columns are empty, not zero")
     return t
 
 
@@ -258,8 +261,8 @@ def table9(trials: Sequence[Trial], s: Setting | None, paper: dict) -> list[Tabl
                               ("casd_range", "cal_range", "CASD drop-probability range (hi–lo)")):
         paper_rows = p["cal" if key == "cal_range" else "casd"]
         cols = [Column("range", title), Column("n", "trials", "int"), *COST_COLUMNS,
-                Column("paper_train", "paper Δ train FLOPs", "pct"), Column("paper_infer", "paper Δ infer FLOPs", "pct"),
-                Column("paper_miou", "paper Δ mIoU", "pts")]
+                Column("paper_train", "paper Δ train FLOPs", "pct"),
+                Column("paper_infer", "paper Δ infer FLOPs", "pct"), Column("paper_miou", "paper Δ mIoU", "pts")]
         t = Table(f"table9_{key.split('_')[0]}", f"Table 9: {title}, Δ vs the paper's first row", p["ref"], cols)
         ts = _dance_variants(trials, s, lambda x, other=other: is_default(x, ranges=(other,)))
         groups: dict[tuple, list[Trial]] = {}
@@ -296,13 +299,16 @@ def fig4(trials: Sequence[Trial], s: Setting | None, paper: dict, reports: dict[
             Column("dance_other", "DANCE: other pruned", "share"),
             Column("d_ms_weights", "Δ pruned weights multi-scale (DANCE − ANS)", "int"),
             Column("d_other_weights", "Δ pruned weights other", "int"),
-            Column("paper_ms_weights", "paper Table 7 Δ multi-scale", "int"), Column("paper_other_weights", "paper Table 7 Δ other", "int")]
-    t = Table("fig4", "Fig. 4 / Table 7: share of pruned channels in multi-scale vs other header layers, DANCE vs ANS only",
+            Column("paper_ms_weights", "paper Table 7 Δ multi-scale", "int"),
+            Column("paper_other_weights", "paper Table 7 Δ other", "int")]
+    t = Table("fig4", "Fig. 4 / Table 7: share of pruned channels in multi-scale vs other header layers, "
+                      "DANCE vs ANS only",
               f"{paper['fig4']['ref']}; {paper['table7']['ref']}", cols)
     if s is None:
         t.missing = f"{NOT_IN_SWEEP}: no ANS-only and DANCE trials"
         return t
-    pool = [x for x in trials if s.holds(x, ratio=False) and is_default(x) and x.switches in (frozenset({"ANS"}), frozenset(FULL))]
+    pool = [x for x in trials if s.holds(x, ratio=False) and is_default(x)
+            and x.switches in (frozenset({"ANS"}), frozenset(FULL))]
     by: dict[tuple[float, str], list[dict]] = {}
     for x in pool:
         rep = reports.get(x.run_id)
@@ -310,7 +316,8 @@ def fig4(trials: Sequence[Trial], s: Setting | None, paper: dict, reports: dict[
             by.setdefault((round(x.target_ratio, 6), "dance" if x.is_dance else "ans"), []).append(rep["summary"])
     ratios = sorted({r for r, k in by if (r, "ans") in by and (r, "dance") in by})
     if not ratios:
-        t.missing = f"{NOT_IN_SWEEP}: no pruning ratio with both an ANS-only and a DANCE trial (and their pruning reports)"
+        t.missing = (f"{NOT_IN_SWEEP}: no pruning ratio with both an ANS-only and a DANCE trial "
+                     "(and their pruning reports)")
         return t
     p7 = {round(r["ratio"], 6): r for r in paper["table7"]["rows"]}
 
@@ -323,9 +330,11 @@ def fig4(trials: Sequence[Trial], s: Setting | None, paper: dict, reports: dict[
                        "ans_other": avg(a, "other", "pruned_channel_fraction"),
                        "dance_ms": avg(d, "multiscale", "pruned_channel_fraction"),
                        "dance_other": avg(d, "other", "pruned_channel_fraction"),
-                       "d_ms_weights": round(avg(d, "multiscale", "pruned_params") - avg(a, "multiscale", "pruned_params")),
+                       "d_ms_weights": round(avg(d, "multiscale", "pruned_params")
+                                             - avg(a, "multiscale", "pruned_params")),
                        "d_other_weights": round(avg(d, "other", "pruned_params") - avg(a, "other", "pruned_params")),
-                       "paper_ms_weights": p7.get(r, {}).get("multiscale"), "paper_other_weights": p7.get(r, {}).get("other")})
+                       "paper_ms_weights": p7.get(r, {}).get("multiscale"),
+                       "paper_other_weights": p7.get(r, {}).get("other")})
     t.notes.append("Fig. 4 has no numbers in the paper's text; its claim: " + paper["fig4"]["claim"] +
                    ". Table 7's weight differences come from unstructured pruning, ours from ANS's channel pruning.")
     return t
@@ -373,5 +382,6 @@ def comparisons(trials: Sequence[Trial], s: Setting | None, paper: dict) -> Tabl
         x["kind"] = ", ".join(kinds) or "other epochs"
         t.rows.append(x)
     if closest is None:
-        t.notes.append("no baseline/DANCE pair at different epoch counts: the equal-FLOPs comparison is not in this sweep")
+        t.notes.append("no baseline/DANCE pair at different epoch counts: "
+                       "the equal-FLOPs comparison is not in this sweep")
     return t

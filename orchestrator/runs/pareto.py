@@ -15,8 +15,15 @@ from typing import Sequence
 
 import numpy as np
 
-from orchestrator.runs.schema import (COMPONENTS_TAG, HIL_STATE_TAG, HYPERVOLUME, IS_PARETO, PARETO_RANK,
-                                      TRIAL_ID_TAG, TRIALS_RANKED)
+from orchestrator.runs.schema import (
+    COMPONENTS_TAG,
+    HIL_STATE_TAG,
+    HYPERVOLUME,
+    IS_PARETO,
+    PARETO_RANK,
+    TRIAL_ID_TAG,
+    TRIALS_RANKED,
+)
 from orchestrator.runs.tracking import log_artifacts, log_epoch, sweep_children
 
 

@@ -133,7 +133,8 @@ def find_parent(client, experiment_id: str, sweep_id: str):
 def find_child(client, experiment_id: str, sweep_id: str, trial_id: str):
     """The child run of one trial of a sweep, or None."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{quote(sweep_id)}' and "
-                                                            f"tags.`{TRIAL_ID_TAG}` = '{quote(trial_id)}'", max_results=5)
+                                                            f"tags.`{TRIAL_ID_TAG}` = '{quote(trial_id)}'",
+                              max_results=5)
     return runs[0] if runs else None
 
 

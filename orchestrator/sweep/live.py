@@ -52,7 +52,8 @@ class LiveTable(Callback):
             self._view.update(self._table())
         else:
             ep = f"epoch {r['epoch'] + 1}/{r['epochs']}" if r["epoch"] is not None else ""
-            extra = f" miou={format_value(r['miou'])} train_flops={format_value(r['train_flops'])}" if event == "result" else ""
+            extra = (f" miou={format_value(r['miou'])} train_flops={format_value(r['train_flops'])}"
+                     if event == "result" else "")
             print(f"[sweep] {r['trial']} {r['status']:<10} {ep}{extra}  ({r['what']})", file=sys.stderr, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:

@@ -27,11 +27,30 @@ from orchestrator.errors import UserError
 from orchestrator.hil.measurer import start_measurer  # the sweep's one door into HIL (with .callback())
 from orchestrator.progress import progress_bar
 from orchestrator.runs import pareto
-from orchestrator.runs.schema import (BEST_METRIC_PREFIX, BEST_TAG_PREFIX, CONFIG_TAG, DATASET_TAG, INTERRUPTED_TAG,
-                                      IS_PARETO, KIND_SWEEP, KIND_TAG, MODEL_TAG, STOP_REASON_TAG, SWEEP_ID_TAG,
-                                      SWEEP_PATH_TAG, TRIAL_ID_TAG)
-from orchestrator.runs.tracking import (find_parent, flatten, log_epoch, log_params, resolve_tracking_uri, setup,
-                                        sweep_children)
+from orchestrator.runs.schema import (
+    BEST_METRIC_PREFIX,
+    BEST_TAG_PREFIX,
+    CONFIG_TAG,
+    DATASET_TAG,
+    INTERRUPTED_TAG,
+    IS_PARETO,
+    KIND_SWEEP,
+    KIND_TAG,
+    MODEL_TAG,
+    STOP_REASON_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_PATH_TAG,
+    TRIAL_ID_TAG,
+)
+from orchestrator.runs.tracking import (
+    find_parent,
+    flatten,
+    log_epoch,
+    log_params,
+    resolve_tracking_uri,
+    setup,
+    sweep_children,
+)
 from orchestrator.storage import resolve_storage
 from orchestrator.sweep.live import LiveTable
 from orchestrator.sweep.resources import cluster_nodes, needs_of, plan_concurrency
@@ -74,7 +93,8 @@ def _parent(client, exp_id: str, spec: SweepSpec, sweep_id: str, sweep_path: str
                         f"(run {found.info.run_id}); continue it with --resume {sweep_id}, or pick another sweep.name")
     s = spec.sweep
     tags = {KIND_TAG: KIND_SWEEP, SWEEP_ID_TAG: sweep_id, SWEEP_PATH_TAG: sweep_path,
-            CONFIG_TAG: str(Path(spec.source).resolve()), MODEL_TAG: f"{spec.base.model.name}/{spec.base.model.variant}",
+            CONFIG_TAG: str(Path(spec.source).resolve()),
+            MODEL_TAG: f"{spec.base.model.name}/{spec.base.model.variant}",
             DATASET_TAG: f"{spec.base.data.kind}:{spec.base.data.root}"}
     run = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags=tags)
     params = {f"base.{k}": v for k, v in flatten(spec.base.model_dump(mode="json")).items()}
@@ -131,6 +151,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     """Run (or resume) the sweep ``spec``; returns the ranked trials."""
     import mlflow
     from ray import tune
+
     from workers.prepare import worker_config
 
     timings: dict[str, float] = {}
@@ -155,31 +176,75 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     concurrency = plan_concurrency(_needs(spec), cluster_nodes(), spec.sweep.max_concurrent_trials)
 
     uri = resolve_tracking_uri(tracking_uri, spec.base.tracking.tracking_uri)
-    experiment = spec.base.name
-    exp_id = setup(uri, experiment)
-    client = mlflow.MlflowClient(uri)
-    parent_id = _parent(client, exp_id, spec, sweep_id, sweep_path, bool(resume))
-    n_trials = count_trials(spec.sweep)
+    exp_id = setup(uri, spec.base.name)
+    runs = _SweepRuns(mlflow.MlflowClient(uri), exp_id, "", sweep_id, spec)
+    runs.parent_id = _parent(runs.client, exp_id, spec, sweep_id, sweep_path, bool(resume))
     if print_fn:
-        print_fn(f"sweep {sweep_id}: {n_trials} trial(s), {concurrency} at a time, search {spec.sweep.search}, "
-                 f"scheduler {spec.sweep.scheduler.kind}; MLflow experiment {experiment!r}, parent run {parent_id}")
+        print_fn(f"sweep {sweep_id}: {count_trials(spec.sweep)} trial(s), {concurrency} at a time, search "
+                 f"{spec.sweep.search}, scheduler {spec.sweep.scheduler.kind}; MLflow experiment {spec.base.name!r}, "
+                 f"parent run {runs.parent_id}")
 
-    tracker = SweepTracker(tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent_id, sweep_id=sweep_id,
+    tracker = SweepTracker(tracking_uri=uri, experiment_id=exp_id, parent_run_id=runs.parent_id, sweep_id=sweep_id,
                            spec=spec, storage=storage, prepared_cdf=prepared.get("cdf"))
-    measurer = start_measurer(spec, sweep_id=sweep_id, tracking_uri=client.tracking_uri, experiment_id=exp_id,
-                               resume=bool(resume), on_measured=lambda: rank_front(client, exp_id, parent_id, spec,
-                                                                                   sweep_id),
-                               print_fn=print_fn)
+    measurer = start_measurer(spec, sweep_id=sweep_id, tracking_uri=uri, experiment_id=exp_id, resume=bool(resume),
+                              on_measured=runs.rank, print_fn=print_fn)
     table = LiveTable(lambda c: spec.resolve(c).train.epochs, spec.label, live=live)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, prepared=prepared, storage=storage, sweep_id=sweep_id),
         {"cpu": spec.sweep.trial_cpus})
+    callbacks = [tracker, table, *([measurer.callback()] if measurer else [])]
+    t0 = time.perf_counter()
+    _tune(spec, trainable, storage, sweep_path, concurrency, callbacks, resume=bool(resume), table=table,
+          measurer=measurer, runs=runs)
+    timings["tune_s"] = time.perf_counter() - t0
+    timings["mlflow_s"] = tracker.seconds
+    hil_counts: dict[str, int] = {}
+    if measurer is not None:
+        t0 = time.perf_counter()
+        hil_counts = _wait_for_boards(measurer, runs, print_fn)
+        timings["hil_wait_s"] = time.perf_counter() - t0
+        timings.update({f"hil_{k}": float(v) for k, v in hil_counts.items()})
+    t0 = time.perf_counter()
+    rows, hv, registered = finalize(runs.client, exp_id, runs.parent_id, spec, sweep_id)
+    timings["finalize_s"] = time.perf_counter() - t0
+    timings["wall_s"] = time.perf_counter() - t_all
+    timings["concurrency"] = float(concurrency)
+    log_epoch({f"sweep.{k}": v for k, v in timings.items()}, 0, runs.parent_id, runs.client)
+    statuses = {r["status"] for r in rows}
+    runs.client.set_terminated(runs.parent_id, "FAILED" if rows and statuses == {"FAILED"} else "FINISHED")
+    return SweepOutcome(sweep_id, spec.base.name, uri, runs.parent_id, rows, hv, timings, registered, hil_counts)
+
+
+@dataclass
+class _SweepRuns:
+    """Where a running sweep's MLflow runs are, and the two things done to them from several places."""
+
+    client: Any
+    exp_id: str
+    parent_id: str
+    sweep_id: str
+    spec: SweepSpec
+
+    def rank(self) -> None:
+        rank_front(self.client, self.exp_id, self.parent_id, self.spec, self.sweep_id)
+
+    def interrupted(self, when: str) -> SweepInterrupted:
+        """Mark the sweep interrupted in MLflow; the error to raise, with the resume command."""
+        mark_interrupted(self.client, self.exp_id, self.parent_id, self.sweep_id)
+        return SweepInterrupted(f"sweep {self.sweep_id} interrupted {when}; continue it with: "
+                                f"dance sweep {self.spec.source} --resume {self.sweep_id}")
+
+
+def _tune(spec: SweepSpec, trainable, storage, sweep_path: str, concurrency: int, callbacks: list, *, resume: bool,
+          table, measurer, runs: _SweepRuns) -> None:
+    """Build (or restore) the Tuner and fit it; an interrupted fit marks the sweep and raises SweepInterrupted."""
+    from ray import tune
+
     # The old reporter at verbose=0 prints nothing; the new one still prints paths on stdout.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Tune saves its state every >= 10 s by default; a driver killed right after a trial ended
     # would then rerun that trial on --resume. The state of a sweep is small: save it often.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3")
-    t0 = time.perf_counter()
     try:
         if resume:
             tuner = tune.Tuner.restore(sweep_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
@@ -191,12 +256,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
                                             scheduler=_scheduler(spec), max_concurrent_trials=concurrency,
                                             trial_name_creator=lambda t: t.trial_id,
                                             trial_dirname_creator=lambda t: t.trial_id),
-                run_config=tune.RunConfig(name=sweep_id, storage_path=storage.path,
-                                          storage_filesystem=storage.filesystem,
-                                          callbacks=[tracker, table, *([measurer.callback()] if measurer else [])],
+                run_config=tune.RunConfig(name=runs.sweep_id, storage_path=storage.path,
+                                          storage_filesystem=storage.filesystem, callbacks=callbacks,
                                           verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
-        results = tuner.fit()
-        interrupted = unfinished_trials(results)
+        interrupted = unfinished_trials(tuner.fit())
     except KeyboardInterrupt:
         interrupted = ["?"]
     except BaseException:
@@ -208,39 +271,23 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     if interrupted:  # Tune catches Ctrl-C itself, saves its state and returns early
         if measurer is not None:
             measurer.close()  # jobs stay in the journal; --resume picks them up
-        mark_interrupted(client, exp_id, parent_id, sweep_id)
-        raise SweepInterrupted(f"sweep {sweep_id} interrupted with {len(interrupted)} trial(s) unfinished; "
-                               f"continue it with: dance sweep {spec.source} --resume {sweep_id}")
-    timings["tune_s"] = time.perf_counter() - t0
-    timings["mlflow_s"] = tracker.seconds
-    hil_counts: dict[str, int] = {}
-    if measurer is not None:
-        t0 = time.perf_counter()
-        measurer.training_done()
-        if print_fn:
-            print_fn(f"sweep {sweep_id}: training done; waiting for the boards' measurements "
-                     f"(up to {spec.sweep.hil.timeout_s:g} s)")
-        try:
-            hil_counts = measurer.drain()
-        except KeyboardInterrupt:  # Ctrl-C while waiting for the boards: the same as during training
-            measurer.mark_pending()
-            measurer.close()
-            mark_interrupted(client, exp_id, parent_id, sweep_id)
-            raise SweepInterrupted(f"sweep {sweep_id} interrupted while the boards measured; continue it with: "
-                                   f"dance sweep {spec.source} --resume {sweep_id}") from None
-        finally:
-            measurer.close()
-        timings["hil_wait_s"] = time.perf_counter() - t0
-        timings.update({f"hil_{k}": float(v) for k, v in hil_counts.items()})
-    t0 = time.perf_counter()
-    rows, hv, registered = finalize(client, exp_id, parent_id, spec, sweep_id)
-    timings["finalize_s"] = time.perf_counter() - t0
-    timings["wall_s"] = time.perf_counter() - t_all
-    timings["concurrency"] = float(concurrency)
-    log_epoch({f"sweep.{k}": v for k, v in timings.items()}, 0, parent_id, client)
-    statuses = {r["status"] for r in rows}
-    client.set_terminated(parent_id, "FAILED" if rows and statuses == {"FAILED"} else "FINISHED")
-    return SweepOutcome(sweep_id, experiment, uri, parent_id, rows, hv, timings, registered, hil_counts)
+        raise runs.interrupted(f"with {len(interrupted)} trial(s) unfinished")
+
+
+def _wait_for_boards(measurer, runs: _SweepRuns, print_fn) -> dict[str, int]:
+    """Training is done: let the boards finish (up to ``hil.timeout_s``); Ctrl-C leaves them pending."""
+    measurer.training_done()
+    if print_fn:
+        print_fn(f"sweep {runs.sweep_id}: training done; waiting for the boards' measurements "
+                 f"(up to {runs.spec.sweep.hil.timeout_s:g} s)")
+    try:
+        return measurer.drain()
+    except KeyboardInterrupt:  # Ctrl-C while waiting for the boards: the same as during training
+        measurer.mark_pending()
+        measurer.close()
+        raise runs.interrupted("while the boards measured") from None
+    finally:
+        measurer.close()
 
 
 class SweepInterrupted(UserError):

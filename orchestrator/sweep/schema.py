@@ -100,7 +100,8 @@ class SweepConfig(Strict):
                                  Objective(metric="infer_flops_per_image", mode="min")])
     scheduler: SchedulerConfig = SchedulerConfig()
     max_concurrent_trials: int | Literal["auto"] = "auto"
-    trial_cpus: float = Field(default=0.01, gt=0, description="CPU share of each trial's driver (its workers ask apart)")
+    trial_cpus: float = Field(default=0.01, gt=0,
+                              description="CPU share of each trial's driver (its workers ask apart)")
     register_models: bool = Field(default=True, description="register the Pareto trials' models in MLflow's registry")
     hil: HilConfig | None = Field(default=None, description="hardware-in-the-loop: measure trials on boards "
                                                             "(docs/sweeps.md, 'Measured on boards')")

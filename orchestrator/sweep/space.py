@@ -155,7 +155,8 @@ def check_space(tree: dict, sweep: SweepConfig) -> list[str]:
             continue
         if is_whole(dotted):
             bad = [v for v in dom.probe_points() if not isinstance(v, dict)]
-            fixed = sorted({k for v in dom.probe_points() if isinstance(v, dict) for k in v} & {"data", "tracking", "name"})
+            fixed = sorted({k for v in dom.probe_points() if isinstance(v, dict) for k in v}
+                           & {"data", "tracking", "name"})
             if bad or fixed:
                 errors.append(f"{where}: every value of a '.'-axis must be a mapping of overrides"
                               + (f" that leaves {', '.join(fixed)} alone" if fixed else ""))

@@ -23,9 +23,23 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from orchestrator.runs.schema import (ARTIFACTS_ERROR_TAG, COMPONENT_TAG_PREFIX, COMPONENTS_TAG, DATASET_TAG, ERROR_TAG,
-                                      INTERRUPTED_TAG, KIND_TAG, KIND_TRIAL, MODEL_TAG, PARENT_RUN_TAG,
-                                      STOP_REASON_TAG, SWEEP_ID_TAG, TRAIN_MODE_TAG, TRIAL_ID_TAG, set_tag)
+from orchestrator.runs.schema import (
+    ARTIFACTS_ERROR_TAG,
+    COMPONENT_TAG_PREFIX,
+    COMPONENTS_TAG,
+    DATASET_TAG,
+    ERROR_TAG,
+    INTERRUPTED_TAG,
+    KIND_TAG,
+    KIND_TRIAL,
+    MODEL_TAG,
+    PARENT_RUN_TAG,
+    STOP_REASON_TAG,
+    SWEEP_ID_TAG,
+    TRAIN_MODE_TAG,
+    TRIAL_ID_TAG,
+    set_tag,
+)
 from orchestrator.runs.tracking import find_child, flatten, log_epoch, log_params
 from orchestrator.training import failure_reason, log_run_artifacts
 

@@ -19,7 +19,8 @@ def test_train_quantum_coarsens_but_keeps_the_model_min_size():
 
 def test_train_quantum_must_be_a_multiple():
     model = build_model("deeplabv3plus", 3, "small")
-    with pytest.raises(ValueError, match=r"train.size_quantum \(24\) must be a multiple of the model's size quantum \(16\)"):
+    with pytest.raises(ValueError,
+                       match=r"train.size_quantum \(24\) must be a multiple of the model's size quantum \(16\)"):
         size_rule(model, 24)
 
 

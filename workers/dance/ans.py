@@ -50,6 +50,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from workers.pruning_report import pruning_report
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ANSConfig", "NetworkSlimmer", "PrunePlan", "PruningNotReadyError", "unwrap_model", "broadcast_plan",
@@ -68,11 +70,13 @@ class ANSConfig(BaseModel):
     stages: int = Field(default=6, ge=1, description="S: number of pruning stages (one prune per stage)")
     schedule: Literal["algorithm1", "end_of_stage"] = Field(
         default="algorithm1", description="algorithm1: prune after epochs 0, t_max/S, ..., (S-1)·t_max/S, the last "
-                                          "stage trains the final structure (paper Algorithm 1); end_of_stage: prune at "
-                                          "the end of every S-th of training, the last prune on the last iteration")
+                                          "stage trains the final structure (paper Algorithm 1); end_of_stage: "
+                                          "prune at the end of every S-th of training, "
+                                          "the last prune on the last iteration")
     l1_lambda: float = Field(default=1e-4, ge=0.0, description="λ of the L1 penalty on the header's BN scales")
     min_gamma_spread: float = Field(default=1e-3, ge=0.0,
-                                    description="a stage is 'not ready' while std/mean of the header's |γ| is below this")
+                                    description="a stage is 'not ready' while std/mean of the header's |γ| is "
+                                                "below this")
     not_ready: Literal["prune", "wait"] = Field(
         default="prune", description="a stage due while the |γ| spread is below min_gamma_spread: prune at its own "
                                      "point anyway (the spread is reported), or wait and retry every step (later "
@@ -284,7 +288,8 @@ class NetworkSlimmer:
             for item in group:
                 dep = item.dep
                 mod = dep.target.module
-                if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.affine and dg.is_out_channel_pruning_fn(dep.handler):
+                if (isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.affine
+                        and dg.is_out_channel_pruning_fn(dep.handler)):
                     bns.append((mod, list(item.idxs), list(item.root_idxs)))
             if not bns:
                 continue  # no BN scale to rank by: Network Slimming cannot prune it
@@ -471,11 +476,10 @@ class NetworkSlimmer:
     # ------------------------------------------------------------ reporting
     def report(self) -> dict[str, Any]:
         """Per-layer channels before/after, multi-scale vs other (see :mod:`workers.pruning_report`)."""
-        from workers.pruning_report import pruning_report
-
         current = header_layer_shapes(self.model, self.parts.header_name, self.parts.classifier_name)
         return pruning_report(self.original_layers, current, getattr(self.model, "multiscale_modules", []),
-                              classifier_name=self.parts.classifier_name, stage=self.stage, stages=self.cfg.stages, target_ratio=self.cfg.target_ratio)
+                              classifier_name=self.parts.classifier_name, stage=self.stage, stages=self.cfg.stages,
+                              target_ratio=self.cfg.target_ratio)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

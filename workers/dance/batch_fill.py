@@ -37,7 +37,8 @@ def simulated_p(n: int, seed: int = 0) -> np.ndarray:
 
 
 def simulated_fill(n: int, size: tuple[int, int], batch_size: int, world_size: int, slimming: SlimmingConfig,
-                   quantum: int, *, min_size: int = 0, epochs: int = 4, seed: int = 0, fill: bool = False) -> FillResult:
+                   quantum: int, *, min_size: int = 0, epochs: int = 4, seed: int = 0,
+                   fill: bool = False) -> FillResult:
     """Mean batch fill of the DANCE sampler over ``epochs`` epochs of ``n`` images stored at ``size``."""
     p = simulated_p(n, seed)
     sizes = dance_sizes([tuple(size)] * n, p, slimming, quantum, min_size)
@@ -50,5 +51,5 @@ def simulated_fill(n: int, size: tuple[int, int], batch_size: int, world_size: i
         buckets.append(len(set(plan.sizes)))
         unbatched.append(plan.unbatched)
         moved.append(plan.moved / max(1, plan.trained))
-    return FillResult(float(np.mean(fills)), float(np.mean(batches)), float(np.mean(buckets)), float(np.mean(unbatched)),
-                      float(np.mean(moved)))
+    return FillResult(float(np.mean(fills)), float(np.mean(batches)), float(np.mean(buckets)),
+                      float(np.mean(unbatched)), float(np.mean(moved)))

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from workers.data.datasets.base import IGNORE_INDEX
 
 
-def per_image_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+def per_image_ce(logits: torch.Tensor, target: torch.Tensor,
+                 ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean pixel cross-entropy of each image over its non-ignored pixels → (losses (N,), has_pixels (N,))."""
     ce = F.cross_entropy(logits, target.long(), ignore_index=ignore_index, reduction="none")
     valid = (target != ignore_index).to(ce.dtype)

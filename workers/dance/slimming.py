@@ -89,7 +89,8 @@ def indicator_p(p: np.ndarray, cfg: SlimmingConfig, seed: int, split: str) -> np
     if cfg.p_mode == "inverse":
         return 1.0 - p
     if cfg.p_mode == "random":
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(split.encode()), len(p), 0x9A]))
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(split.encode()),
+                                                            len(p), 0x9A]))
         return rng.random(len(p))
     return p
 

@@ -20,8 +20,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from workers.data.imageio import read_rgb
 from workers.dance.complexity import sc_mean
+from workers.data.imageio import read_rgb
 
 log = logging.getLogger(__name__)
 

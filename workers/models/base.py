@@ -139,7 +139,8 @@ def get_parts(model: nn.Module, parts: Mapping[str, str] | None = None) -> Model
     if parts is None:
         if not isinstance(model, SegmentationModel):
             raise TypeError(f"{type(model).__name__} is not a SegmentationModel: pass parts="
-                            "{'backbone': ..., 'header': ..., 'classifier': ...} or build it with build_model('custom', ...)")
+                            "{'backbone': ..., 'header': ..., 'classifier': ...} "
+                            "or build it with build_model('custom', ...)")
         paths = getattr(model, "part_paths", None) or {p: p for p in PART_NAMES}
     else:
         missing = [p for p in PART_NAMES if p not in parts]

@@ -8,7 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from workers.data.datasets._common import (
-    by_stem, image_files, inverse, lookup, pair, require_dir, require_root, require_samples,
+    by_stem,
+    image_files,
+    inverse,
+    lookup,
+    pair,
+    require_dir,
+    require_root,
+    require_samples,
 )
 from workers.data.datasets.base import IGNORE_INDEX, SegDataset
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from workers.data.datasets._common import (
-    available, by_stem, image_files, inverse, lookup, pair, require_dir, require_root, require_samples,
+    available,
+    by_stem,
+    image_files,
+    inverse,
+    lookup,
+    pair,
+    require_dir,
+    require_root,
+    require_samples,
 )
 from workers.data.datasets.base import IGNORE_INDEX, DatasetError, SegDataset
 

@@ -1,0 +1,179 @@
+"""Small sweeps end to end on a local Ray instance, read back from MLflow with ``MlflowClient``.
+
+One Ray instance for the module (2 CPUs) and one sqlite MLflow store. The first sweep has
+two trials one after the other: full data slimming first, then the same without it, with
+ASHA on training FLOPs (deterministic, unlike mIoU on a 12-image set): the second trial is
+costlier at the first rung and must be stopped there, ending KILLED. The second sweep has
+one trial whose worker kills itself with Ray Train's retries off, so it ends FAILED.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from orchestrator.cli import main  # noqa: E402
+from orchestrator.sweep.runner import run_sweep  # noqa: E402
+from orchestrator.sweep.space import load_sweep  # noqa: E402
+
+pytestmark = pytest.mark.integration  # starts Ray (and servers): `make test`, not `make test-fast`
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from workers.data.synth import generate_dataset
+
+    tmp = tmp_path_factory.mktemp("sweep_ray")
+    root = tmp / "synth"
+    generate_dataset(root, n_train=12, n_val=4, size=(64, 128), seed=2)
+    trace = tmp / "scoring.trace"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DANCE_SCORING_TRACE", str(trace))  # before ray.init: the local workers inherit it
+    mp.delenv("RAY_ADDRESS", raising=False)
+    # With its dashboard, as `dance sweep` starts Ray: Ray Train needs the State API to free stopped trials' CPUs.
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    try:
+        yield tmp, root, trace, f"sqlite:///{tmp / 'mlflow.db'}"
+    finally:
+        ray.shutdown()
+        mp.undo()
+
+
+def base_yaml(tmp: Path, root: Path, name: str) -> str:
+    return f"""
+name: {name}
+data: {{root: {root}, cache_dir: {tmp / 'cache'}}}
+model: {{name: deeplabv3plus, variant: small}}
+slimming: {{casd_range: {{lo: 0.0, hi: 0.6}}}}
+ans: {{enabled: true, stages: 2, target_ratio: 0.5, l1_lambda: 1.0e-3, min_gamma_spread: 1.0e-6}}
+optim: {{lr: 0.02}}
+train: {{epochs: {EPOCHS}, batch_size: 2, eval_batch_size: 4, size_quantum: 32, max_failures: 0,
+        storage_path: {tmp / 'results'}}}
+scaling: {{num_workers: 1, cpus_per_worker: 0.99}}
+"""
+
+
+@pytest.fixture(scope="module")
+def asha_sweep(env):
+    tmp, root, trace, uri = env
+    cfg = tmp / "asha.yaml"
+    cfg.write_text(base_yaml(tmp, root, "sweep-asha") + """
+sweep:
+  space:
+    slimming: {grid: [{cad: true, casd: true, cal: true}, {cad: false, casd: false, cal: false}]}
+  objectives: [{metric: miou, mode: max}, {metric: train_flops, mode: min}]
+  scheduler: {kind: asha, metric: train_flops, mode: min, grace_period: 1, reduction_factor: 2}
+  max_concurrent_trials: 1
+""")
+    out = run_sweep(load_sweep(cfg), tracking_uri=uri, live=False, print_fn=None)
+    return out, cfg
+
+
+def children(client, out):
+    exp = client.get_experiment_by_name(out.experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`dance.sweep_id` = '{out.sweep_id}' "
+                                                                 "and tags.`dance.kind` = 'trial'")
+    return sorted(runs, key=lambda r: r.data.tags["dance.trial_id"])
+
+
+@pytest.mark.timeout(400)
+def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_sweep):
+    import mlflow
+
+    tmp, root, trace, uri = env
+    out, _ = asha_sweep
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(out.parent_run_id)
+    assert parent.data.tags["dance.kind"] == "sweep" and parent.info.status == "FINISHED"
+    # The stopped trial's worker group was given back: nothing waits for CPUs after a sweep.
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == 2
+    assert client.get_experiment(parent.info.experiment_id).name == "sweep-asha"  # one experiment per config name
+    kids = children(client, out)
+    assert len(kids) == 2
+    dance_run, base_run = kids  # grid order: slimming on, then off
+    for r in kids:
+        assert r.data.tags["mlflow.parentRunId"] == out.parent_run_id
+        assert r.data.params["ans.stages"] == "2" and r.data.params["model.variant"] == "small"
+        assert len(r.data.params) > 50  # the whole resolved config, flattened
+        assert r.data.tags["dance.model"] == "deeplabv3plus/small"
+        assert "pareto_rank" in r.data.metrics and "is_pareto" in r.data.metrics
+    assert dance_run.data.tags["dance.components"] == "ANS+CAD+CASD+CAL"
+    assert base_run.data.tags["dance.components"] == "ANS"
+
+    # The first trial trains every epoch, step by step under `dance train`'s names, and is the front.
+    assert dance_run.info.status == "FINISHED"
+    miou = client.get_metric_history(dance_run.info.run_id, "miou")
+    assert sorted(m.step for m in miou) == list(range(EPOCHS))
+    flops = [m.value for m in sorted(client.get_metric_history(dance_run.info.run_id, "train_flops"),
+                                     key=lambda m: m.step)]
+    assert flops == sorted(flops) and flops[0] > 0
+    assert dance_run.data.metrics["is_pareto"] == 1 and dance_run.data.metrics["pareto_rank"] == 1
+    paths = {f.path for f in client.list_artifacts(dance_run.info.run_id)}
+    assert {"config.yaml", "history.json", "pruning_report.png", "checkpoint"} <= paths
+    assert "checkpoint/model.pt" in {f.path for f in client.list_artifacts(dance_run.info.run_id, "checkpoint")}
+    assert dance_run.data.params["cdf.loc"] == base_run.data.params.get("cdf.loc", dance_run.data.params["cdf.loc"])
+
+    # ASHA stopped the costlier trial at its first rung: KILLED, with the reason, ranked after the front.
+    assert base_run.info.status == "KILLED"
+    assert "stopped by the scheduler after epoch 1 of 3" in base_run.data.tags["dance.stop_reason"]
+    assert len(client.get_metric_history(base_run.info.run_id, "epoch")) == 1
+    assert base_run.data.metrics["is_pareto"] == 0 and base_run.data.metrics["pareto_rank"] == 2
+
+    # The parent holds the front.
+    ppaths = {f.path for f in client.list_artifacts(out.parent_run_id)}
+    assert {"pareto.csv", "pareto.png"} <= ppaths
+    assert parent.data.metrics["pareto_size"] == 1 and parent.data.metrics["trials"] == 2
+    assert 0 < parent.data.metrics["hypervolume"] <= 1
+    assert parent.data.tags["dance.best.miou"].startswith(dance_run.data.tags["dance.trial_id"])
+    versions = client.search_model_versions("name='sweep-asha-pareto'")
+    assert [v.run_id for v in versions] == [dance_run.info.run_id]
+    assert versions[0].tags["objective.miou"] == str(dance_run.data.metrics["miou"])
+
+    # Scored once, on the driver (this process): train and val, never in a trial.
+    lines = trace.read_text().split("\n")
+    pids = {ln.split()[0] for ln in lines if ln}
+    assert pids == {str(os.getpid())} and len([ln for ln in lines if ln]) == 2
+
+
+def test_dance_runs_shows_the_sweep(env, asha_sweep, capsys, tmp_path):
+    tmp, root, trace, uri = env
+    out, _ = asha_sweep
+    csv = tmp_path / "runs.csv"
+    assert main(["runs", out.parent_run_id, "--tracking-uri", uri, "--csv", str(csv), "--sort", "miou"]) == 0
+    text = capsys.readouterr().out
+    assert "★" in text and "KILLED" in text and "slimming.cad" in text
+    rows = csv.read_text().splitlines()
+    assert rows[0].startswith("pareto,run,status,components") and len(rows) == 3
+    assert main(["runs", "no-such-experiment", "--tracking-uri", uri]) == 2
+
+
+@pytest.mark.timeout(300)
+def test_a_crashing_trial_ends_failed_with_its_error(env, capsys):
+    import mlflow
+
+    tmp, root, trace, uri = env
+    cfg = tmp / "fail.yaml"
+    marker = tmp / "fault.marker"
+    cfg.write_text(base_yaml(tmp, root, "sweep-fail") + """
+sweep:
+  space:
+    optim.lr: {grid: [0.02]}
+""")
+    fault = f"train.fault_injection={{epoch: 0, step: 0, marker: {marker}, delay_s: 0}}"
+    assert main(["sweep", str(cfg), "--tracking-uri", uri, "--plain", "--set", fault]) == 1  # every trial failed
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("sweep-fail")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`dance.kind` = 'trial'")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert runs[0].data.tags["dance.error"].strip()
+    assert marker.exists()
+    assert "1 trial(s) failed" in capsys.readouterr().err
