@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from . import SCHEMA_VERSION, __version__, protocol
+from . import SCHEMA_VERSION, __version__, protocol, quality
 from .errors import AgentError
 from .sampler import Sampler
 from .sources import SOURCE_NAMES, make_source
@@ -614,6 +614,7 @@ def _finish(doc, args, source, notes, sampler, warnings, settings, state_before=
         doc["trace_rows"] = sampler.trace_rows
     doc["partial"] = False
     doc["warnings"] = _dedupe(warnings)
+    doc.update(quality.assess(doc["warnings"]))  # the same warnings as codes: ok | warn | fail
     doc["finished_at"] = _now_iso()
     if args.require_energy and doc.get("energy_j_gross") is None:
         why = [w for w in doc["warnings"] if "unreadable" in w or "sampler" in w]

@@ -555,6 +555,7 @@ def start_writer(root, layout, waveform, rate_hz=200.0, duration=None, python=No
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if detach:
+        _mkdir(root)
         with open(os.path.join(root, "writer.log"), "ab") as log:
             proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)

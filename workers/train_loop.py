@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from workers.config import ExperimentConfig
 from workers.cost import count_flops
+from workers.dance.ans import ans_window, due_stage, plan_prunes, prune_plan_problem
 from workers.dance.loss import weighted_loss
 from workers.energy import EnergyMeter
 from workers.metrics import PER_CLASS_PREFIX, SUMMARY_METRICS
@@ -256,40 +257,20 @@ class Trainer:
 
     def ans_window(self) -> tuple[int, int]:
         """[start, end) epochs over which the S pruning stages are spread (and λ·Σ|γ| is on)."""
-        mode, e = self.cfg.train.mode, self.cfg.train.epochs
-        if mode == "network_then_data":
-            return 0, e // 2
-        if mode == "data_then_network":
-            return e // 2, e
-        return 0, e
+        return ans_window(self.cfg.train.mode, self.cfg.train.epochs)
 
     def ans_active(self, epoch: int) -> bool:
         lo, hi = self.ans_window()
         return self.cfg.ans.enabled and self.slimmer is not None and lo <= epoch < hi
 
     def due_stage(self, progress_epochs: float) -> int:
-        from workers.dance.ans import due_stage
-
         lo, hi = self.ans_window()
         done = min(max(progress_epochs - lo, 0.0), hi - lo)
         return due_stage(done, hi - lo, self.cfg.ans.stages, self.cfg.ans.schedule)
 
     def planned_prunes(self) -> list[tuple[int, int]]:
-        """(epoch, step) after which each stage prunes, if none waits (step -1: the end of an empty epoch).
-
-        A pure function of the config and the epochs' step counts: the loop below applies at
-        most one stage per step, so a schedule denser than the steps would shift stages.
-        """
-        lo, hi = self.ans_window()
-        stage, out = 0, []
-        for e in range(lo, hi):
-            n = self.steps_per_epoch[e]
-            ticks = [(k, e + (k + 1) / n) for k in range(n)] if n else [(-1, float(e + 1))]
-            for k, progress in ticks:
-                if stage < self.due_stage(progress):
-                    stage += 1
-                    out.append((e, k))
-        return out
+        """(epoch, step) after which each stage prunes (:func:`workers.dance.ans.plan_prunes`)."""
+        return plan_prunes(self.steps_per_epoch, self.ans_window(), self.cfg.ans.stages, self.cfg.ans.schedule)
 
     # ------------------------------------------------------------ setup
     def _open_data(self) -> None:
@@ -603,12 +584,9 @@ class Trainer:
         """Fix where the ANS stages prune; refuse a schedule with fewer steps than stages."""
         a = self.cfg.ans
         self.prune_plan = self.planned_prunes()
-        if len(self.prune_plan) < a.stages:
-            lo, hi = self.ans_window()
-            raise ValueError(
-                f"ans.stages={a.stages} needs {a.stages} separate training steps for its prunes, but "
-                f"epochs {lo}..{hi - 1} have {sum(self.steps_per_epoch[lo:hi])} steps in all; use fewer stages, "
-                "more epochs or a smaller train.batch_size")
+        problem = prune_plan_problem(self.steps_per_epoch, self.ans_window(), a.stages, a.schedule)
+        if problem:
+            raise ValueError(problem)
         if self.rank == 0:
             log.info("ANS schedule (%s): prunes after (epoch, step) %s", a.schedule, self.prune_plan)
 

@@ -112,8 +112,13 @@ def ensure_agent(t: Transport, cache_dir: Path) -> str:
 
 
 def _flags(m: Measure) -> list[str]:
-    return ["--duration", f"{m.duration:g}", "--repeats", str(m.repeats), "--min-samples", str(m.min_samples),
-            "--interval-ms", f"{m.interval_ms:g}"]
+    """Window flags; sampling flags only where the inventory sets them (else the agent's sensor rule)."""
+    out = ["--duration", f"{m.duration:g}", "--repeats", str(m.repeats)]
+    if m.min_samples is not None:
+        out += ["--min-samples", str(m.min_samples)]
+    if m.interval_ms is not None:
+        out += ["--interval-ms", f"{m.interval_ms:g}"]
+    return out
 
 
 def agent_argv(job: Job, board: Board, measure: Measure, model_remote: str | None) -> list[str]:
@@ -148,6 +153,8 @@ def run_job(t: Transport, job: Job, job_id: str, measure: Measure, cache_dir: Pa
     settings = measure.model_copy(update=job.measure or {})
     t.connect()
     agent = ensure_agent(t, cache_dir)
+    if job.kind == "probe":
+        sweep_orphans(t)
     model_remote = None
     if job.kind == "measure":
         model_remote = f"{board.workdir}/blobs/{job.model_sha256}{Path(job.model).suffix}"
@@ -204,6 +211,18 @@ def run_job(t: Transport, job: Job, job_id: str, measure: Measure, cache_dir: Pa
                          f"{board.python} or flock not found on the board{_stderr_tail(res.stderr)}")
     raise BoardError("agent_crash", board.name, f"agent ended with exit {res.rc} and no JSON result"
                      f"{_stderr_tail(res.stderr)}")
+
+
+#: a job's files on a board older than this belong to an orchestrator that died mid-job
+ORPHAN_AGE_MIN = 24 * 60
+
+
+def sweep_orphans(t: Transport) -> None:
+    """Remove job folders and parked results that outlived their orchestrator (older than a day); a
+    probe does it, so a board never fills up with the leftovers of killed benches."""
+    jobs = shlex.quote(f"{t.board.workdir}/jobs")
+    t.shell(f"[ -d {jobs} ] && find {jobs} -mindepth 1 -maxdepth 1 -mmin +{ORPHAN_AGE_MIN} -exec rm -rf -- {{}} + "
+            "2>/dev/null; true", 60)
 
 
 def _stderr_tail(text: str) -> str:

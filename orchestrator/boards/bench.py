@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -26,17 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from orchestrator.boards.agentjob import Job
+from orchestrator.boards.agentjob import Job, agent_zip
+from orchestrator.boards.benchlog import BenchRecord, log_bench
 from orchestrator.boards.cache import DEFAULT_PATH as DEFAULT_CACHE
 from orchestrator.boards.cache import MeasurementCache, board_facts, cache_key
+from orchestrator.boards.figures import Measurement, figures, group_quality
 from orchestrator.boards.inventory import Board, BoardGroup, Inventory, board_address, board_groups
-from orchestrator.boards.pool import BoardPool, LocalPoolClient, PoolClientLike, start_pool_actor
+from orchestrator.boards.pool import BOARD_FATAL, BoardPool, LocalPoolClient, PoolClientLike, start_pool_actor
 from orchestrator.boards.scoring import build_scoring_onnx, stored_sizes
 from orchestrator.boards.transport import sha256_file
 from orchestrator.checkpoints import resolve_target
 from orchestrator.errors import UserError
-from orchestrator.runs.schema import BENCH_CHECKPOINT_TAG, KIND_BENCH, KIND_TAG, tag_text
-from orchestrator.runs.tracking import resolve_tracking_uri, setup
+from orchestrator.runs.schema import BENCH_CHECKPOINT_TAG, KIND_BENCH, KIND_TAG
 from orchestrator.training import ensure_ray
 from workers.features import TRAIN_STEP_BATCH, checkpoint_features
 
@@ -52,20 +52,6 @@ TORCH_LOCK = threading.RLock()
 
 
 @dataclass
-class Measurement:
-    kind: str
-    purpose: str          # infer | train | score
-    height: int
-    width: int
-    fraction: float
-    result: dict[str, Any] | None = None
-    board: str | None = None
-    cached: bool = False
-    error: dict[str, Any] | None = None
-    features: dict[str, Any] | None = None   # what the cost model sees (FLOPs, parameter bytes, pixels)
-
-
-@dataclass
 class BenchResult:
     run_id: str | None
     tracking_uri: str | None
@@ -76,6 +62,18 @@ class BenchResult:
     jobs_run: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    unmeasured: dict[str, str] = field(default_factory=dict)  # board group -> why none of its boards measured
+    quality: dict[str, str] = field(default_factory=dict)     # board group -> ok | warn | fail
+    remeasured: int = 0                                       # jobs the quality gate ran again
+
+    @property
+    def status(self) -> str:
+        """``complete`` (every group, every bucket), ``partial`` or ``none`` (nothing measured)."""
+        if not any(m.result for m in self.measurements):
+            return "none"
+        if self.unmeasured or any(m.result is None for m in self.measurements):
+            return "partial"
+        return "complete"
 
 
 # -- the checkpoint ------------------------------------------------------------------------------------------------
@@ -106,84 +104,6 @@ def export_for(ckpt: Path, fmt: str, buckets_arg: str | None, log: Callable[[str
         b["path"] = str((out / b["file"]).resolve())
     man["dir"] = str(out.resolve())
     return man
-
-
-# -- the figures ---------------------------------------------------------------------------------------------------
-def _mix_quantile(parts: list[tuple[float, dict[str, Any]]], q: float) -> float | None:
-    """Quantile q of a mixture of per-bucket latency distributions, each known by its min, p50, p90,
-    p99 and max (piecewise-linear CDF through them); solved by bisection. None if any is missing."""
-    cdfs = []
-    for frac, lat in parts:
-        pts = [(lat.get("min"), 0.0), (lat.get("p50"), 0.5), (lat.get("p90"), 0.9), (lat.get("p99"), 0.99),
-               (lat.get("max"), 1.0)]
-        pts = [(x, p) for x, p in pts if x is not None]
-        if len(pts) < 2:
-            return None
-        pts.sort()
-        cdfs.append((frac, pts))
-
-    def cdf(x: float) -> float:
-        total = 0.0
-        for frac, pts in cdfs:
-            if x <= pts[0][0]:
-                v = 0.0
-            elif x >= pts[-1][0]:
-                v = 1.0
-            else:
-                v = 0.0
-                for (x0, p0), (x1, p1) in zip(pts, pts[1:]):
-                    if x0 <= x <= x1:
-                        v = p0 if x1 == x0 else p0 + (p1 - p0) * (x - x0) / (x1 - x0)
-                        break
-            total += frac * v
-        return total
-
-    lo = min(p[0][0] for _, p in cdfs)
-    hi = max(p[-1][0] for _, p in cdfs)
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
-    return 0.5 * (lo + hi)
-
-
-def _weighted(ms: list[Measurement], key: str) -> float | None:
-    """Σ fraction · value over buckets (fractions normalised); None unless every bucket has a value."""
-    vals = [(m.fraction, (m.result or {}).get(key)) for m in ms]
-    if not vals or any(v is None for _, v in vals):
-        return None
-    total = sum(f for f, _ in vals)
-    return sum(f * v for f, v in vals) / total if total > 0 else None
-
-
-def figures(kind: str, ms: list[Measurement]) -> dict[str, float]:
-    """The metrics of one kind; a figure nothing measured is left out."""
-    infer = [m for m in ms if m.purpose == "infer"]
-    train = [m for m in ms if m.purpose == "train"]
-    score = [m for m in ms if m.purpose == "score"]
-    out: dict[str, float | None] = {}
-    p = f"device.{kind}."
-    j_net = _weighted(infer, "energy_j_per_image_gross")
-    j_score = _weighted(score, "energy_j_per_image_gross") if score else 0.0
-    out[p + "energy_j_per_image"] = None if j_net is None or j_score is None else j_net + j_score
-    out[p + "network_energy_j_per_image"] = j_net
-    if score:
-        out[p + "scoring_energy_j_per_image"] = j_score
-    jn = _weighted(infer, "energy_j_per_image_net")
-    jsn = _weighted(score, "energy_j_per_image_net") if score else 0.0
-    out[p + "energy_j_per_image_net"] = None if jn is None or jsn is None else jn + jsn
-    if infer and all(m.result for m in infer):
-        parts = [(m.fraction, m.result.get("latency_ms") or {}) for m in infer]
-        out[p + "latency_ms_p50"] = _mix_quantile(parts, 0.5)
-        out[p + "latency_ms_p90"] = _mix_quantile(parts, 0.9)
-    if train:
-        out[p + "train_energy_j_per_step"] = _weighted(train, "energy_j_per_step_gross")
-    for m in infer:
-        lat = (m.result or {}).get("latency_ms") or {}
-        b = f"{p}b{m.height}x{m.width}."
-        out[b + "energy_j_per_image"] = (m.result or {}).get("energy_j_per_image_gross")
-        out[b + "latency_ms_p50"] = lat.get("p50")
-        out[b + "latency_ms_p90"] = lat.get("p90")
-    return {k: float(v) for k, v in out.items() if v is not None}
 
 
 # -- the command ---------------------------------------------------------------------------------------------------
@@ -228,15 +148,43 @@ class _PoolHandle:
             self.pool.close()
 
 
+@dataclass
+class BenchContext:
+    """What every phase of one bench needs: the settings the boards measure with and where things go."""
+
+    inventory: Inventory
+    cache: MeasurementCache
+    pool: _PoolHandle
+    fresh: bool
+    log: Callable[[str], None]
+    settings: dict[str, Any]   # the agent's protocol settings as passed (unset ones left to the agent)
+    agent: str                 # the agent's version: the hash of its code
+
+    def key(self, sha: str, shape: list[int] | None, runtime: str, steps: int, group: BoardGroup,
+            facts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return cache_key(sha, shape, runtime, steps, group.first.device, facts, group.first.power,
+                         self.settings, self.agent)
+
+
+def measure_settings(inventory: Inventory) -> dict[str, Any]:
+    """The agent's protocol settings a bench passes (the cache key and the run's params); unset ones are
+    the agent's own choice (it sizes windows from the sensor)."""
+    return {k: v for k, v in inventory.measure.model_dump(mode="json").items() if v is not None}
+
+
 def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = None, fresh: bool = False,
               buckets: str | None = None, train_steps: int = 0, tracking_uri: str | None = None,
               experiment: str = "dance-bench", journal: str | Path = DEFAULT_JOURNAL,
               cache_path: str | Path = DEFAULT_CACHE, use_ray: bool = True, pool: PoolClientLike | None = None,
+              new_run: bool = False,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> BenchResult:
     """Measure ``target`` (checkpoint or run id) on the matching boards and log the figures.
 
     ``pool``: a running pool client (a sweep shares one across its trials); it is used, not
     closed. Without it the bench starts its own (a Ray actor, or threads with ``use_ray=False``).
+    A board group none of whose boards answers is reported unmeasured (``BenchResult.unmeasured``)
+    while the others are measured. ``new_run``: a bare checkpoint gets a new run even if it was
+    benched before (default: its earlier bench run, found by the model's hash).
     """
     t_start = time.monotonic()
     boards = inventory.matching(labels)
@@ -249,20 +197,23 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
         + ", ".join(f"{g.name} [{', '.join(b.name for b in g.boards)}]" for g in groups))
     notes: list[str] = []
     files = _model_files(ckpt, boards, buckets, train_steps, notes, log)
-    handle = _PoolHandle(pool, inventory, journal, use_ray)
-    cache = MeasurementCache(cache_path)
+    ctx = BenchContext(inventory, MeasurementCache(cache_path), _PoolHandle(pool, inventory, journal, use_ray),
+                       fresh, log, measure_settings(inventory), agent_zip()[1][:16])
     try:
-        probes, groups = _probe(boards, groups, cache, handle, fresh, notes, log)
+        probes, groups, unmeasured = _probe(boards, groups, ctx, notes)
         facts = {b.name: board_facts(probes[b.name], b.runtime) for b in boards if b.name in probes}
-        measurements, todo = _plan(groups, files, train_steps, facts, probes, cache, fresh, log)
-        jobs_run = _measure(todo, ckpt, handle, cache, facts, log)
+        measurements, todo = _plan(groups, files, train_steps, facts, probes, ctx)
+        jobs_run, remeasured = _measure(todo, ckpt, facts, ctx)
     finally:
-        handle.close()
-        cache.close()
-    metrics, tags = _summarise(groups, measurements, facts, ckpt, notes)
-    run_id, uri = _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experiment, notes)
-    return BenchResult(run_id, uri, metrics, tags, measurements, handle.contacted, jobs_run,
-                       time.monotonic() - t_start, notes)
+        ctx.pool.close()
+        ctx.cache.close()
+    metrics, tags, quality = _summarise(groups, measurements, facts, ckpt, notes)
+    for name, why in unmeasured.items():
+        tags[f"device.{name}.status"] = f"unmeasured: {why}"
+    record = BenchRecord(metrics, tags, measurements, notes, ctx.settings, [g.name for g in board_groups(boards)])
+    run_id, uri = log_bench(run_id, ckpt, record, tracking_uri, experiment, new_run)
+    return BenchResult(run_id, uri, metrics, tags, measurements, ctx.pool.contacted, jobs_run,
+                       time.monotonic() - t_start, notes, unmeasured, quality, remeasured)
 
 
 def _model_files(ckpt: Path, boards: list[Board], buckets: str | None, train_steps: int, notes: list[str],
@@ -284,42 +235,46 @@ def _model_files(ckpt: Path, boards: list[Board], buckets: str | None, train_ste
     return ModelFiles(manifests, man0.get("num_classes"), score_sizes)
 
 
-def _probe(boards: list[Board], groups: list[BoardGroup], cache: MeasurementCache, handle: _PoolHandle,
-           fresh: bool, notes: list[str], log: Callable[[str], None]) -> tuple[dict, list[BoardGroup]]:
-    """Board facts (from the cache unless ``fresh``); the groups keep the boards that answered.
-
-    A board that does not answer is left to its twins; a group none of whose boards answers fails.
-    """
+def _probe(boards: list[Board], groups: list[BoardGroup], ctx: BenchContext, notes: list[str]
+           ) -> tuple[dict, list[BoardGroup], dict[str, str]]:
+    """Board facts (from the cache unless ``fresh``), the groups with the boards that answered, and the
+    groups none of whose boards answered (name → why): those are reported unmeasured, never sink the rest."""
     probes: dict[str, dict[str, Any]] = {}
     need = []
     for b in boards:
-        f = None if fresh else cache.facts(board_address(b))
+        f = None if ctx.fresh else ctx.cache.facts(board_address(b))
         if f is None:
             need.append(b)
         else:
             probes[b.name] = f
-    if not need:
-        return probes, groups
-    # a probe is not cached by the journal across benches: --fresh must really probe again
-    nonce = f"{time.time_ns()}" if fresh else None
-    ids = handle.get().submit([Job(kind="probe", board=b.name, meta={"probe": board_address(b), "nonce": nonce})
-                               for b in need])
-    for b, out in zip(need, _wait_with_progress(handle.get(), ids, log)):
-        if out["state"] != "done":
-            err = out["error"] or {}
-            why = f"board {b.name}: probe failed: {err.get('kind')}: {err.get('message')}"
-            twins = [t for g in groups if b in g.boards for t in g.boards if t is not b]
-            if not any(t.name in probes or t in need for t in twins):
-                raise UserError(why)
-            notes.append(why + " (its twins measure instead)")
+    failed: dict[str, str] = {}
+    if need:
+        # a probe is not cached by the journal across benches: --fresh must really probe again
+        nonce = f"{time.time_ns()}" if ctx.fresh else None
+        jobs = [Job(kind="probe", board=b.name, meta={"probe": board_address(b), "nonce": nonce}) for b in need]
+        ids = ctx.pool.get().submit(jobs)
+        for b, out in zip(need, _wait_with_progress(ctx.pool.get(), ids, ctx.log)):
+            if out["state"] == "done":
+                probes[b.name] = out["result"]
+                ctx.cache.put_facts(board_address(b), b.name, out["result"])
+            else:
+                err = out["error"] or {}
+                failed[b.name] = f"{err.get('kind')}: {err.get('message')}"
+    live, unmeasured = [], {}
+    for g in groups:
+        answered = [b for b in g.boards if b.name in probes]
+        if answered:
+            live.append(BoardGroup(g.name, g.labels, answered))
+            notes += [f"board {b.name}: probe failed: {failed[b.name]} (its twins measure instead)"
+                      for b in g.boards if b.name in failed]
             continue
-        probes[b.name] = out["result"]
-        cache.put_facts(board_address(b), b.name, out["result"])
-    groups = [BoardGroup(g.name, g.labels, [b for b in g.boards if b.name in probes]) for g in groups]
-    lost = [g.name for g in groups if not g.boards]
-    if lost:
-        raise UserError(f"no board of kind {', '.join(lost)} answered its probe")
-    return probes, groups
+        why = "; ".join(f"{b.name}: {failed.get(b.name, 'no answer')}" for b in g.boards)
+        unmeasured[g.name] = why
+        others = [x.name for x in groups if x.name != g.name]
+        ctx.log(f"  kind {g.name}: NOT MEASURED, every board offline ({why})"
+                + (f"; measuring {', '.join(others)}; leave it out with --labels" if others else ""))
+        notes.append(f"kind {g.name} not measured: every board offline ({why})")
+    return probes, live, unmeasured
 
 
 def _bucket_specs(group: BoardGroup, files: ModelFiles, train_steps: int) -> list[tuple]:
@@ -351,8 +306,7 @@ def _scoring_model(h: int, w: int) -> Path:
 
 
 def _plan(groups: list[BoardGroup], files: ModelFiles, train_steps: int, facts: dict, probes: dict,
-          cache: MeasurementCache, fresh: bool, log: Callable[[str], None]
-          ) -> tuple[list[Measurement], list[PlannedJob]]:
+          ctx: BenchContext) -> tuple[list[Measurement], list[PlannedJob]]:
     """One measurement per (group, purpose, bucket); those the cache answers are filled in, the rest planned."""
     measurements: list[Measurement] = []
     todo: list[PlannedJob] = []
@@ -361,14 +315,14 @@ def _plan(groups: list[BoardGroup], files: ModelFiles, train_steps: int, facts: 
             m = Measurement(g.name, purpose, h, w, frac)
             measurements.append(m)
             sha = sha256_file(path)
-            key, _ = cache_key(sha, shape, runtime, steps, g.first.device, facts[g.first.name], g.first.power)
-            hit = None if fresh else cache.get(key)
+            key, _ = ctx.key(sha, shape, runtime, steps, g, facts[g.first.name])
+            hit = None if ctx.fresh else ctx.cache.get(key)
             if hit is not None:
                 m.result, m.board, m.cached = hit["result"], hit["board"], True
                 m.features = hit.get("features")
-                log(f"  cached   {g.name:<14} {purpose:<5} {h}x{w}")
+                ctx.log(f"  cached   {g.name:<14} {purpose:<5} {h}x{w}")
                 continue
-            nonce = f"{time.time_ns()}" if fresh else None
+            nonce = f"{time.time_ns()}" if ctx.fresh else None
             has_power = g.first.power != "none" and (g.first.power != "auto" or
                                                      probes[g.first.name].get("power_auto") not in (None, "none"))
             job = Job(model=path, model_sha256=sha, runtime=runtime, trace=has_power,
@@ -380,53 +334,114 @@ def _plan(groups: list[BoardGroup], files: ModelFiles, train_steps: int, facts: 
     return measurements, todo
 
 
-def _measure(todo: list[PlannedJob], ckpt: Path, handle: _PoolHandle, cache: MeasurementCache, facts: dict,
-             log: Callable[[str], None]) -> int:
-    """Run the planned jobs on the pool; each result fills its measurement and the cache. Returns jobs run."""
+def _measure(todo: list[PlannedJob], ckpt: Path, facts: dict, ctx: BenchContext) -> tuple[int, int]:
+    """Run the planned jobs; each result fills its measurement and the cache. A result whose repeats
+    disagree (quality ``fail``, ``high_spread``) is measured once more with :data:`EXTRA_REPEATS` more
+    repeats, and the second answer kept, flagged as it is. Returns (jobs run, jobs re-measured)."""
     if not todo:
-        return 0
-    feats = _features(ckpt, [t.measurement for t in todo], log)
+        return 0, 0
+    feats = _features(ckpt, [t.measurement for t in todo], ctx.log)
     for t in todo:
         m = t.measurement
         m.features = feats.get((m.purpose, m.height, m.width))
-    ids = handle.get().submit([t.job for t in todo])
-    for t, out in zip(todo, _wait_with_progress(handle.get(), ids, log)):
-        m, job, g = t.measurement, t.job, t.group
-        m.board = out["board"]
-        if out["state"] != "done":
-            m.error = out["error"]
+    _run_jobs(todo, ctx)
+    again = [t for t in todo if _spread_too_high(t.measurement.result)]
+    if again:
+        repeats = int(ctx.settings.get("repeats", 3)) + EXTRA_REPEATS
+        ctx.log(f"  quality gate: {len(again)} measurement(s) with a spread over the limit; measuring again "
+                f"with {repeats} repeats")
+        retry = [PlannedJob(t.measurement, _with_repeats(t.job, repeats), t.group) for t in again]
+        _run_jobs(retry, ctx)
+        for t in retry:
+            t.measurement.remeasured = True
+    for t in todo:
+        m = t.measurement
+        if m.result is None:
             continue
-        m.result = out["result"]
-        f = facts.get(m.board) or facts[g.first.name]
-        key, parts = cache_key(job.model_sha256, job.input_shape or _shape_of(m), job.runtime, job.train_steps,
-                               g.first.device, f, g.first.power)
-        cache.put(key, parts, {"result": m.result, "board": m.board, "features": m.features}, m.board)
-    return len(todo)
+        # stored under the key of the settings asked for: the gate's extra repeats are part of them
+        f = facts.get(m.board) or facts[t.group.first.name]
+        key, parts = ctx.key(t.job.model_sha256, t.job.input_shape or _shape_of(m), t.job.runtime,
+                             t.job.train_steps, t.group, f)
+        ctx.cache.put(key, parts, {"result": m.result, "board": m.board, "features": m.features}, m.board)
+    return len(todo) + len(again), len(again)
+
+
+#: more repeats the quality gate asks for when the repeats of a measurement disagree
+EXTRA_REPEATS = 2
+
+
+def _spread_too_high(result: dict[str, Any] | None) -> bool:
+    return any(r.get("code") == "high_spread" for r in (result or {}).get("reasons") or [])
+
+
+def _with_repeats(job: Job, repeats: int) -> Job:
+    d = job.to_dict()
+    d.update(key=None, measure={**(job.measure or {}), "repeats": repeats},
+             meta={**job.meta, "nonce": f"{time.time_ns()}", "gate": "remeasure"})
+    return Job.from_dict(d)
+
+
+def _run_jobs(todo: list[PlannedJob], ctx: BenchContext) -> None:
+    ids = ctx.pool.get().submit([t.job for t in todo])
+    for t, out in zip(todo, _wait_with_progress(ctx.pool.get(), ids, ctx.log)):
+        m = t.measurement
+        m.board = out["board"] or m.board
+        if out["state"] == "done":
+            m.result, m.error = out["result"], None
+        elif m.result is None:  # a failed re-measurement keeps the first answer
+            m.error = out["error"]
 
 
 def _summarise(groups: list[BoardGroup], measurements: list[Measurement], facts: dict, ckpt: Path,
-               notes: list[str]) -> tuple[dict[str, float], dict[str, str]]:
-    """Each group's figures (metrics) and what it ran on (tags); a bucket not measured becomes a note."""
+               notes: list[str]) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+    """Each group's figures (metrics), what it ran on and how far to trust it (tags), and its quality.
+
+    A value nobody knows is left out, never written as the string "None".
+    """
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {KIND_TAG: KIND_BENCH, BENCH_CHECKPOINT_TAG: str(ckpt.resolve())}
+    quality: dict[str, str] = {}
     for g in groups:
         ms = [m for m in measurements if m.kind == g.name]
         metrics.update(figures(g.name, ms))
-        f = facts[g.first.name]
-        ran = sorted({m.board for m in ms if m.board})
         p = f"device.{g.name}."
-        tags.update({p + "board": ",".join(ran or [b.name for b in g.boards]),
-                     p + "board_model": str(f.get("board_model")),
-                     p + "l4t": str(f.get("l4t")),
-                     p + "power_mode": str(f.get("power_mode")),
-                     p + "tensorrt": str(f.get("tensorrt")),
-                     p + "runtime": g.first.runtime,
-                     p + "power_source": str(next((m.result.get("power_source") for m in ms if m.result), None))})
+        tags.update({p + k: str(v) for k, v in _group_tags(g, ms, facts[g.first.name]).items() if v is not None})
+        q, reasons = group_quality(ms)
+        if q is not None:
+            quality[g.name] = q
+            tags[p + "quality"] = q
+            if reasons:
+                tags[p + "quality_reasons"] = "\n".join(dict.fromkeys(reasons))
         for m in ms:
             if m.error:
                 notes.append(f"{g.name} {m.purpose} {m.height}x{m.width}: not measured ({m.error.get('kind')}: "
                              f"{m.error.get('message')})")
-    return metrics, tags
+    return metrics, tags, quality
+
+
+def _group_tags(g: BoardGroup, ms: list[Measurement], f: dict[str, Any]) -> dict[str, Any]:
+    """What a group ran on and in which state: boards, board model, L4T, power mode, clocks, boundary."""
+    done = [m.result for m in ms if m.result]
+    first = done[0] if done else {}
+    before = first.get("board_state_before") or {}
+    after = (done[-1] if done else {}).get("board_state_after") or {}
+    throttled = sorted({r["detail"] for d in done for r in d.get("reasons") or [] if r.get("code") == "thermal"})
+    ran = sorted({m.board for m in ms if m.board})
+    return {"board": ",".join(ran or [b.name for b in g.boards]), "board_model": f.get("board_model"),
+            "l4t": f.get("l4t"), "power_mode": f.get("power_mode"), "tensorrt": f.get("tensorrt"),
+            "runtime": g.first.runtime, "power_source": first.get("power_source"),
+            "energy_boundary": first.get("energy_boundary"), "cv_of": first.get("cv_of"),
+            "windows_sized_by": (first.get("settings") or {}).get("windows_sized_by"),
+            "jetson_clocks": before.get("jetson_clocks"),
+            "clocks_before": _clocks(before), "clocks_after": _clocks(after),
+            "throttling": "; ".join(throttled) if throttled else ("none seen" if done else None)}
+
+
+def _clocks(state: dict[str, Any]) -> str | None:
+    if not state or state.get("error"):
+        return None
+    parts = {k: state.get(k) for k in ("cpu_khz", "gpu_hz", "emc_hz", "nvpmodel") if state.get(k) is not None}
+    return json.dumps(parts, sort_keys=True) if parts else None
 
 
 def _features(ckpt: Path, ms: list[Measurement], log: Callable[[str], None]) -> dict:
@@ -447,90 +462,78 @@ def _shape_of(m: Measurement) -> list[int]:
 
 
 def _wait_with_progress(pool, ids: list[str], log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Wait for the jobs, printing one line per job as it starts, retries, finishes or fails."""
+    """Wait for the jobs, printing one line per job as it starts (attempts numbered per job), retries,
+    finishes or fails, in the order it happened. A board that refuses us (host key, auth) or goes
+    offline is said once, with the fix, not once per job."""
     pending = set(ids)
     done: dict[str, dict[str, Any]] = {}
-    cursor = 0
-    n = len(ids)
+    starts: dict[str, int] = {}
+    said: set[str] = set()
+    cursor, n = 0, len(ids)
     while pending:
         events, cursor = pool.events(cursor)
+        ended: list[str] = []
         for ev in events:
-            jid = ev.get("job")
-            if jid not in pending and ev["event"] != "offline":
+            jid, board = ev.get("job"), ev.get("board")
+            if ev["event"] == "offline":
+                _once(log, said, board, f"  board {board} is OFFLINE: {ev['message'][:300]}")
+            elif jid not in pending:
                 continue
-            meta = ev.get("meta") or {}
-            what = f"{meta.get('kind', '')} {meta.get('purpose', 'probe')} {meta.get('bucket', '')}".strip()
-            if ev["event"] == "start":
-                log(f"  [{len(done) + 1}/{n}] {ev['board']}: {what} started (attempt {ev.get('attempt', 1)})")
+            elif ev["event"] == "start":
+                starts[jid] = starts.get(jid, 0) + 1
+                log(f"  [{len(done) + 1}/{n}] {board}: {_what(ev.get('meta'))} started (attempt {starts[jid]})")
+            elif ev["event"] == "retry" and ev.get("kind") in BOARD_FATAL:
+                _once(log, said, board, f"  board {board} REFUSED ({ev.get('kind')}; not retried on it, its twins "
+                                        f"take its jobs): {ev['message'][:400]}")
             elif ev["event"] == "retry":
-                log(f"  [{len(done) + 1}/{n}] {ev['board']}: {ev.get('kind')}: {ev['message'][:200]} (will retry)")
-            elif ev["event"] == "offline":
-                log(f"  board {ev['board']} is OFFLINE: {ev['message'][:200]}")
+                log(f"  [{len(done) + 1}/{n}] {board}: {ev.get('kind')}: {ev['message'][:200]} (will retry)")
+            elif ev["event"] in ("done", "failed"):
+                ended.append(jid)
         finished = pool.finished(sorted(pending))
-        for jid, out in finished.items():
-            pending.discard(jid)
-            done[jid] = out
-            meta = out.get("meta") or {}
-            what = f"{meta.get('kind', '')} {meta.get('purpose', 'probe')} {meta.get('bucket', '')}".strip()
-            if out["state"] == "done":
-                r = out["result"] or {}
-                lat = (r.get("latency_ms") or {}).get("p50")
-                e = r.get("energy_j_per_image_gross")
-                extra = (f"  p50 {lat:.2f} ms" if lat is not None else "") + (
-                    f", {e:.4g} J/image" if e is not None
-                    else (", energy null" if "energy_j_per_image_gross" in r else ""))
-                log(f"  [{len(done)}/{n}] {out['board']}: {what} done{extra}")
-            else:
-                err = out["error"] or {}
-                log(f"  [{len(done)}/{n}] {out['board'] or '-'}: {what} FAILED: "
-                    f"{err.get('kind')}: {err.get('message')}")
+        # in event order first; then jobs finished before this wait began (a restarted pool's journal)
+        for jid in ended + sorted(set(finished) - set(ended)):
+            if jid in finished and jid in pending:
+                pending.discard(jid)
+                done[jid] = finished[jid]
+                log(_outcome_line(finished[jid], len(done), n))
         if pending:
             time.sleep(0.2)
     return [done[i] for i in ids]
 
 
-def _log_mlflow(run_id, ckpt, metrics, tags, measurements, tracking_uri, experiment, notes):
-    import mlflow
-    from mlflow.entities import Metric, RunTag
+def _once(log: Callable[[str], None], said: set[str], key: str | None, line: str) -> None:
+    if key not in said:
+        said.add(key)
+        log(line)
 
-    uri = resolve_tracking_uri(tracking_uri)
-    exp_id = setup(uri, experiment)
-    client = mlflow.MlflowClient()
-    new = run_id is None
-    if new:
-        run_id = client.create_run(exp_id, run_name=f"bench-{ckpt.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                   tags={KIND_TAG: KIND_BENCH}).info.run_id
-    if not new:  # the run is someone's (a sweep's trial, a training run): its kind stays what it is
-        tags = {k: v for k, v in tags.items() if k != KIND_TAG}
-    ts = int(time.time() * 1000)
-    items = [Metric(k, v, ts, 0) for k, v in metrics.items()]
-    for i in range(0, len(items), 500):
-        client.log_batch(run_id, metrics=items[i:i + 500])
-    client.log_batch(run_id, tags=[RunTag(k, tag_text(v)) for k, v in tags.items()])
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "device"
-        for m in measurements:
-            if m.result is None:
-                continue
-            d = root / m.kind
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{m.purpose}_{m.height}x{m.width}.json").write_text(json.dumps(m.result, indent=1))
-            trace = m.result.get("trace_local")
-            if trace and Path(trace).is_file():  # the agent's raw power samples, beside its JSON
-                shutil.copyfile(trace, d / f"{m.purpose}_{m.height}x{m.width}.trace.csv")
-        if notes:
-            root.mkdir(parents=True, exist_ok=True)
-            (root / "notes.txt").write_text("\n".join(notes) + "\n")
-        if root.exists():
-            client.log_artifacts(run_id, str(root), "device")
-    if new:
-        client.set_terminated(run_id, "FINISHED")
-    return run_id, uri
+
+def _what(meta: dict[str, Any] | None) -> str:
+    meta = meta or {}
+    return f"{meta.get('kind', '')} {meta.get('purpose', 'probe')} {meta.get('bucket', '')}".strip()
+
+
+def _outcome_line(out: dict[str, Any], i: int, n: int) -> str:
+    what = _what(out.get("meta"))
+    if out["state"] != "done":
+        err = out["error"] or {}
+        return f"  [{i}/{n}] {out['board'] or '-'}: {what} FAILED: {err.get('kind')}: {err.get('message')}"
+    r = out["result"] or {}
+    lat = (r.get("latency_ms") or {}).get("p50")
+    e = r.get("energy_j_per_image_gross")
+    extra = (f"  p50 {lat:.2f} ms" if lat is not None else "") + (
+        f", {e:.4g} J/image" if e is not None else (", energy null" if "energy_j_per_image_gross" in r else ""))
+    q = r.get("quality")
+    if q in ("warn", "fail"):
+        codes = sorted({x.get("code") for x in r.get("reasons") or [] if x.get("level") in ("warn", "fail")})
+        extra += f"  [quality {q}: {', '.join(codes)}]"
+    return f"  [{i}/{n}] {out['board']}: {what} done{extra}"
 
 
 def table(result: BenchResult) -> str:
-    """The terminal table: one row per bucket and board kind, then the expected figures per kind."""
-    rows = [("kind", "purpose", "bucket", "share", "board", "p50 ms", "p90 ms", "J/image", "J/step", "source")]
+    """The terminal table: one row per bucket and board kind, then the expected figures per kind, their
+    quality, and the kinds nothing measured."""
+    rows = [("kind", "purpose", "bucket", "share", "board", "p50 ms", "p90 ms", "J/image", "J/step", "quality",
+             "source")]
 
     def fmt(v, f="{:.4g}"):
         return "-" if v is None else f.format(v)
@@ -539,9 +542,12 @@ def table(result: BenchResult) -> str:
         r = m.result or {}
         lat = r.get("latency_ms") or {}
         src = "cache" if m.cached else ("FAILED " + str((m.error or {}).get("kind")) if m.error else "measured")
+        if m.remeasured:
+            src += " (again)"
         rows.append((m.kind, m.purpose, f"{m.height}x{m.width}", f"{100 * m.fraction:.1f}%", m.board or "-",
                      fmt(lat.get("p50"), "{:.2f}"), fmt(lat.get("p90"), "{:.2f}"),
-                     fmt(r.get("energy_j_per_image_gross")), fmt(r.get("energy_j_per_step_gross")), src))
+                     fmt(r.get("energy_j_per_image_gross")), fmt(r.get("energy_j_per_step_gross")),
+                     m.quality or "-", src))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -554,5 +560,10 @@ def table(result: BenchResult) -> str:
                      f"{'yes' if p + 'scoring_energy_j_per_image' in result.metrics else 'no'}), "
                      f"p50 {fmt(g(p + 'latency_ms_p50'), '{:.2f}')} ms, "
                      f"p90 {fmt(g(p + 'latency_ms_p90'), '{:.2f}')} ms, "
-                     f"train {fmt(g(p + 'train_energy_j_per_step'))} J/step")
+                     f"train {fmt(g(p + 'train_energy_j_per_step'))} J/step; quality {result.quality.get(k, '-')}")
+        reasons = result.tags.get(p + "quality_reasons")
+        if reasons and result.quality.get(k) in ("warn", "fail"):
+            lines += [f"    {line}" for line in reasons.splitlines()]
+    for k, why in result.unmeasured.items():
+        lines.append(f"{k}: NOT MEASURED (every board offline: {why})")
     return "\n".join(lines)

@@ -1,10 +1,15 @@
-"""Measurement cache: the same model on the same kind of board in the same state is measured once.
+"""Measurement cache: the same model on the same kind of board in the same state, measured the same
+way, is measured once.
 
 Key (DESIGN §6): model sha256, input shape, runtime (and its version), mode (inference or
-``train_steps``), board model, L4T/JetPack release, TensorRT version and power mode, plus the
-inventory's power-source setting. The board
-facts come from the agent's ``probe`` and are kept per board (address included), so a cached
-answer needs no connection at all; ``--fresh`` probes and measures again.
+``train_steps``), board model, L4T/JetPack release, TensorRT version and power mode, the
+inventory's power-source setting, and every setting that changes the figure: the agent's
+protocol settings (duration, repeats, idle, warm-up, threads, sampling interval and minimum
+samples where set, the runtime's ``extra_args`` such as ``--fp16``) and the agent's version
+(the hash of its code). Entries written before the settings were part of the key
+(:data:`KEY_VERSION` 1) are never reused. The board facts come from the agent's ``probe`` and
+are kept per board (address included), so a cached answer needs no connection at all;
+``--fresh`` probes and measures again.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path(".dance/measurements.sqlite")
+KEY_VERSION = 2  # 2: the measurement settings and the agent's version are part of the key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS measurements (key TEXT PRIMARY KEY, parts TEXT NOT NULL, result TEXT NOT NULL,
@@ -50,15 +56,22 @@ def board_facts(probe: dict[str, Any], runtime: str) -> dict[str, Any]:
 
 
 def cache_key(model_sha256: str, input_shape: list[int] | None, runtime: str, train_steps: int, device: str,
-              facts: dict[str, Any], power: str = "auto") -> tuple[str, dict[str, Any]]:
-    """The key and its parts; ``power`` is the inventory's power-source setting (a board set to
-    ``none`` measures no energy, so its results must not answer for one that does)."""
+              facts: dict[str, Any], power: str, settings: dict[str, Any], agent: str) -> tuple[str, dict[str, Any]]:
+    """The key and its parts.
+
+    ``power`` is the inventory's power-source setting (a board set to ``none`` measures no
+    energy, so its results must not answer for one that does); ``settings`` the agent's
+    protocol settings as passed (``Measure`` as a dict); ``agent`` the agent's version.
+    """
     parts = {
+        "key_version": KEY_VERSION,
         "model_sha256": model_sha256, "input_shape": list(input_shape or []), "runtime": runtime,
         "runtime_version": (facts.get("runtime_versions") or {}).get(runtime), "device": device,
         "mode": f"train{train_steps}" if train_steps else "inference",
         "board_model": facts.get("board_model"), "l4t": facts.get("l4t"), "tensorrt": facts.get("tensorrt"),
         "power_mode": facts.get("power_mode"), "power_source": power,
+        "settings": dict(sorted(settings.items())), "runtime_args": " ".join(settings.get("extra_args") or []),
+        "agent": agent,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
 

@@ -30,8 +30,12 @@ class Measure(BaseModel):
     idle: float = Field(3.0, ge=0, description="idle-baseline seconds (0: net energy null)")
     warmup: float = Field(2.0, ge=0)
     warmup_iters: int = Field(3, ge=0)
-    min_samples: int = Field(50, ge=1)
-    interval_ms: float = Field(10.0, gt=0)
+    # Unset (the default): the agent sizes its windows from the sensor, at least 10 distinct sensor
+    # updates each and 4 reads per update (a 0.42 s INA3221 gets 4.2 s windows, not 50 x 10 ms).
+    min_samples: int | None = Field(None, ge=1, description="power samples per window (default: the agent's "
+                                                            "sensor-update rule)")
+    interval_ms: float | None = Field(None, gt=0, description="sampling interval (default: 4 reads per "
+                                                              "sensor update)")
     threads: int = Field(0, ge=0, description="runtime intra-op threads (0: the runtime's default)")
     extra_args: list[str] = Field(default_factory=list, description="more agent flags, e.g. [--fp16]")
 
@@ -135,7 +139,46 @@ def load_inventory(path: str | Path | None = None) -> Inventory:
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, str(p))) from None
     inv.source = str(p)
+    _resolve_paths(inv, p.parent, set_here="known_hosts" in tree)
+    problems = _path_problems(inv)
+    if problems:
+        raise UserError(f"{p}: " + "; ".join(problems))
     return inv
+
+
+def _resolve_paths(inv: Inventory, folder: Path, set_here: bool) -> None:
+    """Relative paths written in a boards file are relative to that file's folder (the default
+    known_hosts stays relative to the working directory, where `dance boards enroll` writes it)."""
+    def absolute(value: Path) -> Path:
+        v = Path(os.path.expanduser(str(value)))
+        return v if v.is_absolute() else (folder / v).resolve()
+
+    if set_here:
+        inv.known_hosts = absolute(inv.known_hosts)
+    for b in inv.boards:
+        if b.key_file is not None:
+            b.key_file = absolute(b.key_file)
+
+
+def _path_problems(inv: Inventory) -> list[str]:
+    """Every key file or known_hosts path that cannot work, found before any connection."""
+    out = []
+    for i, b in enumerate(inv.boards):
+        if b.transport != "ssh" or b.key_file is None:
+            continue
+        key = Path(b.key_path())
+        if not key.is_file():
+            out.append(f"boards[{i}].key_file: {key}: no such file (board {b.name})")
+        elif not os.access(key, os.R_OK):
+            out.append(f"boards[{i}].key_file: {key}: not readable by this user (board {b.name})")
+    kh = inv.known_hosts_path()
+    if kh.is_dir():
+        out.append(f"known_hosts: {kh} is a folder, not a file")
+    elif not kh.exists():
+        parent = next((d for d in kh.parents if d.exists()), None)
+        if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK)):
+            out.append(f"known_hosts: {kh}: cannot be created ({parent} is not a writable folder)")
+    return out
 
 
 # -- board groups: interchangeable boards ------------------------------------------------------------------------

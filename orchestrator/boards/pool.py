@@ -181,10 +181,11 @@ class BoardPool:
                 spec = row["spec"]
                 offline = {n: s["reason"] for n, s in self._state.items() if not s["online"]}
                 err = row["error"] or {}
-                where = (f"labels {spec.get('labels') or []}"
-                         + (f", board {spec['board']}" if spec.get("board") else ""))
+                pinned = spec.get("board")
+                where = f"board {pinned}" if pinned else f"labels {spec.get('labels') or []}"
                 if err.get("message"):
-                    msg = f"{err['message']} (and no other online board with {where} can take it)"
+                    msg = err["message"] + (f" (the job is for {where} only)" if pinned
+                                            else f" (and no other online board with {where} can take it)")
                 else:
                     msg = f"no online board matches {where}" + (f" (offline: {offline})" if offline else "")
                 error = {"kind": err.get("kind", "board"), "board": err.get("board"), "message": msg,

@@ -13,10 +13,18 @@ matching board through the board pool (a Ray actor; one job per board at a time)
 MLflow: per board kind, device.<kind>.energy_j_per_image (Σ fraction_k · J_k over the dataset's
 bucket distribution + the Eq. 1 scoring cost when CAD is on), .latency_ms_p50/.latency_ms_p90,
 .train_energy_j_per_step (with --train-steps); absent where nothing was measured. A RUN_ID logs
-into that training run; a bare checkpoint gets a new run in experiment 'dance-bench'.
+into that training run; a bare checkpoint logs into its earlier bench run in experiment
+'dance-bench' (found by the model's hash), or a new one (--new-run).
 Measurements are cached by (model sha256, input shape, runtime, board model, L4T, TensorRT,
-power mode): a repeat touches no board unless --fresh.
+power mode, every protocol setting, the agent's version): a repeat touches no board unless --fresh.
+Every measurement has a quality (ok | warn | fail, with reasons); one whose repeats disagree is
+measured again with 2 more repeats, and a figure that still fails is logged with its flag.
+
+Exit status: 0 every board kind measured; 3 partial (a kind had no board online, or a bucket
+failed; the rest is measured and logged); 4 nothing measured; 5 with --strict, a figure failed
+its quality gate; 2 a bad command line, inventory or checkpoint.
 """
+EXIT_COMPLETE, EXIT_PARTIAL, EXIT_NOTHING, EXIT_QUALITY = 0, 3, 4, 5
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--journal", type=Path, default=Path(".dance/board-journal.sqlite"), help="the pool's job journal")
     p.add_argument("--cache", type=Path, default=Path(".dance/measurements.sqlite"), help="the measurement cache")
     p.add_argument("--no-ray", action="store_true", help="run the board pool in this process instead of a Ray actor")
+    p.add_argument("--strict", action="store_true", help="exit 5 when a figure fails its quality gate")
+    p.add_argument("--new-run", action="store_true",
+                   help="a bare checkpoint gets a new MLflow run even if it was benched before")
     p.set_defaults(func=cmd_bench)
 
 
@@ -47,12 +58,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     inv = load_inventory(args.boards)
     res = run_bench(args.target, inv, labels=args.labels, fresh=args.fresh, buckets=args.buckets,
                     train_steps=args.train_steps, tracking_uri=args.tracking_uri, experiment=args.experiment,
-                    journal=args.journal, cache_path=args.cache, use_ray=not args.no_ray)
+                    journal=args.journal, cache_path=args.cache, use_ray=not args.no_ray, new_run=args.new_run)
     print(table(res))
     for n in res.notes:
         print(f"note: {n}", file=sys.stderr)
     print(f"mlflow: run {res.run_id} at {res.tracking_uri}")
     print(f"{res.jobs_run} job(s) run on boards, {sum(m.cached for m in res.measurements)} answered from the cache"
           f"{'' if res.boards_contacted else ', no board contacted'}; {res.seconds:.1f} s")
-    failed = [m for m in res.measurements if m.error]
-    return 1 if failed else 0
+    if res.status == "none":
+        return EXIT_NOTHING
+    if args.strict and "fail" in res.quality.values():
+        print("dance bench: --strict: a figure failed its quality gate (see the quality column)", file=sys.stderr)
+        return EXIT_QUALITY
+    return EXIT_PARTIAL if res.status == "partial" else EXIT_COMPLETE

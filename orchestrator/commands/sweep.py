@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestrator.runs.pareto import rank_order
 from orchestrator.runs.tracking import DEFAULT_ARTIFACTS
 
 
@@ -17,9 +18,10 @@ def pareto_table(rows: list[dict], names: list[str]):
     t = Table(title="trials (★ = Pareto front)", title_justify="left")
     for col in ("", "trial", "components", "status", "epochs", *names, "rank"):
         t.add_column(col)
-    for r in sorted(rows, key=lambda r: (r["pareto_rank"], r["trial"])):
+    for r in sorted(rows, key=rank_order):
+        rank = "-" if r["pareto_rank"] is None else str(r["pareto_rank"])  # failed: no rank
         t.add_row("★" if r["is_pareto"] else "", r["trial"], r["label"], r["status"], str(r["epochs"]),
-                  *[format_value(r.get(k)) for k in names], str(r["pareto_rank"]))
+                  *[format_value(r.get(k)) for k in names], rank)
     return t
 
 

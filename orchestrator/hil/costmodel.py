@@ -43,8 +43,9 @@ class Sample:
 
 def group_of(parts: dict[str, Any]) -> tuple[str, ...]:
     mode = "train" if str(parts.get("mode", "")).startswith("train") else "inference"
+    # runtime flags such as --fp16 change the figures as much as the runtime does
     return (str(parts.get("board_model")), str(parts.get("runtime")), str(parts.get("power_mode")),
-            str(parts.get("device")), mode)
+            str(parts.get("device")), str(parts.get("runtime_args") or ""), mode)
 
 
 def _target(result: dict[str, Any], path: tuple[str, ...]) -> float | None:
@@ -68,8 +69,8 @@ def samples_from_cache(path: str | Path) -> list[Sample]:
     for parts_s, value_s in rows:
         parts, value = json.loads(parts_s), json.loads(value_s)
         feats, result = value.get("features"), value.get("result") or {}
-        if not feats or not result.get("ok", True):
-            continue
+        if not feats or not result.get("ok", True) or result.get("quality") == "fail":
+            continue  # a figure that failed its quality gate teaches the model nothing
         g = group_of(parts)
         ys = {t: _target(result, TARGETS[t]) for t in MODE_TARGETS[g[-1]]}
         ys = {k: v for k, v in ys.items() if v is not None}

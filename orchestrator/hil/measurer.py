@@ -203,7 +203,8 @@ class HilMeasurer:
         ready = all(PREDICTED_PREFIX + m in row["metrics"] for m in need)
         sch = self.spec.sweep.scheduler
         ok, why = decide(self.hil, row, rows, objs, epochs=row["max_epochs"],
-                         grace=sch.grace_period if sch.kind == "asha" else None, model_ready=ready)
+                         grace=sch.grace_period if sch.kind == "asha" else None, model_ready=ready,
+                         unready=self._unready(row["metrics"], need))
         if self._closed.is_set():
             return
         self.client.set_tag(rid, HIL_REASON_TAG, why)
@@ -219,6 +220,17 @@ class HilMeasurer:
             self._futures.append(fut)
 
     # ------------------------------------------------------------------ predicting
+    @staticmethod
+    def _unready(metrics: dict[str, float], need: list[str]) -> str:
+        """What a missing prediction lacks: only the Eq. 1 scoring cost (the network part is predicted, but
+        scoring is learnt from a first measured CAD trial), or the cost model itself."""
+        network = PREDICTED_PREFIX + DEVICE_PREFIX + "network_energy_j_per_image"
+        scoring_only = network in metrics and all(
+            PREDICTED_PREFIX + m in metrics or m == DEVICE_PREFIX + "energy_j_per_image" for m in need)
+        if scoring_only:
+            return "the Eq. 1 scoring cost on these boards is not known yet (it is, once a CAD trial is measured)"
+        return "cost model not trained yet for these boards"
+
     def _group(self, kind: BoardGroup, mode: str) -> tuple[str, ...] | None:
         cache = MeasurementCache(self.hil.cache)
         try:
@@ -230,6 +242,7 @@ class HilMeasurer:
         runtime = kind.first.runtime if mode == "inference" else "torchscript"
         f = board_facts(probe, runtime)
         return group_of({**f, "runtime": runtime, "device": kind.first.device,
+                         "runtime_args": " ".join(self.inventory.measure.extra_args),
                          "mode": "inference" if mode == "inference" else f"train{self.hil.train_steps}"})
 
     def _predict(self, rid: str) -> dict[str, float]:

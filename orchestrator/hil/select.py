@@ -55,8 +55,12 @@ def front_rank(trial: str, rows: list[dict[str, Any]], objectives: list[tuple[st
 
 
 def decide(hil: HilConfig, trial: dict[str, Any], ended: list[dict[str, Any]], objectives: list[tuple[str, str]],
-           *, epochs: int, grace: int | None, model_ready: bool) -> tuple[bool, str]:
-    """(measure?, why) for ``trial`` ({"trial", "status", "epochs", "metrics"}) given the trials ended so far."""
+           *, epochs: int, grace: int | None, model_ready: bool,
+           unready: str = "cost model not trained yet for these boards") -> tuple[bool, str]:
+    """(measure?, why) for ``trial`` ({"trial", "status", "epochs", "metrics"}) given the trials ended so far.
+
+    ``unready`` says what the prediction lacks when ``model_ready`` is false.
+    """
     if not trial.get("has_checkpoint", True):
         return False, "no checkpoint"
     mode = hil.mode
@@ -71,7 +75,7 @@ def decide(hil: HilConfig, trial: dict[str, Any], ended: list[dict[str, Any]], o
     if trial["status"] != "FINISHED":
         return False, "stopped early: not ranked"
     if mode == "predicted_front" and not model_ready:
-        return True, "cost model not trained yet for these boards: measured to learn"
+        return True, f"{unready}: measured to learn"
     rank = front_rank(trial["trial"], finished, objectives, predicted=mode == "predicted_front")
     if rank is None:
         return True, "an objective cannot be ranked yet: measured"

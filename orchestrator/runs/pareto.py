@@ -144,7 +144,8 @@ def rank_front(client, exp_id: str, parent_id: str, sweep_id: str, objectives: S
 
     Called when the sweep ends and again whenever a board measurement lands. A trial lacking
     an objective (stopped early, failed, not measured) is ranked after every complete one and
-    its missing figure stays empty: never 0. Every child gets ``pareto_rank``/``is_pareto``;
+    its missing figure stays empty: never 0; a FAILED trial gets no rank at all. Every child gets
+    ``is_pareto`` and, unless it failed, ``pareto_rank``;
     the parent gets ``pareto.csv``, ``pareto.png`` and the normalised hypervolume.
     Returns (rows, ranked, hypervolume).
     """
@@ -163,14 +164,16 @@ def rank_front(client, exp_id: str, parent_id: str, sweep_id: str, objectives: S
         hv = normalized_hypervolume(values[ranks == 1], modes, ref)
     worst = max((r[PARETO_RANK] for r in ranked), default=0)
     for r in rows:
-        if PARETO_RANK not in r:  # stopped early, failed, or missing an objective: after every complete trial
+        if r["status"] == "FAILED":  # its own error: nothing to rank (no rank, not the front's)
+            r[PARETO_RANK], r[IS_PARETO] = None, 0
+        elif PARETO_RANK not in r:  # stopped early or missing an objective: after every complete trial
             r[PARETO_RANK], r[IS_PARETO] = worst + 1, 0
         log_epoch({PARETO_RANK: r[PARETO_RANK], IS_PARETO: r[IS_PARETO]}, 0, r["run_id"], client)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_p = Path(tmp)
         cols = ["trial", "run_id", "status", "label", "epochs", *names, *(["hil"] if hil else []), *predicted,
                 PARETO_RANK, IS_PARETO]
-        files = [write_csv(tmp_p / "pareto.csv", sorted(rows, key=lambda r: (r[PARETO_RANK], r["trial"])), cols)]
+        files = [write_csv(tmp_p / "pareto.csv", sorted(rows, key=rank_order), cols)]
         if len(names) >= 2 and ranked:
             files.append(plot_front(tmp_p / "pareto.png", ranked, *plot_axes(names), title=f"sweep {sweep_id}",
                                     label_key="trial"))
@@ -178,6 +181,12 @@ def rank_front(client, exp_id: str, parent_id: str, sweep_id: str, objectives: S
     if hv is not None:
         log_epoch({HYPERVOLUME: hv, TRIALS_RANKED: len(ranked)}, 0, parent_id, client)
     return rows, ranked, hv
+
+
+def rank_order(row: dict) -> tuple:
+    """Sort key of a front row: ranked trials by rank, then those without a rank (failed)."""
+    rank = row.get(PARETO_RANK)
+    return (rank is None, rank or 0, row.get("trial", ""))
 
 
 def _front_row(run, names: list[str], predicted: list[str], hil: bool) -> dict:

@@ -51,6 +51,10 @@ HIL_PREDICT_ERROR_TAG = "dance.hil.predict_error"
 
 # -- dance bench
 BENCH_CHECKPOINT_TAG = "dance.bench.checkpoint"
+BENCH_MODEL_TAG = "dance.bench.model_sha256"  # a bare checkpoint's bench run is found again by it
+BENCH_GENERATION_TAG = "dance.bench.generation"  # 0, 1, ...: the step the newest bench's figures are at
+BENCH_SETTINGS_TAG = "dance.bench.settings"  # the newest bench's protocol settings (JSON)
+BENCH_PARAM_PREFIX = "bench."  # the first bench's settings as params (MLflow keeps a param's first value)
 
 # -- device figures: a bench logs ``device.<board group>.<figure>``; the primary group's figures are
 # also logged as ``device.<figure>`` (what sweep objectives name), predictions as ``predicted.device.*``

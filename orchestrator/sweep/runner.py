@@ -156,6 +156,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
 
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
+    # Downloads (a board measurement fetching a trial's checkpoint) happen beside the live table or
+    # the --plain lines: MLflow's progress bars would only garble them.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     sweep_id = resume or new_sweep_id(spec)
     preflight(spec.base)
     storage = resolve_storage(spec.base.train.storage_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +25,7 @@ from orchestrator.runs.schema import DEVICE_OBJECTIVES
 from orchestrator.sweep.schema import DISCRETE, Domain, SweepConfig
 from orchestrator.training import absolute_paths
 from workers.config import ExperimentConfig
+from workers.dance.ans import ans_window, prune_plan_problem
 from workers.metrics import EVAL_METRICS, TRIAL_METRICS, is_per_class_metric, is_trial_metric
 
 # Sweeping these would mean scoring more than one dataset; a sweep scores one, once.
@@ -270,20 +272,51 @@ def check_hil(sweep: SweepConfig) -> list[str]:
     return errors
 
 
-def check_dataset(base: ExperimentConfig) -> list[str]:
+def check_dataset(base: ExperimentConfig) -> tuple[list[str], int | None]:
+    """(problems of the dataset's splits, the number of training images or None if unknown)."""
     from workers.data.datasets import open_dataset
     from workers.data.datasets.base import DatasetError
 
     d = base.data
     if not Path(d.root).exists():
-        return [f"data.root: {d.root}: no such folder (make one with `dance data synth {d.root}`)"]
-    errors = []
+        return [f"data.root: {d.root}: no such folder (make one with `dance data synth {d.root}`)"], None
+    errors, n_train = [], None
     for key, split in (("data.train_split", d.train_split), ("data.val_split", d.val_split)):
         try:
-            open_dataset(d.kind, d.root, split)
+            ds = open_dataset(d.kind, d.root, split)
         except (DatasetError, OSError, ValueError) as exc:
             errors.append(f"{key}: {exc}")
-    return errors
+            continue
+        if key == "data.train_split":
+            n_train = len(ds)
+    return errors, n_train
+
+
+def check_feasible(tree: dict, sweep: SweepConfig, n_train: int) -> list[str]:
+    """Rules a trial would fail on at its start, for every grid point and the bounds of a random space:
+    today, that ANS's stages fit in the training steps of its window (counted as if nothing were
+    dropped, so a point refused here can never fit)."""
+    axes = {k: d.probe_points() for k, d in sweep.space.items()}
+    n = 1
+    for vals in axes.values():
+        n *= len(vals)
+    points = ([dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] if n <= MAX_COMBINATIONS
+              else [{}] + [{k: v} for k, vals in axes.items() for v in vals])
+    found: dict[str, list[dict]] = {}
+    for point in points:
+        try:
+            cfg = ExperimentConfig.model_validate(apply_point(tree, point))
+        except ValidationError:
+            continue  # reported by check_space
+        if not cfg.ans.enabled:
+            continue
+        steps = [math.ceil(n_train / cfg.batch_size)] * cfg.train.epochs
+        problem = prune_plan_problem(steps, ans_window(cfg.train.mode, cfg.train.epochs), cfg.ans.stages,
+                                     cfg.ans.schedule, at_most=True)
+        if problem:
+            found.setdefault(problem, []).append(point)
+    return [problem if len(at) == len(points) or at == [{}] else
+            f"{problem} (at {'; '.join(json.dumps(p) for p in at)})" for problem, at in found.items()]
 
 
 def load_sweep(path: Path | str, overrides: Sequence[str] = (), *, check_data: bool = True) -> SweepSpec:
@@ -331,7 +364,10 @@ def load_sweep(path: Path | str, overrides: Sequence[str] = (), *, check_data: b
     if base is not None:
         base = absolute_paths(base, cwd)
         if check_data:
-            errors += check_dataset(base)
+            data_errors, n_train = check_dataset(base)
+            errors += data_errors
+            if n_train and sweep is not None and not errors:
+                errors += check_feasible(tree, sweep, n_train)
     if errors:
         raise UserError(f"{path}: {len(errors)} problem(s) in the sweep config\n  " + "\n  ".join(errors))
     return SweepSpec(str(path), tree, base, sweep, str(cwd))

@@ -197,6 +197,55 @@ def stage_points(total: float, stages: int, schedule: str = "algorithm1") -> lis
     return [first + (s - 1) * length for s in range(1, stages + 1)]
 
 
+def ans_window(mode: str, epochs: int) -> tuple[int, int]:
+    """[start, end) epochs over which the S pruning stages are spread (and λ·Σ|γ| is on): all of
+    them when co-optimizing, one half in the separate modes of paper Table 4."""
+    if mode == "network_then_data":
+        return 0, epochs // 2
+    if mode == "data_then_network":
+        return epochs // 2, epochs
+    return 0, epochs
+
+
+def plan_prunes(steps_per_epoch: list[int], window: tuple[int, int], stages: int,
+                schedule: str = "algorithm1") -> list[tuple[int, int]]:
+    """(epoch, step) after which each stage prunes, if none waits (step -1: the end of an empty epoch).
+
+    A pure function of the schedule and the epochs' step counts: a loop applies at most one stage
+    per step, so fewer than ``stages`` entries means the schedule is denser than the steps.
+    """
+    lo, hi = window
+    if hi <= lo:
+        return []
+    stage, out = 0, []
+    for e in range(lo, hi):
+        n = steps_per_epoch[e]
+        ticks = [(k, e + (k + 1) / n) for k in range(n)] if n else [(-1, float(e + 1))]
+        for k, progress in ticks:
+            if stage < due_stage(min(max(progress - lo, 0.0), hi - lo), hi - lo, stages, schedule):
+                stage += 1
+                out.append((e, k))
+    return out
+
+
+def prune_plan_problem(steps_per_epoch: list[int], window: tuple[int, int], stages: int,
+                       schedule: str = "algorithm1", at_most: bool = False) -> str | None:
+    """Why ``stages`` prunes cannot be placed in ``window`` with these step counts (None: they can).
+
+    ``at_most``: the step counts are an upper bound (a config check before the data is planned).
+    """
+    lo, hi = window
+    if hi <= lo:
+        return (f"ans.stages={stages}: the pruning window (epochs {lo}..{hi - 1}) is empty; "
+                "use more epochs (the separate modes prune in one half of them)")
+    if len(plan_prunes(steps_per_epoch, window, stages, schedule)) >= stages:
+        return None
+    steps = sum(steps_per_epoch[lo:hi])
+    return (f"ans.stages={stages} needs {stages} separate training steps for its prunes, but epochs "
+            f"{lo}..{hi - 1} have {'at most ' if at_most else ''}{steps} steps in all; use fewer stages, "
+            "more epochs or a smaller train.batch_size")
+
+
 def due_stage(progress: float, total: float, stages: int, schedule: str = "algorithm1") -> int:
     """How many prunes are due after ``progress`` of ``total`` epochs (see :func:`stage_points`).
 

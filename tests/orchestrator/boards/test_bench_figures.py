@@ -2,7 +2,7 @@
 mixture latency quantiles, and figures absent (never 0) where nothing was measured."""
 import pytest
 
-from orchestrator.boards.bench import Measurement, _mix_quantile, figures
+from orchestrator.boards.figures import Measurement, _mix_quantile, figures
 from orchestrator.boards.inventory import Board, board_groups
 
 

@@ -9,7 +9,7 @@ import pytest
 from orchestrator.boards.cache import MeasurementCache
 from orchestrator.hil.costmodel import CostModel, Sample, mape, samples_from_cache, split_by_model
 
-GROUP = ("quill", "onnxruntime", "MAXN", "cpu", "inference")
+GROUP = ("quill", "onnxruntime", "MAXN", "cpu", "", "inference")
 
 
 def law(flops: float, params: float, pixels: float) -> tuple[float, float]:
@@ -54,7 +54,7 @@ def test_a_model_that_ignores_the_features_would_fail_the_bound():
 def test_too_few_points_predict_nothing():
     model = CostModel.fitted(fake_samples(2), min_points=8)  # 6 points
     assert model.predict(GROUP, "energy_j_per_image", {"flops": 1e9, "param_bytes": 1e6, "pixels": 2048}) is None
-    other = ("orin", "trtexec", "MAXN", "cuda", "inference")
+    other = ("orin", "trtexec", "MAXN", "cuda", "--fp16", "inference")
     full = CostModel.fitted(fake_samples(10), min_points=8)
     assert full.predict(other, "energy_j_per_image", {"flops": 1e9, "param_bytes": 1e6, "pixels": 2048}) is None
     assert full.predict(GROUP, "energy_j_per_image", {"flops": 1e9, "param_bytes": 1e6, "pixels": 2048}) > 0

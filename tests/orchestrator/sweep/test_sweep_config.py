@@ -230,7 +230,8 @@ def test_objectives_and_asha_metrics_follow_what_workers_declare(tmp_path, data_
     when the sweep kept its own list), per-class IoU included; an undeclared name cannot."""
     from workers.metrics import ALWAYS_METRICS, EVAL_METRICS
 
-    head = f"data: {{root: {data_root}}}\nmodel: {{name: deeplabv3plus, variant: small}}\ntrain: {{epochs: 3}}\n"
+    head = (f"data: {{root: {data_root}}}\nmodel: {{name: deeplabv3plus, variant: small}}\ntrain: {{epochs: 3}}\n"
+            "ans: {stages: 1}\n")
     for metric in (*ALWAYS_METRICS, *EVAL_METRICS, "iou_road"):
         f = write(tmp_path, head + f"sweep:\n  space: {{optim.lr: {{choice: [0.01, 0.02]}}}}\n"
                                    f"  objectives: [{{metric: {metric}, mode: max}}]\n"
@@ -241,3 +242,17 @@ def test_objectives_and_asha_metrics_follow_what_workers_declare(tmp_path, data_
                                "  scheduler: {kind: asha, metric: flop_countin_s, mode: min, grace_period: 1}\n")
     text = problems(f)
     assert "unknown metric 'flop_countin_s'" in text and "sweep.scheduler.metric" in text
+
+
+def test_dry_run_finds_ans_stages_that_cannot_fit_the_epochs(tmp_path, data_root, capsys):
+    """`epochs: 1` with `ans.stages: 4` on 4 images of batch 2 fails in every trial at its start: the
+    check says so before Ray, for each grid point that cannot fit, and a point that fits passes."""
+    head = (f"data: {{root: {data_root}}}\nmodel: {{name: deeplabv3plus, variant: small}}\n"
+            "train: {epochs: 1, batch_size: 2}\nans: {enabled: true, stages: 1}\n")
+    f = write(tmp_path, head + "sweep:\n  space: {ans.stages: {grid: [1, 4]}}\n")
+    text = problems(f)
+    assert 'ans.stages=4 needs 4 separate training steps for its prunes, but epochs 0..0 have at most 2 steps' in text
+    assert '(at {"ans.stages": 4})' in text and '"ans.stages": 1' not in text
+    assert main(["sweep", str(f), "--dry-run"]) == 2
+    assert "ans.stages=4" in capsys.readouterr().err
+    load_sweep(write(tmp_path, head + "sweep:\n  space: {ans.stages: {grid: [1, 2]}}\n"))  # both fit

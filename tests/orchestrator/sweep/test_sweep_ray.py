@@ -175,5 +175,7 @@ sweep:
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`dance.kind` = 'trial'")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert runs[0].data.tags["dance.error"].strip()
+    # a trial that failed of its own error is not ranked: no rank 1 when nothing finished
+    assert "pareto_rank" not in runs[0].data.metrics and runs[0].data.metrics["is_pareto"] == 0
     assert marker.exists()
     assert "1 trial(s) failed" in capsys.readouterr().err
