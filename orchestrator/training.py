@@ -26,7 +26,15 @@ import yaml
 from orchestrator.errors import UserError
 from orchestrator.progress import format_value, progress_bar
 from orchestrator.runs.schema import KIND_TAG, KIND_TRAIN
-from orchestrator.runs.tracking import flatten, log_artifacts, log_epoch, log_params, resolve_tracking_uri, setup
+from orchestrator.runs.tracking import (
+    experiment_of,
+    flatten,
+    log_artifacts,
+    log_epoch,
+    log_params,
+    resolve_tracking_uri,
+    setup,
+)
 from orchestrator.storage import Storage, is_uri, resolve_storage
 from workers.config import ExperimentConfig
 from workers.pruning_report import plot_pruning_report
@@ -272,7 +280,7 @@ def _open_run(cfg: ExperimentConfig, wcfg: dict, name: str, tracking_uri: str | 
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri, cfg.tracking.tracking_uri)
-    exp_id = setup(uri, cfg.tracking.experiment)
+    exp_id = setup(uri, experiment_of(cfg))
     client = mlflow.MlflowClient()
     run_id = client.create_run(exp_id, run_name=name, tags={KIND_TAG: KIND_TRAIN, "ray.run_name": name}).info.run_id
     params = flatten(cfg.model_dump(mode="json"))

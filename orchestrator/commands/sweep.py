@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from orchestrator.runs.pareto import rank_order
-from orchestrator.runs.tracking import DEFAULT_ARTIFACTS
 
 
 def pareto_table(rows: list[dict], names: list[str]):
@@ -25,11 +24,10 @@ def pareto_table(rows: list[dict], names: list[str]):
     return t
 
 
-def ui_command(uri: str) -> str:
+def ui_command(uri: str, sweep_id: str) -> str:
+    """How to look at the sweep in the MLflow UI (`dance ui` starts it over an embedded store)."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        return (f"mlflow ui --backend-store-uri {uri} --default-artifact-root {db.parent / DEFAULT_ARTIFACTS} "
-                "--host 127.0.0.1 --port 5000")
+        return f"dance ui --tracking-uri {uri} --sweep {sweep_id}"
     return f"open {uri} in a browser"
 
 
@@ -60,7 +58,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"registered model version: {v}")
     print(f"sweep:  {out.sweep_id}  (MLflow experiment {out.experiment!r}, parent run {out.parent_run_id})")
     print(f"compare: dance runs {out.parent_run_id}")
-    print(f"browse:  {ui_command(out.tracking_uri)}")
+    print(f"browse:  {ui_command(out.tracking_uri, out.sweep_id)}")
     failed = [r for r in out.rows if r["status"] == "FAILED"]
     if failed:
         print(f"{len(failed)} trial(s) failed; their errors are in the runs' dance.error tag "

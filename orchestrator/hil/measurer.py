@@ -51,7 +51,7 @@ from orchestrator.runs.schema import (
     TRIAL_ID_TAG,
     set_tag,
 )
-from orchestrator.runs.tracking import log_epoch, sweep_children
+from orchestrator.runs.tracking import experiment_of, log_epoch, sweep_children
 from workers.features import model_features, trial_plan
 
 # Imported by the sweep's run path only (it loads ray.tune); mlflow and the torch-loading feature
@@ -316,7 +316,8 @@ class HilMeasurer:
         self.client.set_tag(rid, HIL_STATE_TAG, "measuring")
         # a failure here (export, boards, MLflow) ends the trial `failed` in _measure_safely
         res = run_bench(rid, self.inventory, labels=self.hil.labels, buckets=self.hil.buckets,
-                        train_steps=self.hil.train_steps, tracking_uri=self.uri, experiment=self.spec.base.name,
+                        train_steps=self.hil.train_steps, tracking_uri=self.uri,
+                        experiment=experiment_of(self.spec.base),
                         cache_path=self.hil.cache, pool=self.pool, log=lambda s, t=tid: log.info("hil %s:%s", t, s))
         extra = self._unqualified(res.metrics, DEVICE_PREFIX)
         for kind in self.kinds:

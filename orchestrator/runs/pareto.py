@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from orchestrator.runs.front_html import write_front_html
 from orchestrator.runs.schema import (
     COMPONENTS_TAG,
     HIL_STATE_TAG,
@@ -111,30 +112,51 @@ def write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> Path:
     return path
 
 
-def plot_front(path: Path, rows: list[dict], x: str, y: str, *, title: str = "", label_key: str = "label") -> Path:
-    """Scatter of every trial on two objectives; the front is joined and highlighted."""
+#: axis scale and label of the figures a front is usually drawn on
+UNITS = {"train_flops": (1e12, "training TFLOPs"), "infer_flops_per_image": (1e9, "inference GFLOPs / image"),
+         "device.energy_j_per_image": (1.0, "J / image (measured on the board)"),
+         "device.latency_ms_p50": (1.0, "p50 latency, ms (measured on the board)"), "miou": (1.0, "mIoU")}
+
+
+def plot_front(path: Path, rows: list[dict], x: str | Sequence[str], y: str, *, title: str = "",
+               label_key: str = "label") -> Path:
+    """Scatter of every trial on ``y`` against each of ``x`` (one panel per cost objective); the front is
+    joined and highlighted, points carry their ``label_key`` (what sets the trial apart), axes their units."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    xs = [x] if isinstance(x, str) else list(x)
+    fig, axes = plt.subplots(1, len(xs), figsize=(5.8 * len(xs), 4.6), squeeze=False)
+    for ax, xk in zip(axes[0], xs):
+        _panel(ax, rows, xk, y, label_key)
+    fig.suptitle(title or f"{y} against the cost objectives")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # labels near an edge stay in the picture
+    plt.close(fig)
+    return Path(path)
+
+
+def _panel(ax, rows: list[dict], x: str, y: str, label_key: str) -> None:
+    sx, lx = UNITS.get(x, (1.0, x))
+    sy, ly = UNITS.get(y, (1.0, y))
     ranked = [r for r in rows if r.get(x) is not None and r.get(y) is not None]
     others = [r for r in ranked if not r.get("is_pareto")]
     front = sorted((r for r in ranked if r.get("is_pareto")), key=lambda r: r[x])
-    ax.scatter([r[x] for r in others], [r[y] for r in others], c="0.6", s=28, label="dominated")
-    ax.plot([r[x] for r in front], [r[y] for r in front], "-o", c="tab:red", ms=7, label="Pareto front")
+    if others:  # a legend entry only for what is drawn
+        ax.scatter([r[x] / sx for r in others], [r[y] / sy for r in others], c="0.6", s=28, label="dominated")
+    if front:
+        ax.plot([r[x] / sx for r in front], [r[y] / sy for r in front], "-o", c="tab:red", ms=7,
+                label="Pareto front")
     for r in ranked:
-        ax.annotate(str(r.get(label_key, "")), (r[x], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title or f"{y} vs {x}")
+        ax.annotate(str(r.get(label_key, "")), (r[x] / sx, r[y] / sy), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points", annotation_clip=False)
+    ax.set_xlabel(lx)
+    ax.set_ylabel(ly)
     ax.grid(alpha=0.3)
+    ax.margins(0.15)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
 
 
 # -- ranking a sweep's runs in MLflow
@@ -169,14 +191,19 @@ def rank_front(client, exp_id: str, parent_id: str, sweep_id: str, objectives: S
         elif PARETO_RANK not in r:  # stopped early or missing an objective: after every complete trial
             r[PARETO_RANK], r[IS_PARETO] = worst + 1, 0
         log_epoch({PARETO_RANK: r[PARETO_RANK], IS_PARETO: r[IS_PARETO]}, 0, r["run_id"], client)
+        # the same as tags: filterable in the UI's search box (tags.is_pareto = 'true')
+        client.set_tag(r["run_id"], IS_PARETO, "true" if r[IS_PARETO] else "false")
+        client.set_tag(r["run_id"], PARETO_RANK, "-" if r[PARETO_RANK] is None else str(r[PARETO_RANK]))
     with tempfile.TemporaryDirectory() as tmp:
         tmp_p = Path(tmp)
         cols = ["trial", "run_id", "status", "label", "epochs", *names, *(["hil"] if hil else []), *predicted,
                 PARETO_RANK, IS_PARETO]
         files = [write_csv(tmp_p / "pareto.csv", sorted(rows, key=rank_order), cols)]
         if len(names) >= 2 and ranked:
-            files.append(plot_front(tmp_p / "pareto.png", ranked, *plot_axes(names), title=f"sweep {sweep_id}",
-                                    label_key="trial"))
+            y = "miou" if "miou" in names else plot_axes(names)[1]
+            xs = [n for n in names if n != y]
+            files.append(plot_front(tmp_p / "pareto.png", ranked, xs, y, title=f"sweep {sweep_id}", label_key="name"))
+            files.append(write_front_html(tmp_p / "pareto.html", ranked, xs, y, exp_id, UNITS, f"sweep {sweep_id}"))
         log_artifacts(files, parent_id, client=client)
     if hv is not None:
         log_epoch({HYPERVOLUME: hv, TRIALS_RANKED: len(ranked)}, 0, parent_id, client)
@@ -193,10 +220,11 @@ def _front_row(run, names: list[str], predicted: list[str], hil: bool) -> dict:
     """One trial run as a row of the front: its id, status, label, epochs done and objectives."""
     m, tags = run.data.metrics, run.data.tags
     row = {"run_id": run.info.run_id, "trial": tags.get(TRIAL_ID_TAG, "?"), "status": run.info.status,
-           "label": tags.get(COMPONENTS_TAG, ""), "epochs": int(m["epoch"]) + 1 if "epoch" in m else 0}
+           "label": tags.get(COMPONENTS_TAG, ""), "epochs": int(m["epoch"]) + 1 if "epoch" in m else 0,
+           "name": run.info.run_name or tags.get(TRIAL_ID_TAG, "?")}
     row.update({k: m.get(k) for k in names})
-    if "miou" not in row:
-        row["miou"] = m.get("miou")
+    for k in ("miou", "train_flops", "infer_flops_per_image"):
+        row.setdefault(k, m.get(k))
     if hil:
         row["hil"] = tags.get(HIL_STATE_TAG, "not measured")
         row.update({k: m.get(k) for k in predicted})

@@ -15,10 +15,15 @@ import re
 #: an MLflow run id (what commands that take "a run or a path" tell apart by)
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
+# -- the experiment: MLflow 3's UI opens an experiment on its runs table only with this kind
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"  # (the other kind, genai_development, opens on traces)
+
 # -- what a run is
 KIND_TAG = "dance.kind"
 KIND_SWEEP, KIND_TRIAL, KIND_TRAIN, KIND_BENCH = "sweep", "trial", "train", "bench"
 PARENT_RUN_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # a run's description (Markdown) in the UI
 RUN_NAME_TAG = "mlflow.runName"
 
 # -- sweeps and their trials
@@ -32,6 +37,7 @@ COMPONENTS_TAG = "dance.components"
 TRAIN_MODE_TAG = "dance.train_mode"
 # one "true"/"false" tag per DANCE component: dance.ans, dance.cad, dance.casd, dance.cal, dance.rd
 COMPONENT_TAG_PREFIX = "dance."
+SWEPT_PARAM_PREFIX = "swept."  # a trial's swept values again, under short keys (swept.lr, swept.stages)
 BEST_TAG_PREFIX = "dance.best."  # + objective: "<trial> (<run id>)" of the best trial on it
 
 # -- how a run ended

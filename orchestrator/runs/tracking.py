@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from orchestrator.runs.schema import KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_ID_TAG, TRIAL_ID_TAG
+from orchestrator.runs.schema import (
+    EXPERIMENT_KIND_TAG,
+    EXPERIMENT_KIND_TRAINING,
+    KIND_SWEEP,
+    KIND_TAG,
+    KIND_TRIAL,
+    SWEEP_ID_TAG,
+    TRIAL_ID_TAG,
+)
 
 # mlflow is imported inside functions: it takes ~2 s, and `dance --help` or a config check needs none of it.
 
@@ -36,26 +44,34 @@ def _is_embedded(uri: str) -> bool:
 
 
 def setup(uri: str, experiment: str) -> str:
-    """Point MLflow at ``uri`` and make sure ``experiment`` exists; returns its id."""
+    """Point MLflow at ``uri`` and make sure ``experiment`` exists, marked as a model-training experiment
+    (MLflow 3's UI then opens it on its runs table, not on the GenAI overview); returns its id."""
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
-    if exp is not None:
-        return exp.experiment_id
-    kwargs = {}
-    if _is_embedded(uri):
-        db = Path(uri[len("sqlite:///"):])
-        kwargs["artifact_location"] = (db.parent / DEFAULT_ARTIFACTS).resolve().as_uri()
-    try:
-        return client.create_experiment(experiment, **kwargs)
-    except Exception:  # created concurrently by another process
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        kwargs = {"tags": {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_TRAINING}}
+        if _is_embedded(uri):
+            db = Path(uri[len("sqlite:///"):])
+            kwargs["artifact_location"] = (db.parent / DEFAULT_ARTIFACTS).resolve().as_uri()
+        try:
+            return client.create_experiment(experiment, **kwargs)
+        except Exception:  # created concurrently by another process
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in (exp.tags or {}):  # made by an earlier release, or by hand
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING)
+    return exp.experiment_id
+
+
+def experiment_of(cfg) -> str:
+    """The MLflow experiment of a config: ``tracking.experiment`` where the config sets it, else its
+    ``name``; `dance train C` and `dance sweep` over C land in the same one."""
+    return cfg.tracking.experiment if "experiment" in cfg.tracking.model_fields_set else cfg.name
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

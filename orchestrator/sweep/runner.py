@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.checkpoints import checkpoint_file
 from orchestrator.errors import UserError
 from orchestrator.hil.measurer import start_measurer  # the sweep's one door into HIL (with .callback())
 from orchestrator.progress import progress_bar
@@ -42,7 +44,9 @@ from orchestrator.runs.schema import (
     SWEEP_PATH_TAG,
     TRIAL_ID_TAG,
 )
+from orchestrator.runs.story import front_note, write_note
 from orchestrator.runs.tracking import (
+    experiment_of,
     find_parent,
     flatten,
     log_epoch,
@@ -85,18 +89,21 @@ def _parent(client, exp_id: str, spec: SweepSpec, sweep_id: str, sweep_path: str
     found = find_parent(client, exp_id, sweep_id)
     if resume:
         if found is None:
-            raise UserError(f"--resume {sweep_id}: no sweep run with that id in experiment {spec.base.name!r}")
+            raise UserError(f"--resume {sweep_id}: no sweep run with that id in experiment "
+                            f"{experiment_of(spec.base)!r}")
         client.update_run(found.info.run_id, status="RUNNING")
         return found.info.run_id
     if found is not None:
-        raise UserError(f"a sweep named {sweep_id!r} exists already in experiment {spec.base.name!r} "
+        raise UserError(f"a sweep named {sweep_id!r} exists already in experiment {experiment_of(spec.base)!r} "
                         f"(run {found.info.run_id}); continue it with --resume {sweep_id}, or pick another sweep.name")
     s = spec.sweep
     tags = {KIND_TAG: KIND_SWEEP, SWEEP_ID_TAG: sweep_id, SWEEP_PATH_TAG: sweep_path,
             CONFIG_TAG: str(Path(spec.source).resolve()),
             MODEL_TAG: f"{spec.base.model.name}/{spec.base.model.variant}",
             DATASET_TAG: f"{spec.base.data.kind}:{spec.base.data.root}"}
-    run = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags=tags)
+    # short enough to read in the runs table: a named sweep by its name, else the config's name and the time
+    name = s.name or f"{spec.base.name} sweep {time.strftime('%m-%d %H:%M')}"
+    run = client.create_run(exp_id, run_name=name, tags=tags)
     params = {f"base.{k}": v for k, v in flatten(spec.base.model_dump(mode="json")).items()}
     params.update({"sweep.space": json.dumps({k: d.model_dump(exclude_none=True) for k, d in s.space.items()})[:6000],
                    "sweep.space_paths": json.dumps(list(s.space)), "sweep.search": s.search,
@@ -179,12 +186,13 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     concurrency = plan_concurrency(_needs(spec), cluster_nodes(), spec.sweep.max_concurrent_trials)
 
     uri = resolve_tracking_uri(tracking_uri, spec.base.tracking.tracking_uri)
-    exp_id = setup(uri, spec.base.name)
+    experiment = experiment_of(spec.base)
+    exp_id = setup(uri, experiment)
     runs = _SweepRuns(mlflow.MlflowClient(uri), exp_id, "", sweep_id, spec)
     runs.parent_id = _parent(runs.client, exp_id, spec, sweep_id, sweep_path, bool(resume))
     if print_fn:
         print_fn(f"sweep {sweep_id}: {count_trials(spec.sweep)} trial(s), {concurrency} at a time, search "
-                 f"{spec.sweep.search}, scheduler {spec.sweep.scheduler.kind}; MLflow experiment {spec.base.name!r}, "
+                 f"{spec.sweep.search}, scheduler {spec.sweep.scheduler.kind}; MLflow experiment {experiment!r}, "
                  f"parent run {runs.parent_id}")
 
     tracker = SweepTracker(tracking_uri=uri, experiment_id=exp_id, parent_run_id=runs.parent_id, sweep_id=sweep_id,
@@ -215,7 +223,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     log_epoch({f"sweep.{k}": v for k, v in timings.items()}, 0, runs.parent_id, runs.client)
     statuses = {r["status"] for r in rows}
     runs.client.set_terminated(runs.parent_id, "FAILED" if rows and statuses == {"FAILED"} else "FINISHED")
-    return SweepOutcome(sweep_id, spec.base.name, uri, runs.parent_id, rows, hv, timings, registered, hil_counts)
+    return SweepOutcome(sweep_id, experiment, uri, runs.parent_id, rows, hv, timings, registered, hil_counts)
 
 
 @dataclass
@@ -337,14 +345,19 @@ def finalize(client, exp_id: str, parent_id: str, spec: SweepSpec, sweep_id: str
         if cands:
             best = (max if o.mode == "max" else min)(cands, key=lambda r: r[o.metric])
             summary[f"{BEST_METRIC_PREFIX}{o.metric}"] = float(best[o.metric])
-            client.set_tag(parent_id, f"{BEST_TAG_PREFIX}{o.metric}", f"{best['trial']} ({best['run_id']})")
+            client.set_tag(parent_id, f"{BEST_TAG_PREFIX}{o.metric}",
+                           f"{best['trial']}: {best['name']} ({best['run_id']})")
     log_epoch(summary, 0, parent_id, client)
+    write_note(client, parent_id, front_note(rows, exp_id, [(o.metric, o.mode) for o in objs], hv, sweep_id))
     registered = register_front(client, spec, front, names) if spec.sweep.register_models else []
     return rows, hv, registered
 
 
 def register_front(client, spec: SweepSpec, front: list[dict], names: list[str]) -> list[str]:
-    """Each Pareto trial's checkpoint as a version of the registered model ``<experiment>-pareto``."""
+    """Each Pareto trial as an MLflow Model (pyfunc over its checkpoint, with a signature) logged to its run
+    and registered as a version of ``<name>-pareto``; the version keeps its objectives as tags and its
+    trial in the description."""
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     name = f"{spec.base.name}-pareto"
@@ -357,12 +370,34 @@ def register_front(client, spec: SweepSpec, front: list[dict], names: list[str])
             pass
     out = []
     for r in front:
-        run = client.get_run(r["run_id"])
         if not any(f.path == "checkpoint" for f in client.list_artifacts(r["run_id"])):
             continue
+        run = client.get_run(r["run_id"])
+        version = _log_served_model(mlflow, client, r["run_id"], name)
         tags = {f"objective.{k}": str(r[k]) for k in names}
         tags.update({TRIAL_ID_TAG: r["trial"], SWEEP_ID_TAG: run.data.tags.get(SWEEP_ID_TAG, "")})
-        mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/checkpoint", run_id=r["run_id"],
-                                         tags=tags, description=f"trial {r['trial']} ({r['label']})")
-        out.append(f"{name}/{mv.version}")
+        for k, v in tags.items():
+            client.set_model_version_tag(name, version, k, v)
+        client.update_model_version(name, version, description=f"trial {r.get('name') or r['trial']} "
+                                                               f"({r['label']}), run {r['run_id']}")
+        out.append(f"{name}/{version}")
     return out
+
+
+def _log_served_model(mlflow, client, run_id: str, registered: str) -> str:
+    """Log the run's checkpoint as a pyfunc MLflow Model (workers.serving) and register it; its version."""
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from workers.checkpoint import load_checkpoint
+    from workers.serving import SegmentationPyfunc, segment
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = checkpoint_file(client.download_artifacts(run_id, "checkpoint", tmp))
+        example = np.zeros((64, 128, 3), np.uint8)
+        signature = infer_signature(example, segment(load_checkpoint(ck).model.eval(), example))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(name="model", python_model=SegmentationPyfunc(),
+                                           artifacts={"checkpoint": str(ck)}, signature=signature,
+                                           pip_requirements=[], registered_model_name=registered)
+    return str(info.registered_model_version)

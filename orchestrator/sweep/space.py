@@ -28,6 +28,9 @@ from workers.config import ExperimentConfig
 from workers.dance.ans import ans_window, prune_plan_problem
 from workers.metrics import EVAL_METRICS, TRIAL_METRICS, is_per_class_metric, is_trial_metric
 
+# Paths that only switch DANCE's components: a trial is best named by its components.
+COMPONENT_PATHS = ("ans.enabled", "slimming", "slimming.cad", "slimming.casd", "slimming.cal", "slimming.rd",
+                   "train.mode")
 # Sweeping these would mean scoring more than one dataset; a sweep scores one, once.
 FIXED_PATHS = ("data.kind", "data.root", "data.train_split", "data.val_split", "data.cache_dir", "data",
                "tracking", "name")
@@ -78,6 +81,38 @@ class SweepSpec:
             parts.append(f"{k}={v}")
         return " ".join(parts) or "base"
 
+    def _swept_items(self, params: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """(path, short key, value as text) of each swept value of a trial."""
+        values = {k: v for k, v in decode_params(params).items() if k in self.sweep.space}
+        last = [k.rsplit(".", 1)[-1] for k in values]
+        out = []
+        for k, v in values.items():
+            short = k.rsplit(".", 1)[-1]
+            unclear = last.count(short) > 1 or short in ("enabled", "name", "kind") or is_whole(k)
+            key = (k.lstrip(".") or "recipe") if unclear else short
+            if isinstance(v, dict):
+                v = v.get("label") if "label" in v else ",".join(f"{a}={b}" for a, b in v.items())
+            out.append((k, key, f"{v:.4g}" if isinstance(v, float) else str(v)))
+        return out
+
+    def swept(self, params: dict[str, Any]) -> dict[str, str]:
+        """The trial's swept values under short keys (``lr``, ``stages``; the full path where two paths
+        share their last part): what the run's name and its ``swept.*`` params show."""
+        return {key: text for _, key, text in self._swept_items(params)}
+
+    def run_name(self, trial_id: str, params: dict[str, Any], components: str) -> str:
+        """``00001 lr=0.0177 ratio=0.36 stages=4``; the DANCE components where swept paths switch them
+        (``00002 ANS+CAD+CASD+CAL``); a recipe axis by its label."""
+        number = trial_id.rsplit("_", 1)[-1]
+        parts = []
+        for path, key, text in self._swept_items(params):
+            if is_whole(path):
+                parts.append(text)
+            elif path not in COMPONENT_PATHS:
+                parts.append(f"{key}={text}")
+        if any(path in COMPONENT_PATHS for path in self.sweep.space):
+            parts.append(components)
+        return f"{number} {' '.join(parts) or 'base'}"
 
 
 # ---------------------------------------------------------------- points

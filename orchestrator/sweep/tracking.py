@@ -36,6 +36,7 @@ from orchestrator.runs.schema import (
     PARENT_RUN_TAG,
     STOP_REASON_TAG,
     SWEEP_ID_TAG,
+    SWEPT_PARAM_PREFIX,
     TRAIN_MODE_TAG,
     TRIAL_ID_TAG,
     set_tag,
@@ -116,12 +117,16 @@ class SweepTracker(Callback):
                 KIND_TAG: KIND_TRIAL, MODEL_TAG: f"{cfg.model.name}/{cfg.model.variant}",
                 DATASET_TAG: f"{cfg.data.kind}:{cfg.data.root}", COMPONENTS_TAG: comp,
                 **{COMPONENT_TAG_PREFIX + k: str(v).lower() for k, v in on.items()}, TRAIN_MODE_TAG: cfg.train.mode}
-        run = self.client.create_run(self.experiment_id, run_name=f"{tid} {comp}", tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=self.spec.run_name(tid, trial.config, comp),
+                                     tags=tags)
         rid = run.info.run_id
+        # The whole resolved config stays as params (any key can be searched and filtered on); the swept
+        # values again under swept.* so they are found at once; every trial logs the same keys.
         params = flatten(cfg.model_dump(mode="json"))
-        if self.cdf and cfg.slimming.uses_p:
+        if self.cdf:
             params.update({"cdf.loc": str(self.cdf["loc"]), "cdf.scale": str(self.cdf["scale"])})
         params["resolved.lr"], params["resolved.batch_size"] = str(cfg.lr), str(cfg.batch_size)
+        params.update({SWEPT_PARAM_PREFIX + k: v for k, v in self.spec.swept(trial.config).items()})
         log_params(params, self.client, rid)
         self._runs[tid] = rid
         return rid
@@ -141,6 +146,7 @@ class SweepTracker(Callback):
         metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS}
         if "epoch" not in metrics:
             return
+        metrics.update(readable_units(metrics))
         log_epoch(metrics, int(metrics["epoch"]), self.run_id(trial), self.client)
 
     @_timed
@@ -187,6 +193,16 @@ class SweepTracker(Callback):
         except Exception as exc:  # artifacts must not take the sweep down; the run says what is missing
             log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
             set_tag(self.client, rid, ARTIFACTS_ERROR_TAG, exc, limit=500)
+
+
+def readable_units(metrics: dict) -> dict[str, float]:
+    """Unit-scaled copies people read at a glance: ``train_tflops``, ``infer_gflops_per_image``."""
+    out = {}
+    for name, scale, new in (("train_flops", 1e12, "train_tflops"), ("infer_flops_per_image", 1e9,
+                                                                      "infer_gflops_per_image")):
+        if isinstance(metrics.get(name), (int, float)):
+            out[new] = metrics[name] / scale
+    return out
 
 
 def checkpoint_history(ckpt_dir: Path) -> list[dict]:

@@ -130,7 +130,7 @@ def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_s
 
     # The parent holds the front.
     ppaths = {f.path for f in client.list_artifacts(out.parent_run_id)}
-    assert {"pareto.csv", "pareto.png"} <= ppaths
+    assert {"pareto.csv", "pareto.png", "pareto.html"} <= ppaths
     assert parent.data.metrics["pareto_size"] == 1 and parent.data.metrics["trials"] == 2
     assert 0 < parent.data.metrics["hypervolume"] <= 1
     assert parent.data.tags["dance.best.miou"].startswith(dance_run.data.tags["dance.trial_id"])
@@ -179,3 +179,69 @@ sweep:
     assert "pareto_rank" not in runs[0].data.metrics and runs[0].data.metrics["is_pareto"] == 0
     assert marker.exists()
     assert "1 trial(s) failed" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(420)
+def test_the_mlflow_ui_answers_which_trial_is_best_and_why(env, asha_sweep, tmp_path):
+    """A real `mlflow server` (started as `dance ui` starts it) over the sweep's store, driven by headless
+    Chromium: the link `dance ui` prints opens the runs table on the sweep (its row and its trials),
+    the parent's page shows the front in its description, pareto.html draws its figure, and the
+    front's registered versions load as MLflow Models that segment an image. Screenshots: tmp_path/*.png."""
+    import mlflow
+    import numpy as np
+    from PIL import Image
+    from servers import free_port
+    from ui_helpers import browser, have_browser, page_text
+
+    from orchestrator.runs.ui import find_sweep_link, start_ui, stop_ui
+
+    if not have_browser():
+        pytest.fail("Debian's chromium and chromium-driver are needed (.ci/run installs them)")
+    tmp, root, trace, uri = env
+    out, _ = asha_sweep
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(out.parent_run_id)
+    kids = children(client, out)
+    exp_id = parent.info.experiment_id
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    # names that say what was swept, the same param keys on every trial, the front as tags
+    assert [k.info.run_name for k in kids] == ["00000 ANS+CAD+CASD+CAL", "00001 ANS"]
+    assert {k.data.params["swept.slimming"] for k in kids} == {"cad=True,cal=True,casd=True",
+                                                               "cad=False,cal=False,casd=False"}
+    assert len({frozenset(k.data.params) for k in kids}) == 1
+    assert {k.data.tags["is_pareto"] for k in kids} <= {"true", "false"}
+    assert all(k.data.metrics["train_tflops"] == pytest.approx(k.data.metrics["train_flops"] / 1e12) for k in kids)
+    note = parent.data.tags["mlflow.note.content"]
+    assert "| rank | trial |" in note and "00000 ANS+CAD+CASD+CAL" in note
+    # the front's registered versions are MLflow Models: load one and segment a real image of the set
+    version = client.search_model_versions("name='sweep-asha-pareto'")[0]
+    served = mlflow.pyfunc.load_model(f"models:/sweep-asha-pareto/{version.version}")
+    img = np.asarray(Image.open(next(root.rglob("*leftImg8bit.png"))).convert("RGB"))
+    pred = served.predict(img)
+    assert pred.shape == img.shape[:2] and pred.dtype == np.int64 and 0 <= pred.min() and pred.max() < 19
+    assert served.metadata.signature is not None and "trial" in version.description
+
+    port = free_port()
+    t_start = time.monotonic()
+    proc = start_ui(uri, port, tmp_path / "ui.log")
+    driver = browser()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        link = find_sweep_link(uri, out.sweep_id)
+        page_text(driver, link.runs(base), ["Training runs", parent.info.run_name, "3 matching runs"],
+                  timeout=120, shot=tmp_path / "runs_table.png")
+        print(f"runs table rendered {time.monotonic() - t_start:.1f} s after `dance ui` started")
+        page_text(driver, link.parent(base), ["00000 ANS+CAD+CASD+CAL", "rank", "train TFLOPs"],
+                  shot=tmp_path / "parent_run.png")
+        # pareto.html draws its figure with its own JavaScript, from a file, nothing fetched from elsewhere
+        html = client.download_artifacts(out.parent_run_id, "pareto.html", str(tmp_path))
+        assert '<script src="http' not in Path(html).read_text()
+        driver.get(Path(html).as_uri())
+        deadline = time.monotonic() + 60
+        while not driver.find_elements("css selector", ".main-svg") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert driver.find_elements("css selector", ".main-svg"), "pareto.html drew no figure"
+        driver.save_screenshot(str(tmp_path / "pareto_html.png"))
+    finally:
+        driver.quit()
+        stop_ui(proc)
