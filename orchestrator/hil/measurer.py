@@ -80,13 +80,16 @@ class HilMeasurer:
     """Decides, measures and logs; see the module docstring."""
 
     def __init__(self, spec, *, sweep_id: str, tracking_uri: str, experiment_id: str,
-                 on_measured: Callable[[], None] | None = None) -> None:
+                 on_measured: Callable[[], None] | None = None,
+                 on_state: Callable[[str, str], None] | None = None) -> None:
         import mlflow
 
         self.spec, self.hil = spec, spec.sweep.hil
         self.sweep_id, self.uri, self.exp_id = sweep_id, tracking_uri, experiment_id
         self.client = mlflow.MlflowClient(tracking_uri)
         self.on_measured = on_measured
+        self.on_state = on_state  # (trial id, state): the sweep's progress shows the boards' work
+        self.states: dict[str, str] = {}
         self.inventory, self.kinds, self.primary = select_boards(self.hil.boards, self.hil.labels, self.hil.primary)
         journal = self.hil.journal or Path(".dance/hil") / f"{sweep_id}.journal.sqlite"
         self.pool = LocalPoolClient(BoardPool(self.inventory, journal))
@@ -108,6 +111,13 @@ class HilMeasurer:
         MEASURERS[sweep_id] = self
 
     # ------------------------------------------------------------------ from the sweep
+    def _state(self, rid: str, tid: str, state: str) -> None:
+        """A trial's measuring state: its run's tag, and the sweep's progress display."""
+        self.client.set_tag(rid, HIL_STATE_TAG, state)
+        self.states[tid] = state
+        if self.on_state is not None:
+            self.on_state(tid, state)
+
     def callback(self) -> HilCallback:
         """The Tune callback that tells this measurer (found again by sweep id after a resume) of ended trials."""
         return HilCallback(self.sweep_id)
@@ -209,11 +219,11 @@ class HilMeasurer:
             return
         self.client.set_tag(rid, HIL_REASON_TAG, why)
         if not ok:
-            self.client.set_tag(rid, HIL_STATE_TAG, "skipped")
+            self._state(rid, tid, "skipped")
             self._count("skipped")
             log.info("hil: trial %s not measured (%s)", tid, why)
             return
-        self.client.set_tag(rid, HIL_STATE_TAG, "queued")
+        self._state(rid, tid, "queued")
         self._count("selected")
         fut = self._exec.submit(self._measure_safely, tid, rid, row["metrics"])
         with self._lock:
@@ -305,7 +315,7 @@ class HilMeasurer:
                 return  # stopped mid-measurement: the trial stays pending; --resume measures it
             log.warning("hil: trial %s: %s: %s", tid, exc.__class__.__name__, exc)
             try:
-                self.client.set_tag(rid, HIL_STATE_TAG, "failed")
+                self._state(rid, tid, "failed")
                 set_tag(self.client, rid, HIL_ERROR_TAG, f"{exc.__class__.__name__}: {exc}")
             finally:
                 self._count("failed")
@@ -313,7 +323,7 @@ class HilMeasurer:
     def _measure(self, tid: str, rid: str, known: dict[str, float]) -> None:
         if self._closed.is_set():
             return
-        self.client.set_tag(rid, HIL_STATE_TAG, "measuring")
+        self._state(rid, tid, "measuring")
         # a failure here (export, boards, MLflow) ends the trial `failed` in _measure_safely
         res = run_bench(rid, self.inventory, labels=self.hil.labels, buckets=self.hil.buckets,
                         train_steps=self.hil.train_steps, tracking_uri=self.uri,
@@ -342,7 +352,7 @@ class HilMeasurer:
                 or [DEVICE_PREFIX + "latency_ms_p50"])
         missing = [m for m in need if m not in measured]
         ok = not missing
-        self.client.set_tag(rid, HIL_STATE_TAG, "measured" if ok else "failed")
+        self._state(rid, tid, "measured" if ok else "failed")
         if not ok:
             set_tag(self.client, rid, HIL_ERROR_TAG, f"not measured: {', '.join(missing)}; " + "; ".join(res.notes))
         self._count("measured" if ok else "failed")
@@ -360,11 +370,12 @@ class HilMeasurer:
         """Trials still queued or being measured become ``pending`` (``--resume`` measures them)."""
         for run in sweep_children(self.client, self.exp_id, self.sweep_id):
             if run.data.tags.get(HIL_STATE_TAG) in ("queued", "measuring"):
-                self.client.set_tag(run.info.run_id, HIL_STATE_TAG, "pending")
+                self._state(run.info.run_id, run.data.tags.get(TRIAL_ID_TAG, "?"), "pending")
 
 
 def start_measurer(spec, *, sweep_id: str, tracking_uri: str, experiment_id: str, resume: bool,
                    on_measured: Callable[[], None] | None = None,
+                   on_state: Callable[[str, str], None] | None = None,
                    print_fn: Callable[[str], None] | None = None) -> HilMeasurer | None:
     """The hardware-in-the-loop measurer of a sweep (None without ``sweep.hil``).
 
@@ -373,7 +384,7 @@ def start_measurer(spec, *, sweep_id: str, tracking_uri: str, experiment_id: str
     if spec.sweep.hil is None:
         return None
     m = HilMeasurer(spec, sweep_id=sweep_id, tracking_uri=tracking_uri, experiment_id=experiment_id,
-                    on_measured=on_measured)
+                    on_measured=on_measured, on_state=on_state)
     hil = spec.sweep.hil
     if print_fn:
         print_fn(f"sweep {sweep_id}: boards {', '.join(b.name for b in m.inventory.boards)} measure "

@@ -16,12 +16,13 @@ class LiveTable(Callback):
         self.epochs_of, self.labels_of = epochs_of, labels_of
         self.live = sys.stderr.isatty() if live is None else live
         self.rows: dict[str, dict] = {}
+        self.boards: dict[str, str] = {}  # trial id -> its board measurement's state (hardware in the loop)
         self._view = None
         self.started = time.monotonic()
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_view"], state["rows"] = None, {}
+        state["_view"], state["rows"], state["boards"] = None, {}, {}
         return state
 
     def _row(self, trial) -> dict:
@@ -33,12 +34,24 @@ class LiveTable(Callback):
         from rich.table import Table
 
         t = Table(title=f"sweep — {time.monotonic() - self.started:.0f} s", title_justify="left")
-        for col in ("trial", "what", "status", "epoch", "mIoU", "train FLOPs"):
+        cols = ("trial", "what", "status", "epoch", "mIoU", "train FLOPs", *(("boards",) if self.boards else ()))
+        for col in cols:
             t.add_column(col)
         for r in self.rows.values():
             ep = f"{r['epoch'] + 1}/{r['epochs']}" if r["epoch"] is not None else f"–/{r['epochs']}"
-            t.add_row(r["trial"], r["what"], r["status"], ep, format_value(r["miou"]), format_value(r["train_flops"]))
+            t.add_row(r["trial"], r["what"], r["status"], ep, format_value(r["miou"]), format_value(r["train_flops"]),
+                      *((self.boards.get(r["trial"], "-"),) if self.boards else ()))
         return t
+
+    def __rich__(self):
+        """Rendered on every refresh: board states change between Tune's events."""
+        return self._table()
+
+    def board_event(self, trial_id: str, state: str) -> None:
+        """A trial's board measurement changed state (queued, measuring, measured, ...)."""
+        self.boards[trial_id] = state
+        if not self.live or self._view is None:  # plain output, or the table is gone (boards outlast training)
+            print(f"[sweep] {trial_id} boards: {state}", file=sys.stderr, flush=True)
 
     def _show(self, trial, event: str) -> None:
         r = self._row(trial)
@@ -47,9 +60,9 @@ class LiveTable(Callback):
                 from rich.console import Console
                 from rich.live import Live
 
-                self._view = Live(self._table(), console=Console(stderr=True), refresh_per_second=2, transient=False)
+                self._view = Live(self, console=Console(stderr=True), refresh_per_second=2, transient=False)
                 self._view.start()
-            self._view.update(self._table())
+            self._view.refresh()
         else:
             ep = f"epoch {r['epoch'] + 1}/{r['epochs']}" if r["epoch"] is not None else ""
             extra = (f" miou={format_value(r['miou'])} train_flops={format_value(r['train_flops'])}"

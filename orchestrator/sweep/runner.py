@@ -197,9 +197,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
 
     tracker = SweepTracker(tracking_uri=uri, experiment_id=exp_id, parent_run_id=runs.parent_id, sweep_id=sweep_id,
                            spec=spec, storage=storage, prepared_cdf=prepared.get("cdf"))
-    measurer = start_measurer(spec, sweep_id=sweep_id, tracking_uri=uri, experiment_id=exp_id, resume=bool(resume),
-                              on_measured=runs.rank, print_fn=print_fn)
     table = LiveTable(lambda c: spec.resolve(c).train.epochs, spec.label, live=live)
+    measurer = start_measurer(spec, sweep_id=sweep_id, tracking_uri=uri, experiment_id=exp_id, resume=bool(resume),
+                              on_measured=runs.rank, on_state=table.board_event, print_fn=print_fn)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, prepared=prepared, storage=storage, sweep_id=sweep_id),
         {"cpu": spec.sweep.trial_cpus})

@@ -42,3 +42,19 @@ def test_table_on_a_terminal(monkeypatch):
     assert "0.5" in text and "2.000e+09" in text
     t.close()
     assert t._view is None
+
+
+def test_board_jobs_show_in_the_progress(capsys):
+    """Hardware in the loop: each trial's board measurement state is a column of the table, and a line of
+    the plain output (also once the table is gone: the boards outlast training)."""
+    from rich.console import Console
+
+    t = LiveTable(lambda c: 3, lambda c: "x", live=True)
+    a = _trial("abc_00000")
+    t.on_trial_result(0, [], a, {"epoch": 2, "miou": 0.5, "train_flops": 2e9})
+    t.close()
+    t.board_event("abc_00000", "measuring")
+    buf = io.StringIO()
+    Console(file=buf, width=140).print(t._table())
+    assert "boards" in buf.getvalue() and "measuring" in buf.getvalue()
+    assert "[sweep] abc_00000 boards: measuring" in capsys.readouterr().err
