@@ -1,0 +1,82 @@
+"""Figures of issue 19 (comparing runs in the MLflow UI), over a store that holds a finished sweep.
+
+    .venv/bin/python benchmarks/bench_mlflow_ui.py [--tracking-uri sqlite:///mlflow.db] [--sweep SWEEP]
+
+With the store `make quickstart` leaves (default: ./mlflow.db), in headless Chromium (Debian's
+chromium + chromium-driver):
+
+1. seconds from starting the UI the way `dance ui` does to the sweep's runs table rendered with its
+   row, and to the parent run's page rendered with the front in its description;
+2. the path from the experiment to the best trial's settings, clicked through as a person would:
+   the link `dance ui` prints (the runs table) → the sweep's row (its page: the front) → the best
+   trial's link in the front's table (its page: name = swept values, params swept.* first among
+   what differs); each hop is a click on a link that the page shows, counted here.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "orchestrator" / "sweep"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from servers import free_port  # noqa: E402
+from ui_helpers import browser, page_text  # noqa: E402
+
+from orchestrator.runs.tracking import resolve_tracking_uri  # noqa: E402
+from orchestrator.runs.ui import find_sweep_link, start_ui, stop_ui  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--sweep", default=None, help="sweep id (default: the newest)")
+    args = parser.parse_args()
+    import mlflow
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    link = find_sweep_link(uri, args.sweep)
+    if link is None:
+        print(f"no sweep in {uri}: run `make quickstart` first")
+        return 2
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(link.parent_run_id)
+    best = parent.data.tags.get("dance.best.miou", "")
+    best_name = best.split(": ", 1)[1].rsplit(" (", 1)[0] if ": " in best else None
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        proc = start_ui(uri, port, Path(tmp) / "ui.log")
+        t_up = time.perf_counter() - t0
+        driver = browser()
+        try:
+            base = f"http://127.0.0.1:{port}"
+            page_text(driver, link.runs(base), ["Training runs", parent.info.run_name], timeout=180)
+            t_table = time.perf_counter() - t0
+            clicks = 0
+            driver.find_element("link text", parent.info.run_name).click()
+            clicks += 1
+            page_text(driver, driver.current_url, ["rank", "train TFLOPs"], timeout=120)
+            t_parent = time.perf_counter() - t0
+            if best_name:
+                driver.find_element("partial link text", best_name).click()
+                clicks += 1
+                text = page_text(driver, driver.current_url, [best_name], timeout=120)
+                shown = "swept." in text
+            print(f"UI answering: {t_up:.1f} s; runs table with the sweep's row: {t_table:.1f} s; "
+                  f"parent page with the front: {t_parent:.1f} s (from the start of the UI)")
+            print(f"clicks from the runs table to the best trial's page: {clicks} (the link `dance ui` prints opens "
+                  f"the table){'; its swept.* params are on that page' if best_name and shown else ''}")
+        finally:
+            driver.quit()
+            stop_ui(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
