@@ -64,9 +64,10 @@ def main() -> int:
             page_text(driver, driver.current_url, ["rank", "train TFLOPs"], timeout=120)
             t_parent = time.perf_counter() - t0
             if best_name:
-                driver.find_element("partial link text", best_name).click()
+                # the description's links open a new tab (target=_blank): follow the one a person clicks
+                href = driver.find_element("partial link text", best_name).get_attribute("href")
                 clicks += 1
-                text = page_text(driver, driver.current_url, [best_name], timeout=120)
+                text = page_text(driver, href, [best_name], timeout=120)
                 shown = "swept." in text
             print(f"UI answering: {t_up:.1f} s; runs table with the sweep's row: {t_table:.1f} s; "
                   f"parent page with the front: {t_parent:.1f} s (from the start of the UI)")
