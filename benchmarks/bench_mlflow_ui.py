@@ -23,11 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "orchestrator" / "sweep"))
-sys.path.insert(0, str(REPO / "tests"))
 
-from servers import free_port  # noqa: E402
 from ui_helpers import browser, page_text  # noqa: E402
 
+from orchestrator.processes import free_port  # noqa: E402
 from orchestrator.runs.tracking import resolve_tracking_uri  # noqa: E402
 from orchestrator.runs.ui import find_sweep_link, start_ui, stop_ui  # noqa: E402
 

@@ -30,7 +30,7 @@ HEAVY = {"torch", "ray", "mlflow", "onnx", "onnxruntime", "optuna", "matplotlib"
 
 # The rooms' order, top first: a room imports only rooms on a lower level (or its own).
 LEVELS = {"commands": 0, "report": 1, "sweep": 1, "hil": 2, "boards": 3, "training": 4, "checkpoints": 4,
-          "runs": 5, "config": 6, "storage": 6, "progress": 6, "orchestrator": 6, "errors": 7,
+          "runs": 5, "config": 6, "storage": 6, "progress": 6, "processes": 6, "orchestrator": 6, "errors": 7,
           "workers": 8, "device_agents": 8}
 
 

@@ -40,8 +40,8 @@ from orchestrator.runs.schema import BENCH_CHECKPOINT_TAG, KIND_BENCH, KIND_TAG
 from orchestrator.training import ensure_ray
 from workers.features import TRAIN_STEP_BATCH, checkpoint_features
 
-# torch (through workers.export, workers.checkpoint, workers.features) and mlflow load inside the
-# functions that use them: `dance boards` and `dance bench --help` import this module.
+# torch (through workers.export, workers.checkpoint) loads inside the functions that use it:
+# `dance boards` and `dance bench --help` import this module.
 
 DEFAULT_JOURNAL = Path(".dance/board-journal.sqlite")
 DEFAULT_EXPORTS = Path(".dance/bench")
@@ -152,7 +152,6 @@ class _PoolHandle:
 class BenchContext:
     """What every phase of one bench needs: the settings the boards measure with and where things go."""
 
-    inventory: Inventory
     cache: MeasurementCache
     pool: _PoolHandle
     fresh: bool
@@ -192,12 +191,13 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
         raise UserError(f"{inventory.source}: no board carries labels {labels} "
                         f"(boards: {', '.join(f'{b.name} {b.labels}' for b in inventory.boards)})")
     groups = board_groups(boards)
+    group_names = [g.name for g in groups]  # every group benched (the probe keeps those that answered)
     ckpt, run_id = resolve_target(target, tracking_uri, DEFAULT_EXPORTS / "runs")
     log(f"dance bench: {ckpt} on {len(boards)} board(s) in {len(groups)} kind(s): "
         + ", ".join(f"{g.name} [{', '.join(b.name for b in g.boards)}]" for g in groups))
     notes: list[str] = []
     files = _model_files(ckpt, boards, buckets, train_steps, notes, log)
-    ctx = BenchContext(inventory, MeasurementCache(cache_path), _PoolHandle(pool, inventory, journal, use_ray),
+    ctx = BenchContext(MeasurementCache(cache_path), _PoolHandle(pool, inventory, journal, use_ray),
                        fresh, log, measure_settings(inventory), agent_zip()[1][:16])
     try:
         probes, groups, unmeasured = _probe(boards, groups, ctx, notes)
@@ -210,7 +210,7 @@ def run_bench(target: str, inventory: Inventory, *, labels: list[str] | None = N
     metrics, tags, quality = _summarise(groups, measurements, facts, ckpt, notes)
     for name, why in unmeasured.items():
         tags[f"device.{name}.status"] = f"unmeasured: {why}"
-    record = BenchRecord(metrics, tags, measurements, notes, ctx.settings, [g.name for g in board_groups(boards)])
+    record = BenchRecord(metrics, tags, measurements, notes, ctx.settings, group_names)
     run_id, uri = log_bench(run_id, ckpt, record, tracking_uri, experiment, new_run)
     return BenchResult(run_id, uri, metrics, tags, measurements, ctx.pool.contacted, jobs_run,
                        time.monotonic() - t_start, notes, unmeasured, quality, remeasured)

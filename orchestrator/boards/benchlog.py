@@ -26,6 +26,7 @@ from typing import Any
 
 from orchestrator.boards.figures import Measurement
 from orchestrator.boards.transport import sha256_file
+from orchestrator.progress import format_value
 from orchestrator.runs.schema import (
     BENCH_GENERATION_TAG,
     BENCH_MODEL_TAG,
@@ -174,10 +175,10 @@ def _bucket_markdown(m: Measurement) -> list[str]:
     lat = r.get("latency_ms") or {}
     ci = ((r.get("ci95") or {}).get("energy_j_per_image_gross") or {}).get("half_width")
     out = [head, "",
-           f"J/image gross {_f(r.get('energy_j_per_image_gross'))} (± {_f(ci)} CI95), net "
-           f"{_f(r.get('energy_j_per_image_net'))}; cv {_f(r.get('cv'))}; latency p50/p90/p99 "
-           f"{_f(lat.get('p50'))}/{_f(lat.get('p90'))}/{_f(lat.get('p99'))} ms; "
-           f"{_f(r.get('throughput_ips'))} images/s; idle {_f(r.get('idle_power_w'))} W; "
+           f"J/image gross {format_value(r.get('energy_j_per_image_gross'))} (± {format_value(ci)} CI95), net "
+           f"{format_value(r.get('energy_j_per_image_net'))}; cv {format_value(r.get('cv'))}; latency p50/p90/p99 "
+           f"{format_value(lat.get('p50'))}/{format_value(lat.get('p90'))}/{format_value(lat.get('p99'))} ms; "
+           f"{format_value(r.get('throughput_ips'))} images/s; idle {format_value(r.get('idle_power_w'))} W; "
            f"quality **{r.get('quality', '-')}**"
            + (" (measured again with more repeats)" if m.remeasured else ""), ""]
     out += [f"* {x.get('level')}: {x.get('code')}: {x.get('detail')}" for x in r.get("reasons") or []]
@@ -185,11 +186,7 @@ def _bucket_markdown(m: Measurement) -> list[str]:
     if rails:
         out += ["", "| rail | boundary | power W | idle W | J/image | J/image net |", "|---|---|---|---|---|---|"]
         for name, v in sorted(rails.items()):
-            out.append(f"| {name} | {v.get('boundary', '-')} | {_f(v.get('power_w_mean'))} | "
-                       f"{_f(v.get('idle_power_w'))} | {_f(v.get('energy_j_per_image'))} | "
-                       f"{_f(v.get('energy_j_per_image_net'))} |")
+            out.append(f"| {name} | {v.get('boundary', '-')} | {format_value(v.get('power_w_mean'))} | "
+                       f"{format_value(v.get('idle_power_w'))} | {format_value(v.get('energy_j_per_image'))} | "
+                       f"{format_value(v.get('energy_j_per_image_net'))} |")
     return out
-
-
-def _f(v: Any) -> str:
-    return "-" if not isinstance(v, (int, float)) else f"{v:.4g}"

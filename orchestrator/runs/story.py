@@ -8,20 +8,21 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from orchestrator.runs.pareto import rank_order
+from orchestrator.runs.pareto import UNITS, rank_order
 from orchestrator.runs.schema import IS_PARETO, NOTE_TAG, PARETO_RANK
 
-COLUMNS = (("miou", "mIoU", "{:.4f}", 1.0), ("train_flops", "train TFLOPs", "{:.3g}", 1e12),
-           ("infer_flops_per_image", "infer GFLOPs/image", "{:.3g}", 1e9),
-           ("device.energy_j_per_image", "J/image (board)", "{:.4g}", 1.0),
-           ("device.latency_ms_p50", "p50 ms (board)", "{:.3g}", 1.0))
+# (figure, column header, format); each figure is shown in the unit of pareto.UNITS
+COLUMNS = (("miou", "mIoU", "{:.4f}"), ("train_flops", "train TFLOPs", "{:.3g}"),
+           ("infer_flops_per_image", "infer GFLOPs/image", "{:.3g}"),
+           ("device.energy_j_per_image", "J/image (board)", "{:.4g}"),
+           ("device.latency_ms_p50", "p50 ms (board)", "{:.3g}"))
 
 
 def front_note(rows: Sequence[dict[str, Any]], experiment_id: str, objectives: Sequence[tuple[str, str]],
                hypervolume: float | None, sweep_id: str) -> str:
     """The Markdown description of a sweep's parent run."""
     cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-    extra = [(m, m, "{:.4g}", 1.0) for m, _ in objectives if m not in {c[0] for c in cols}]
+    extra = [(m, m, "{:.4g}") for m, _ in objectives if m not in {c[0] for c in cols}]
     cols += extra
     head = ["rank", "trial", *[c[1] for c in cols], "status"]
     lines = [f"**Sweep `{sweep_id}`**: {len(rows)} trial(s), "
@@ -34,9 +35,9 @@ def front_note(rows: Sequence[dict[str, Any]], experiment_id: str, objectives: S
         star = "★ " if r.get(IS_PARETO) else ""
         link = f"[{r.get('name') or r['trial']}](#/experiments/{experiment_id}/runs/{r['run_id']})"
         cells = [f"{star}{rank}" if rank is not None else "-", link]
-        for key, _, fmt, scale in cols:
+        for key, _, fmt in cols:
             v = r.get(key)
-            cells.append("" if v is None else fmt.format(v / scale))
+            cells.append("" if v is None else fmt.format(v / UNITS.get(key, (1.0,))[0]))
         cells.append(r.get("status", ""))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "A trial without a figure is ranked after every complete one; a failed trial has no rank. "

@@ -6,9 +6,7 @@ One worker process (uvicorn's default of four were killed while starting on 2 bu
 """
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import UserError
+from orchestrator.processes import stop_group
 from orchestrator.runs.schema import KIND_SWEEP, KIND_TAG, RUN_ID, SWEEP_ID_TAG
 from orchestrator.runs.tracking import DEFAULT_ARTIFACTS, quote
 
@@ -100,12 +99,5 @@ def start_ui(uri: str, port: int, log: Path, timeout_s: float = 180.0) -> subpro
 
 def stop_ui(proc: subprocess.Popen) -> None:
     """Stop the UI's process group (the server and its worker) by its own PID."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    stop_group(proc.pid, None)
+    proc.poll()  # collected by stop_group already: let Popen know

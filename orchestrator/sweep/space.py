@@ -74,11 +74,7 @@ class SweepSpec:
                 parts.append(str(v.get("label")) if isinstance(v, dict) and "label" in v
                              else f"{k}={json.dumps(v, separators=(',', ':'))[:60]}")
                 continue
-            if isinstance(v, float):
-                v = f"{v:.4g}"
-            elif isinstance(v, dict):
-                v = ",".join(f"{a}={b}" for a, b in v.items())
-            parts.append(f"{k}={v}")
+            parts.append(f"{k}={value_text(v)}")
         return " ".join(parts) or "base"
 
     def _swept_items(self, params: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -90,9 +86,7 @@ class SweepSpec:
             short = k.rsplit(".", 1)[-1]
             unclear = last.count(short) > 1 or short in ("enabled", "name", "kind") or is_whole(k)
             key = (k.lstrip(".") or "recipe") if unclear else short
-            if isinstance(v, dict):
-                v = v.get("label") if "label" in v else ",".join(f"{a}={b}" for a, b in v.items())
-            out.append((k, key, f"{v:.4g}" if isinstance(v, float) else str(v)))
+            out.append((k, key, str(v["label"]) if isinstance(v, dict) and "label" in v else value_text(v)))
         return out
 
     def swept(self, params: dict[str, Any]) -> dict[str, str]:
@@ -113,6 +107,22 @@ class SweepSpec:
         if any(path in COMPONENT_PATHS for path in self.sweep.space):
             parts.append(components)
         return f"{number} {' '.join(parts) or 'base'}"
+
+
+def value_text(v: Any) -> str:
+    """A swept value as a trial's label shows it: ``0.0123``, ``cad=True,casd=False``."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ",".join(f"{a}={b}" for a, b in v.items())
+    return str(v)
+
+
+def corner_points(axes: dict[str, list[Any]]) -> list[dict[str, Any]] | None:
+    """Every combination of the axes' probe points, or None when there are more than MAX_COMBINATIONS."""
+    if math.prod(len(vals) for vals in axes.values()) > MAX_COMBINATIONS:
+        return None
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
 # ---------------------------------------------------------------- points
@@ -212,13 +222,10 @@ def check_space(tree: dict, sweep: SweepConfig) -> list[str]:
             good[dotted] = dom.probe_points()
     # Values that pass alone can clash together (casd on one axis, rd on another): check corners.
     if len(good) > 1 and not errors:
-        n = 1
-        for vals in good.values():
-            n *= len(vals)
-        if n <= MAX_COMBINATIONS:
+        corners = corner_points(good)
+        if corners is not None:
             seen: set[str] = set()
-            for combo in itertools.product(*good.values()):
-                point = dict(zip(good, combo))
+            for point in corners:
                 for msg in _validate_point(tree, point):
                     if msg not in seen:
                         seen.add(msg)
@@ -332,11 +339,9 @@ def check_feasible(tree: dict, sweep: SweepConfig, n_train: int) -> list[str]:
     today, that ANS's stages fit in the training steps of its window (counted as if nothing were
     dropped, so a point refused here can never fit)."""
     axes = {k: d.probe_points() for k, d in sweep.space.items()}
-    n = 1
-    for vals in axes.values():
-        n *= len(vals)
-    points = ([dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] if n <= MAX_COMBINATIONS
-              else [{}] + [{k: v} for k, vals in axes.items() for v in vals])
+    points = corner_points(axes)
+    if points is None:  # too many corners: the base and each axis's points on their own
+        points = [{}] + [{k: v} for k, vals in axes.items() for v in vals]
     found: dict[str, list[dict]] = {}
     for point in points:
         try:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from orchestrator.runs.pareto import UNITS
 from orchestrator.runs.schema import (
     ARTIFACTS_ERROR_TAG,
     COMPONENT_TAG_PREFIX,
@@ -198,10 +199,9 @@ class SweepTracker(Callback):
 def readable_units(metrics: dict) -> dict[str, float]:
     """Unit-scaled copies people read at a glance: ``train_tflops``, ``infer_gflops_per_image``."""
     out = {}
-    for name, scale, new in (("train_flops", 1e12, "train_tflops"), ("infer_flops_per_image", 1e9,
-                                                                      "infer_gflops_per_image")):
+    for name, new in (("train_flops", "train_tflops"), ("infer_flops_per_image", "infer_gflops_per_image")):
         if isinstance(metrics.get(name), (int, float)):
-            out[new] = metrics[name] / scale
+            out[new] = metrics[name] / UNITS[name][0]  # the unit the front's figures use
     return out
 
 

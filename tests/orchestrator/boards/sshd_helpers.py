@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 from orchestrator.boards import emulated
-from orchestrator.boards.emulated import descendants, free_port
 from orchestrator.boards.inventory import Measure
+from orchestrator.processes import descendants, free_port
 
 #: short agent windows: a measurement takes ~1.5 s (imported as sshd_helpers.FAST: a plain
 #: `from conftest import` would pick whichever conftest another test folder loaded first)

@@ -190,9 +190,9 @@ def test_the_mlflow_ui_answers_which_trial_is_best_and_why(env, asha_sweep, tmp_
     import mlflow
     import numpy as np
     from PIL import Image
-    from servers import free_port
     from ui_helpers import browser, have_browser, page_text
 
+    from orchestrator.processes import free_port
     from orchestrator.runs.ui import find_sweep_link, start_ui, stop_ui
 
     if not have_browser():
