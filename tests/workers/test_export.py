@@ -22,9 +22,9 @@ MANIFEST_KEYS = {"schema", "format", "num_classes", "class_names", "cdf", "model
 BUILTIN = ["deeplabv3plus", "pspnet", "icnet", "bisenet"]
 
 
-def pruned(name: str) -> nn.Module:
+def pruned(name: str, variant: str = "small") -> nn.Module:
     torch.manual_seed(0)
-    model = build_model(name, num_classes=5, variant="small")
+    model = build_model(name, num_classes=5, variant=variant)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for m in model.modules():
@@ -35,9 +35,9 @@ def pruned(name: str) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", BUILTIN)
-def test_onnx_export_of_a_pruned_model_matches_pytorch_in_onnxruntime(name, tmp_path):
-    model = pruned(name)
+@pytest.mark.parametrize("name,variant", [(n, "small") for n in BUILTIN] + [("deeplabv3plus", "mobilenetv2")])
+def test_onnx_export_of_a_pruned_model_matches_pytorch_in_onnxruntime(name, variant, tmp_path):
+    model = pruned(name, variant)
     q, lo = model.size_quantum, model.min_size
     buckets = [Bucket(lo + q, lo + 3 * q, 0.75), Bucket(lo, lo, 0.25)]
     res = export_model(model, tmp_path, "onnx", buckets, cdf=MaxwellCDF(2.0, 5.0))

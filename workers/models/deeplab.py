@@ -1,4 +1,4 @@
-"""DeepLabv3+ (Chen et al., ECCV 2018) on a dilated ResNet.
+"""DeepLabv3+ (Chen et al., ECCV 2018) on a dilated ResNet or MobileNetV2.
 
 Header = ASPP (1x1, three 3x3 atrous branches, image pooling, 1x1 projection) + decoder
 (48-channel projection of the stride-4 features, two 3x3 convs). Classifier = 1x1 conv.
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .base import SegmentationModel
 from .layers import ConvBNReLU, adaptive_avg_pool, init_header, resize
+from .mobilenetv2 import MobileNetV2
 from .resnet import resnet
 
 __all__ = ["ASPP", "DeepLabV3PlusHeader", "build_deeplabv3plus", "ASPP_RATES"]
@@ -80,7 +81,15 @@ def build_deeplabv3plus(num_classes: int, *, backbone: str, backbone_width: int,
     if output_stride not in ASPP_RATES:
         raise ValueError(f"deeplabv3plus output_stride must be 16 or 8, got {output_stride}")
     rates = list(aspp_rates) if aspp_rates is not None else list(ASPP_RATES[output_stride])
-    trunk = resnet(backbone, backbone_width, backbone_depths, DILATION_FLAGS[output_stride])
+    trunk: nn.Module
+    if backbone == "mobilenetv2":
+        # The paper's VOC row: the head on the 320-channel map; backbone_width is the stem's 32 channels,
+        # scaled (a multiplier of width / 32), and the depths are MobileNetV2's own.
+        if backbone_depths is not None:
+            raise ValueError("backbone_depths does not apply to mobilenetv2 (its stages are fixed)")
+        trunk = MobileNetV2(width_mult=backbone_width / 32, output_stride=output_stride)
+    else:
+        trunk = resnet(backbone, backbone_width, backbone_depths, DILATION_FLAGS[output_stride])
     header = DeepLabV3PlusHeader(trunk.out_channels["layer4"], trunk.out_channels["layer1"], rates,
                                  aspp_channels, low_level_channels, decoder_channels, dropout)
     classifier = nn.Conv2d(decoder_channels, num_classes, 1)

@@ -1,9 +1,11 @@
 """Load ImageNet-pretrained backbone weights from a local file (never downloads).
 
 The file is a torchvision-format ResNet state dict (``conv1.weight``, ``bn1.running_mean``,
-``layer1.0.conv1.weight``, ..., ``fc.weight``), as ``.pth``/``.pt`` (torch.save) or
-``.safetensors``. Keys go straight into the backbone module; ``fc.*`` (the ImageNet
-classifier) is expected to be left over and is only listed as ignored.
+``layer1.0.conv1.weight``, ..., ``fc.weight``) or MobileNetV2 one (``features.0.0.weight``, ...,
+``classifier.1.weight``), as ``.pth``/``.pt`` (torch.save) or ``.safetensors``. Keys go straight
+into the backbone module; the ImageNet head (``fc.*``; MobileNetV2's ``features.18.*`` and
+``classifier.*``, which a backbone names in ``unused_pretrained_prefixes``) is expected to be
+left over and is only listed as ignored.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"pretrained backbone file not found: {p} (weights are never downloaded; "
-                                "put a torchvision-format ResNet state dict there)")
+                                "put a torchvision-format ResNet or MobileNetV2 state dict there)")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -102,7 +104,7 @@ def _target(module: nn.Module) -> nn.Module:
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path, strict: bool = False) -> PretrainedReport:
-    """Copy a torchvision-format ResNet state dict into ``model``'s backbone.
+    """Copy a torchvision-format ResNet or MobileNetV2 state dict into ``model``'s backbone.
 
     ``model`` is a :class:`SegmentationModel` (weights go into ``get_parts(model).backbone``)
     or the backbone module itself. Raises ValueError when no key matches, when a matching
@@ -114,10 +116,11 @@ def load_backbone_weights(model: nn.Module, path: str | Path, strict: bool = Fal
     state = read_state_dict(path)
     own = backbone.state_dict()
     report = PretrainedReport(path=str(path))
+    unused = _EXPECTED_UNUSED_PREFIXES + tuple(getattr(backbone, "unused_pretrained_prefixes", ()))
     for key in state:
         if key in own:
             report.loaded.append(key)
-        elif key.startswith(_EXPECTED_UNUSED_PREFIXES):
+        elif key.startswith(unused):
             report.ignored.append(key)
         else:
             report.unexpected.append(key)
@@ -127,8 +130,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path, strict: bool = Fal
 
     if not report.loaded:
         raise ValueError(f"no key of {path} matches the backbone ({type(backbone).__name__}, e.g. "
-                         f"{list(own)[:3]}); file keys look like {list(state)[:3]} — is it a torchvision ResNet "
-                         "state dict?")
+                         f"{list(own)[:3]}); file keys look like {list(state)[:3]} — is it a torchvision ResNet or "
+                         "MobileNetV2 state dict?")
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs backbone {tuple(own[k].shape)}"
                   for k in report.loaded if state[k].shape != own[k].shape]
     if mismatched:

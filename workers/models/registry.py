@@ -30,6 +30,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "dropout": 0.1},
         "small": {"backbone": "resnet50", **_SMALL_TRUNK, "output_stride": 16, "aspp_rates": None,
                   "aspp_channels": 32, "low_level_channels": 8, "decoder_channels": 32, "dropout": 0.1},
+        # The paper's DeepLabv3+ on MobileNetV2 (its VOC row), for torchvision's ImageNet mobilenet_v2 weights.
+        "mobilenetv2": {"backbone": "mobilenetv2", "backbone_width": 32, "backbone_depths": None, "output_stride": 16,
+                        "aspp_rates": None, "aspp_channels": 256, "low_level_channels": 48, "decoder_channels": 256,
+                        "dropout": 0.1},
     },
     "pspnet": {
         "paper": {"backbone": "resnet50", "backbone_width": 64, "backbone_depths": None, "output_stride": 8,
@@ -116,8 +120,8 @@ def build_model(name: str, num_classes: int, variant: str | None = None, *,
         name: "deeplabv3plus", "pspnet", "icnet", "bisenet", or "custom" (see
             :func:`workers.models.custom.build_custom` for its options).
         num_classes: output channels of the classifier.
-        variant: "paper" (default) or "small".
-        pretrained_backbone: optional local torchvision-format ResNet state dict
+        variant: "paper" (default), "small", or another of :func:`list_variants` (deeplabv3plus: "mobilenetv2").
+        pretrained_backbone: optional local torchvision-format ResNet or MobileNetV2 state dict
             (``.pth``/``.pt``/``.safetensors``) loaded into the backbone; the report is kept in
             ``model.pretrained_report``. Not part of ``model.spec``.
         **options: overrides of the variant's defaults (see :func:`model_options`).
