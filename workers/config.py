@@ -42,6 +42,17 @@ class DataConfig(Strict):
                                    description="complexity-score cache; default $DANCE_CACHE_DIR or ~/.cache/dance")
     score_batch: int = Field(default=4, ge=1,
                              description="images per Eq. 1 batch on a GPU; the CPU scores image by image")
+    augment: bool = Field(default=False, description=(
+        "training augmentation, the same for every arm: random scale in augment_scale with a crop back to the "
+        "image's CAD size (so counted FLOPs stay exact), and a horizontal flip"))
+    augment_scale: tuple[float, float] = Field(default=(0.75, 1.25), description="random scale range of augment")
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> "DataConfig":
+        lo, hi = self.augment_scale
+        if not 0 < lo <= hi:
+            raise ValueError(f"data.augment_scale must be 0 < lo <= hi, got {list(self.augment_scale)}")
+        return self
 
 
 class ModelConfig(Strict):

@@ -42,6 +42,13 @@ ANS_GAMMA_SPREAD = "ans_gamma_spread"
 ANS_PRUNES = "ans_prunes"
 ANS_PRUNE_GAMMA_SPREAD = "ans_prune_gamma_spread"  # only in epochs where a stage pruned
 
+# Emitted by the training loop when the run has complexity scores (any data-slimming switch on): the
+# mean effective CAL weight of the epoch's images in each quartile of p (1.0 = an unweighted mean's).
+CAL_WEIGHT_Q1 = "cal_weight_q1"
+CAL_WEIGHT_Q2 = "cal_weight_q2"
+CAL_WEIGHT_Q3 = "cal_weight_q3"
+CAL_WEIGHT_Q4 = "cal_weight_q4"
+
 # Emitted only when measured: absent, never 0, where a rank could not measure it (no NVML).
 ENERGY_J = "energy_j"
 
@@ -58,10 +65,11 @@ ALWAYS_METRICS: tuple[str, ...] = (
     UNBATCHED_FRACTION, IMAGES_PER_S, EPOCH_TIME_S, FLOP_COUNTING_S, TRAIN_LOSS, TRAIN_IMAGES, ANS_STAGE,
     ANS_STAGE_DUE, LR, DATA_SLIMMING)
 ANS_METRICS: tuple[str, ...] = (ANS_GAMMA_SPREAD, ANS_PRUNES, ANS_PRUNE_GAMMA_SPREAD)
+CAL_METRICS: tuple[str, ...] = (CAL_WEIGHT_Q1, CAL_WEIGHT_Q2, CAL_WEIGHT_Q3, CAL_WEIGHT_Q4)
 MEASURED_METRICS: tuple[str, ...] = (ENERGY_J,)
 EVAL_METRICS: tuple[str, ...] = (MIOU, PIXEL_ACC, INFER_FLOPS_PER_IMAGE, INFER_NETWORK_FLOPS_PER_IMAGE, EVAL_TIME_S)
 # Every fixed name a trial can report (per-class IoUs aside: see is_trial_metric).
-TRIAL_METRICS: tuple[str, ...] = ALWAYS_METRICS + ANS_METRICS + MEASURED_METRICS + EVAL_METRICS
+TRIAL_METRICS: tuple[str, ...] = ALWAYS_METRICS + ANS_METRICS + CAL_METRICS + MEASURED_METRICS + EVAL_METRICS
 # The headline figures: the per-epoch log line, and what the Ray tests require of every report
 # (their runs evaluate every epoch, hence the evaluation figures).
 SUMMARY_METRICS: tuple[str, ...] = (EPOCH, MIOU, TRAIN_FLOPS, INFER_FLOPS_PER_IMAGE, HEADER_CHANNELS_KEPT,

@@ -44,10 +44,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from workers import metrics as M
 from workers.config import ExperimentConfig
 from workers.cost import count_flops
 from workers.dance.ans import ans_window, due_stage, plan_prunes, prune_plan_problem
-from workers.dance.loss import weighted_loss
+from workers.dance.loss import cal_loss
 from workers.energy import EnergyMeter
 from workers.metrics import PER_CLASS_PREFIX, SUMMARY_METRICS
 from workers.models import build_model
@@ -133,10 +134,11 @@ class CachedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.inner)
 
-    def __getitem__(self, i: int) -> Any:
-        if i not in self.cache:
-            self.cache[i] = self.inner[i]
-        return self.cache[i]
+    def __getitem__(self, i: Any) -> Any:
+        key = i[:2] if isinstance(i, tuple) else i  # (index, size): the draw key only matters when augmenting
+        if key not in self.cache:
+            self.cache[key] = self.inner[i]
+        return self.cache[key]
 
 
 @dataclass
@@ -149,6 +151,7 @@ class DataPhase:
     drop_prob: np.ndarray
     sampler: Any
     loader: DataLoader
+    expected_weight: float | None = None  # CAL's epoch normaliser E[w]; None: Eq. 2's per-batch Σ wᵢ
 
 
 @dataclass
@@ -160,6 +163,8 @@ class StepSums:
     loss: Any = 0.0          # becomes a device tensor: summed without a per-step sync
     counting_s: float = 0.0  # FLOP counting, kept out of the epoch's training time
     last_lr: float = 0.0
+    cal_weight: Any = 0.0    # per p quartile: summed effective CAL weights, and image counts (device tensors)
+    cal_count: Any = 0.0
 
 
 @dataclass
@@ -173,6 +178,7 @@ class EpochTotals:
     time_s: float
     counting_s: float
     last_lr: float
+    cal_weights: list[float | None] | None = None  # mean effective CAL weight per p quartile
 
 
 def reset_classifier(model: nn.Module, num_classes: int) -> bool:
@@ -225,6 +231,7 @@ class Trainer:
         self.val_stored: list[tuple[int, int]] = []
         self.train_p: np.ndarray | None = None
         self.val_p: np.ndarray | None = None
+        self.p_quartile: torch.Tensor | None = None  # each training image's quartile of p = CDF(SC), 0..3
         self.cdf: Any = None
         self.inner: nn.Module | None = None       # the bare model (pruned in place)
         self.model: nn.Module | None = None       # the same, as the runtime wraps it (DDP)
@@ -296,6 +303,10 @@ class Trainer:
 
         s, seed = self.cfg.slimming, self.cfg.seed
         if self.train_p is not None:
+            # Quartiles of the complexity itself (not of the Table 6 indicator), to show what CAL weighs.
+            edges = np.quantile(self.train_p, [0.25, 0.5, 0.75])
+            quart = np.clip(np.searchsorted(edges, self.train_p, side="right"), 0, 3)
+            self.p_quartile = torch.as_tensor(quart, dtype=torch.long, device=self.device)
             self.train_p = indicator_p(self.train_p, s, seed, d.train_split)
         if self.val_p is not None:
             self.val_p = indicator_p(self.val_p, s, seed, d.val_split)
@@ -368,7 +379,8 @@ class Trainer:
                                weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0)
 
     def _phase(self, slimmed: bool) -> DataPhase:
-        from workers.dance.sampler import DanceBatchSampler
+        from workers.dance.loss import expected_weight
+        from workers.dance.sampler import DanceBatchSampler, baseline_steps
         from workers.dance.slimming import dance_sizes, drop_probability, loss_weight
         from workers.data.slimmed import SlimmedTrainSet
 
@@ -384,16 +396,24 @@ class Trainer:
             sizes = dance_sizes(self.train_stored, np.ones(n), off, self.quantum, self.min_size)
             weights = np.ones(n)
             drop = drop_probability(np.zeros(n), s) if (slimmed and s.rd) else np.zeros(n)
+        t = self.cfg.train
+        # drop_budget steps: a dropping epoch takes the baseline's number of steps (DESIGN §3).
+        target = (baseline_steps(n, self.cfg.batch_size, world_size=self.world, min_batch=t.min_batch)
+                  if s.drop_budget == "steps" and np.any(np.asarray(drop) > 0) else None)
         sampler = DanceBatchSampler(sizes, drop, self.cfg.batch_size, seed=self.cfg.seed, rank=self.rank,
-                                    world_size=self.world, min_batch=self.cfg.train.min_batch,
-                                    fill=self.cfg.train.fill_batches)
-        ds: Dataset = SlimmedTrainSet(self.train_ds, sizes, weights)
-        if self.cfg.train.cache_samples:
+                                    world_size=self.world, min_batch=t.min_batch, fill=t.fill_batches,
+                                    target_steps=target)
+        ew = (expected_weight(weights, 1.0 - np.asarray(drop))
+              if slimmed and s.cal and s.cal_normalize == "epoch" and self.train_p is not None else None)
+        d = self.cfg.data
+        ds: Dataset = SlimmedTrainSet(self.train_ds, sizes, weights, seed=self.cfg.seed,
+                                      augment_scale=tuple(d.augment_scale) if d.augment else None)
+        if self.cfg.train.cache_samples and not d.augment:  # augmented samples differ on every draw
             ds = CachedDataset(ds)
         workers = self.cfg.train.loader_workers
         loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                             pin_memory=self.device.type == "cuda")
-        return DataPhase(slimmed, sizes, np.asarray(weights), np.asarray(drop), sampler, loader)
+        return DataPhase(slimmed, sizes, np.asarray(weights), np.asarray(drop), sampler, loader, ew)
 
     def _phase_for(self, epoch: int) -> DataPhase:
         on = self.data_on(epoch)
@@ -606,6 +626,8 @@ class Trainer:
         self.inner.train()
         self._epoch_prunes = []
         sums = StepSums(last_lr=self.cfg.lr * self._lr_scale())
+        if self.p_quartile is not None:
+            sums.cal_weight, sums.cal_count = torch.zeros(4, device=self.device), torch.zeros(4, device=self.device)
         self._sync_device()
         self._maybe_fault(epoch, 0)  # before the first step: fires even in an epoch without steps
         meter.start()
@@ -613,7 +635,7 @@ class Trainer:
         for step, batch in enumerate(phase.loader):
             if step:
                 self._maybe_fault(epoch, step)
-            self._train_step(batch, ans_on, sums)
+            self._train_step(batch, ans_on, sums, phase.expected_weight)
             if ans_on:
                 self.prune_if_due(self.due_stage(epoch + (step + 1) / max(steps, 1)))
         if ans_on and steps == 0:  # an epoch with no steps (everything dropped) still reaches its stage
@@ -623,14 +645,23 @@ class Trainer:
         energy = meter.stop()
         broadcast_buffers(self.inner)
         self._probe("epoch_end")
-        flops, images, loss, e_sum, e_ok = all_reduce(
-            [sums.flops, sums.images, float(sums.loss), energy or 0.0, 1.0 if energy is not None else 0.0], self.device)
+        cal = sums.cal_weight.tolist() + sums.cal_count.tolist() if self.p_quartile is not None else []
+        flops, images, loss, e_sum, e_ok, *cal_sums = all_reduce(
+            [sums.flops, sums.images, float(sums.loss), energy or 0.0, 1.0 if energy is not None else 0.0,
+             *cal], self.device)
         epoch_time, counting_max = all_reduce([train_time, sums.counting_s], self.device, op="max")
+        cal_weights = None
+        if len(cal_sums) == 8:
+            cal_weights = [w / c if c > 0 else None for w, c in zip(cal_sums[:4], cal_sums[4:])]
         return EpochTotals(flops, images, loss, e_sum if e_ok == self.world else None, epoch_time, counting_max,
-                           sums.last_lr)
+                           sums.last_lr, cal_weights)
 
-    def _train_step(self, batch: dict[str, torch.Tensor], ans_on: bool, sums: StepSums) -> None:
-        """One SGD step at the poly learning rate (+ λ·Σ|γ| while ANS is on), and its counted FLOPs."""
+    def _train_step(self, batch: dict[str, torch.Tensor], ans_on: bool, sums: StepSums,
+                    expected: float | None = None) -> None:
+        """One SGD step at the poly learning rate (+ λ·Σ|γ| while ANS is on), and its counted FLOPs.
+
+        ``expected``: CAL's epoch normaliser E[w] (``slimming.cal_normalize: epoch``), or None for Eq. 2's Σ wᵢ.
+        """
         lr_scale = self._lr_scale()
         for g in self.optimizer.param_groups:
             g["lr"] = self.cfg.lr * g.get("lr_mult", 1.0) * lr_scale
@@ -640,7 +671,12 @@ class Trainer:
         w = batch["weight"].to(self.device, non_blocking=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             logits = self.model(x)
-        loss = weighted_loss(logits.float(), y, w, across_ranks=True)
+        cal = cal_loss(logits.float(), y, w, expected_weight=expected, across_ranks=True)
+        loss = cal.loss
+        if self.p_quartile is not None:
+            q = self.p_quartile[batch["index"].to(self.device)]
+            sums.cal_weight = sums.cal_weight + torch.bincount(q, weights=cal.effective.float(), minlength=4)
+            sums.cal_count = sums.cal_count + torch.bincount(q, minlength=4).float()
         if ans_on:
             loss = loss + self.slimmer.l1_penalty()
         self.optimizer.zero_grad(set_to_none=True)
@@ -691,6 +727,9 @@ class Trainer:
             spreads = [p.gamma_spread for p in self._epoch_prunes if p.gamma_spread is not None]
             if spreads:  # absent in epochs without a prune
                 metrics["ans_prune_gamma_spread"] = spreads[-1]
+        for name, value in zip(M.CAL_METRICS, t.cal_weights or []):
+            if value is not None:  # a quartile without an image this epoch has no mean
+                metrics[name] = value
         if t.energy_j is not None:  # every rank measured: the sum is real; otherwise absent
             metrics["energy_j"] = t.energy_j
         return metrics

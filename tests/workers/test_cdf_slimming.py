@@ -104,9 +104,24 @@ def test_quantised_sizes_divisible_and_bounded(quantum):
         assert qh <= max(2 * quantum, h // quantum * quantum) and qw <= max(2 * quantum, w // quantum * quantum)
 
 
+@pytest.mark.parametrize("quantum", [16, 64])
+def test_cad_keeps_the_aspect_ratio_within_one_quantum_step(quantum):
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        h, w = int(rng.integers(4 * quantum, 1200)), int(rng.integers(4 * quantum, 2100))
+        qh, qw = quantize_size(h, w, float(rng.uniform(0.5, 1.0)), quantum)
+        short, long_, q_short, q_long = (h, w, qh, qw) if h <= w else (w, h, qw, qh)
+        top = long_ // quantum * quantum
+        if q_long < top:  # not clamped to the stored size: the long side follows the short side's scale
+            assert abs(q_long - long_ * q_short / short) <= quantum / 2
+    # the case a per-side snap got wrong: 128x256 at 0.75 became 128x192 (another shape)
+    assert quantize_size(128, 256, 0.75, 64) in {(128, 256), (64, 128)}
+    assert quantize_size(128, 256, 0.75, 16) == (96, 192)
+
+
 def test_dance_sizes_follow_p():
     sizes = dance_sizes([(512, 1024)] * 3, np.array([0.0, 0.5, 1.0]), SlimmingConfig(), quantum=16)
-    assert sizes == [(256, 512), (416, 816), (512, 1024)]   # 0.5 snaps to the level 0.8 (6 levels, halves up)
+    assert sizes == [(256, 512), (416, 832), (512, 1024)]   # 0.5 snaps to the level 0.8 (6 levels, halves up)
     sizes = dance_sizes([(512, 1024)] * 3, np.array([0.0, 0.5, 1.0]), SlimmingConfig(cad_levels=None), quantum=16)
     assert sizes == [(256, 512), (384, 768), (512, 1024)]
     assert dance_sizes([(512, 1024)], np.array([0.0]), SlimmingConfig(cad=False), quantum=16) == [(512, 1024)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workers.dance.loss import per_image_ce, weighted_loss
+from workers.dance.loss import cal_loss, expected_weight, per_image_ce, weighted_loss
 from workers.metrics import ConfusionMatrix
 
 
@@ -84,21 +84,23 @@ def _global_batch():
     return torch.randn(4, 3, 5, 5), torch.randint(0, 3, (4, 5, 5)), torch.tensor([0.9, 0.1, 0.5, 0.2])
 
 
-def _rank_grads(rank, world, port, out):
+def _rank_grads(rank, world, port, out, expected):
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     feats, target, weights = _global_batch()
     param = torch.ones(3, 1, 1, requires_grad=True)  # a weight shared by both ranks, as under DDP
     part = slice(2 * rank, 2 * rank + 2)
-    weighted_loss(feats[part] * param, target[part], weights[part], across_ranks=True).backward()
+    cal_loss(feats[part] * param, target[part], weights[part], expected_weight=expected,
+             across_ranks=True).loss.backward()
     grad = param.grad.clone()
     dist.all_reduce(grad)  # DDP sums the ranks' gradients ...
     out[rank] = (grad / world).numpy()  # ... and averages them
     dist.destroy_process_group()
 
 
-def test_loss_across_ranks_equals_eq2_over_the_global_batch():
+@pytest.mark.parametrize("expected", [None, 0.4], ids=["batch", "epoch"])
+def test_loss_across_ranks_equals_cal_over_the_global_batch(expected):
     import socket
 
     import torch.multiprocessing as mp
@@ -107,16 +109,48 @@ def test_loss_across_ranks_equals_eq2_over_the_global_batch():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = mp.Manager().dict()
-    mp.spawn(_rank_grads, args=(2, port, out), nprocs=2, join=True)
+    mp.spawn(_rank_grads, args=(2, port, out, expected), nprocs=2, join=True)
     feats, target, weights = _global_batch()
     param = torch.ones(3, 1, 1, requires_grad=True)
-    weighted_loss(feats * param, target, weights).backward()
+    cal_loss(feats * param, target, weights, expected_weight=expected).loss.backward()
     np.testing.assert_allclose(out[0], param.grad.numpy(), rtol=1e-5)
     np.testing.assert_allclose(out[1], param.grad.numpy(), rtol=1e-5)
+    if expected is not None:
+        return  # with equal images per rank the epoch form needs no global sum of weights
     # the naive per-rank normalisation would differ (weights are unbalanced between the ranks)
     naive = []
     for part in (slice(0, 2), slice(2, 4)):
         p = torch.ones(3, 1, 1, requires_grad=True)
-        weighted_loss(feats[part] * p, target[part], weights[part]).backward()
+        cal_loss(feats[part] * p, target[part], weights[part], expected_weight=expected).loss.backward()
         naive.append(p.grad)
     assert not np.allclose(((naive[0] + naive[1]) / 2).numpy(), param.grad.numpy(), rtol=1e-3)
+
+
+def test_batch_normalisation_cancels_cal_within_a_one_p_batch_and_epoch_normalisation_keeps_it():
+    """Batches hold one CAD size, so nearly one p: Eq. 2 as printed weighs them all alike."""
+    torch.manual_seed(1)
+    logits, target = torch.randn(4, 3, 6, 6), torch.randint(0, 3, (4, 6, 6))
+    simple, complex_ = torch.full((4,), 0.1), torch.full((4,), 0.9)
+    ew = expected_weight([0.1] * 5 + [0.9] * 5, np.ones(10))
+    assert ew == pytest.approx(0.5)
+    for w in (simple, complex_):
+        assert torch.allclose(cal_loss(logits, target, w).effective, torch.ones(4))
+    lo = cal_loss(logits, target, simple, expected_weight=ew)
+    hi = cal_loss(logits, target, complex_, expected_weight=ew)
+    assert torch.allclose(lo.effective, torch.full((4,), 0.2)) and torch.allclose(hi.effective, torch.full((4,), 1.8))
+    # the effective weight is what the loss really applies: loss = mean(effective · lᵢ)
+    losses, _ = per_image_ce(logits, target)
+    assert hi.loss.item() == pytest.approx((hi.effective * losses).mean().item(), rel=1e-6)
+    # an unweighted batch at the expected weight is the plain mean loss: the lr scale is unchanged
+    assert cal_loss(logits, target, torch.full((4,), ew), expected_weight=ew).loss.item() == pytest.approx(
+        losses.mean().item(), rel=1e-6)
+
+
+def test_expected_weight_follows_what_dropping_keeps():
+    w = np.array([0.0, 1.0])
+    assert expected_weight(w, [1.0, 1.0]) == pytest.approx(0.5)
+    assert expected_weight(w, [0.0, 1.0]) == pytest.approx(1.0)   # CASD keeps only the complex one
+    assert expected_weight(w, [0.0, 0.0]) == pytest.approx(0.5)   # nothing kept: the plain mean
+    assert expected_weight([0.0, 0.0], [1.0, 1.0]) == 1.0         # no weight anywhere: a neutral scale
+    with pytest.raises(ValueError, match="expected_weight"):
+        cal_loss(torch.randn(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.ones(1), expected_weight=0.0)

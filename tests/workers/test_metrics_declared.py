@@ -54,16 +54,22 @@ def test_ans_on_reports_only_declared_metrics(data):
     every_epoch = set(M.ANS_METRICS) - {M.ANS_PRUNE_GAMMA_SPREAD}
     assert all(every_epoch <= set(r) for r in reps)
     assert any(M.ANS_PRUNE_GAMMA_SPREAD in r for r in reps)
+    # the default slimming scores complexity: CAL's weights per p quartile are there, rising with p
+    # (a quartile none of whose images was drawn in an epoch has no mean, and is absent)
+    for r in reps:
+        q = [r[n] for n in M.CAL_METRICS if n in r]
+        assert len(q) >= 3 and q == sorted(q) and q[-1] > 2 * q[0], q
 
 
 def test_ans_off_reports_only_declared_metrics(data):
-    reps = reports(data, "ans.enabled=false")
+    reps = reports(data, "ans.enabled=false", "slimming.cad=false", "slimming.casd=false", "slimming.cal=false")
     check_declared(reps)
+    assert not any(k in r for r in reps for k in M.CAL_METRICS)  # no complexity scores: nothing to weigh
     assert not any(k in r for r in reps for k in M.ANS_METRICS)
 
 
 def test_declaration_is_consistent():
-    groups = (M.ALWAYS_METRICS, M.ANS_METRICS, M.MEASURED_METRICS, M.EVAL_METRICS)
+    groups = (M.ALWAYS_METRICS, M.ANS_METRICS, M.CAL_METRICS, M.MEASURED_METRICS, M.EVAL_METRICS)
     names = [n for g in groups for n in g]
     assert len(names) == len(set(names)) and set(names) == set(M.TRIAL_METRICS)
     assert not any(n.startswith(M.PER_CLASS_PREFIX) for n in names)

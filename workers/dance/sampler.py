@@ -14,8 +14,14 @@ downsampling than their own CAD ratio; never padding, never enlarging a side); w
 finds no such bucket waits for the next epoch, counted as ``unbatched``. Without the move, a bucket holding fewer than
 ``min_batch × world_size`` images would never be trained at all.
 
-The sampler yields ``(index, (height, width))`` pairs so the dataset resizes each image
-to the size of the batch it was placed in.
+With a step budget (``drop_budget: steps``, the default; DESIGN §3), dropping decides *which*
+images an epoch sees, not how many steps it takes: after the epoch's own draw, further
+seeded draws ("refill rounds") add kept images until the epoch has the baseline's number of
+steps, and surplus steps are cut at random. An image can then appear more than once in an
+epoch, with a frequency proportional to its chance of being kept.
+
+The sampler yields ``(index, (height, width), draw key)`` so the dataset resizes each image
+to the size of the batch it was placed in (and seeds its augmentation by the key).
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ class EpochPlan:
     unbatched: int
     moved: int
     total: int
+    refilled: int = 0  # images added by refill rounds to reach the step budget (trained or not)
 
     @property
     def dropped_fraction(self) -> float:
@@ -56,10 +63,21 @@ class EpochPlan:
         return self.trained / (len(self.batches) * batch_size * len(self.batches[0]))
 
 
-def drop_mask(drop_prob: np.ndarray, seed: int, epoch: int) -> np.ndarray:
-    """True where an image is dropped this epoch; identical for the same (seed, epoch)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 0xD0]))
+MAX_REFILL_ROUNDS = 64  # a step budget that needs more draws than this is left short (nearly everything dropped)
+
+
+def drop_mask(drop_prob: np.ndarray, seed: int, epoch: int, round_: int = 0) -> np.ndarray:
+    """True where an image is dropped in this epoch's draw ``round_`` (0: the epoch's own; more: refills)."""
+    key = [seed, epoch, 0xD0] if round_ == 0 else [seed, epoch, 0xD0, round_]
+    rng = np.random.default_rng(np.random.SeedSequence(key))
     return rng.random(len(drop_prob)) < np.asarray(drop_prob)
+
+
+def baseline_steps(n: int, batch_size: int, *, world_size: int = 1, min_batch: int = 2) -> int:
+    """Steps of an epoch over ``n`` images of one size, none dropped: the step budget of ``drop_budget: steps``."""
+    plan = plan_epoch([(1, 1)] * n, np.zeros(n), batch_size, seed=0, epoch=0, world_size=world_size,
+                      min_batch=min_batch, shuffle=False)
+    return len(plan.batches)
 
 
 def plan_epoch(
@@ -73,20 +91,51 @@ def plan_epoch(
     min_batch: int = 2,
     shuffle: bool = True,
     fill: bool = False,
+    target_steps: int | None = None,
 ) -> EpochPlan:
     """Build the whole epoch's batch plan for all ranks (deterministic in its arguments).
 
     With ``fill`` a bucket's partial last batch also moves down (when a smaller bucket that
     fits exists), so only the smallest bucket's last batch can be partial: full batches at
-    the price of a few images per bucket trained one size level smaller.
+    the price of a few images per bucket trained one size level smaller. With
+    ``target_steps`` the epoch is refilled (or cut) to that many steps (see the module doc).
     """
     if batch_size < min_batch:
         raise ValueError(f"batch_size ({batch_size}) must be at least min_batch ({min_batch})")
     n = len(sizes)
     dropped = drop_mask(drop_prob, seed, epoch)
     rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 0xB0]))
+    pool = np.flatnonzero(~dropped).tolist()
+    steps, unbatched = _bucket_batches(sizes, pool, batch_size, world_size, min_batch, fill, shuffle, rng)
+    refilled, round_ = 0, 1
+    while target_steps is not None and len(steps) < target_steps and round_ <= MAX_REFILL_ROUNDS:
+        extra = np.flatnonzero(~drop_mask(drop_prob, seed, epoch, round_)).tolist()
+        round_ += 1
+        if not extra:
+            continue
+        pool += extra
+        refilled += len(extra)
+        steps, unbatched = _bucket_batches(sizes, pool, batch_size, world_size, min_batch, fill, shuffle, rng)
+    if shuffle:
+        steps = [steps[i] for i in rng.permutation(len(steps))]
+    if target_steps is not None and len(steps) > target_steps:
+        # The surplus goes after the shuffle, so at random, but partial batches first: full steps as the baseline's.
+        per_global = batch_size * world_size
+        partial = {k for k, (_, b) in enumerate(steps) if sum(map(len, b)) < per_global}
+        order = sorted(range(len(steps)), key=lambda k: (k not in partial, -k))  # partial ones, then from the end
+        cut = set(order[:len(steps) - target_steps])
+        steps = [st for k, st in enumerate(steps) if k not in cut]
+    moved = sum(tuple(sizes[i]) != size for size, batch in steps for part in batch for i in part)
+    return EpochPlan(epoch, [b for _, b in steps], [sz for sz, _ in steps], int(dropped.sum()), unbatched, moved, n,
+                     refilled)
+
+
+def _bucket_batches(sizes: Sequence[Size], pool: list[int], batch_size: int, world_size: int, min_batch: int,
+                    fill: bool, shuffle: bool, rng: np.random.Generator,
+                    ) -> tuple[list[tuple[Size, list[list[int]]]], int]:
+    """Cut ``pool`` (image indices, repeats allowed) into one-size global batches → (steps, images left over)."""
     buckets: dict[Size, list[int]] = {}
-    for i in np.flatnonzero(~dropped).tolist():
+    for i in pool:
         buckets.setdefault(tuple(sizes[i]), []).append(i)
     steps: list[tuple[Size, list[list[int]]]] = []
     waiting: list[int] = []  # leftovers looking for a bucket no larger on either side than their own size
@@ -109,11 +158,7 @@ def plan_epoch(
                 continue
             waiting.extend(chunk[share * world_size:].tolist())
             steps.append((size, [chunk[r * share:(r + 1) * share].tolist() for r in range(world_size)]))
-    unbatched = len(waiting)
-    if shuffle:
-        steps = [steps[i] for i in rng.permutation(len(steps))]
-    moved = sum(tuple(sizes[i]) != size for size, batch in steps for part in batch for i in part)
-    return EpochPlan(epoch, [b for _, b in steps], [sz for sz, _ in steps], int(dropped.sum()), unbatched, moved, n)
+    return steps, len(waiting)
 
 
 class DanceBatchSampler:
@@ -136,13 +181,14 @@ class DanceBatchSampler:
         min_batch: int = 2,
         shuffle: bool = True,
         fill: bool = False,
+        target_steps: int | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world size {world_size}")
         self.sizes = [tuple(s) for s in sizes]
         self.drop_prob = np.asarray(drop_prob, dtype=np.float64)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.min_batch, self.shuffle, self.fill = min_batch, shuffle, fill
+        self.min_batch, self.shuffle, self.fill, self.target_steps = min_batch, shuffle, fill, target_steps
         self.epoch, self.start_step = 0, 0
         self._plan: EpochPlan | None = None
 
@@ -156,16 +202,19 @@ class DanceBatchSampler:
             self._plan = plan_epoch(
                 self.sizes, self.drop_prob, self.batch_size, seed=self.seed, epoch=self.epoch,
                 world_size=self.world_size, min_batch=self.min_batch, shuffle=self.shuffle, fill=self.fill,
+                target_steps=self.target_steps,
             )
         return self._plan
 
     def __len__(self) -> int:
         return len(self.plan.batches) - self.start_step
 
-    def __iter__(self) -> Iterator[list[tuple[int, Size]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, Size, int]]]:
         plan = self.plan
-        for step, size in zip(plan.batches[self.start_step:], plan.sizes[self.start_step:]):
-            yield [(i, size) for i in step[self.rank]]
+        for n, (step, size) in enumerate(zip(plan.batches[self.start_step:], plan.sizes[self.start_step:])):
+            # The draw key tells apart an image's draws (augmentation) by epoch, step and slot.
+            base = (self.epoch << 40) | ((self.start_step + n) << 12)
+            yield [(i, size, base | slot) for slot, i in enumerate(step[self.rank])]
 
     def state_dict(self, steps_done: int = 0) -> dict:
         """Position to resume from: ``steps_done`` steps of the current epoch are finished."""

@@ -41,19 +41,28 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class SlimmedTrainSet(Dataset):
-    """(image, label, weight, index) at each image's quantised CAD size."""
+    """(image, label, weight, index) at each image's quantised CAD size, augmented when asked."""
 
-    def __init__(self, dataset: SegDataset, sizes: Sequence[tuple[int, int]], weights: np.ndarray) -> None:
-        self.dataset, self.sizes, self.weights = dataset, list(sizes), np.asarray(weights, dtype=np.float32)
+    def __init__(self, dataset: SegDataset, sizes: Sequence[tuple[int, int]], weights: np.ndarray, *,
+                 augment_scale: tuple[float, float] | None = None, seed: int = 0) -> None:
+        self.dataset, self.sizes = dataset, list(sizes)
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.augment_scale, self.seed = augment_scale, seed
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: int | tuple[int, tuple[int, int]]) -> dict:
-        """``key`` is an index, or ``(index, (height, width))`` as the DANCE sampler yields it."""
-        i, size = key if isinstance(key, tuple) else (key, self.sizes[key])
-        image = resize_rgb(self.dataset.load_image(i), size)
-        label = resize_label(self.dataset.load_label(i), size)
+    def __getitem__(self, key: int | tuple) -> dict:
+        """``key`` is an index, or ``(index, (height, width)[, draw key])`` as the DANCE sampler yields it."""
+        i, size, draw = (key, self.sizes[key], 0) if not isinstance(key, tuple) else (
+            (key[0], key[1], key[2] if len(key) > 2 else 0))
+        image, label = self.dataset.load_image(i), self.dataset.load_label(i)
+        if self.augment_scale is not None:
+            from workers.data.augment import augment_pair, draw_rng
+
+            image, label = augment_pair(image, label, size, self.augment_scale, draw_rng(self.seed, i, draw))
+        else:
+            image, label = resize_rgb(image, size), resize_label(label, size)
         return {
             "image": to_input(image),
             "label": torch.from_numpy(label.astype(np.int64)),
