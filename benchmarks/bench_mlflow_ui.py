@@ -10,7 +10,10 @@ chromium + chromium-driver):
 2. the path from the experiment to the best trial's settings, clicked through as a person would:
    the link `dance ui` prints (the runs table) → the sweep's row (its page: the front) → the best
    trial's link in the front's table (its page: name = swept values, params swept.* first among
-   what differs); each hop is a click on a link that the page shows, counted here.
+   what differs); each hop is a click on a link that the page shows, counted here;
+3. the axes MLflow's compare view of the sweep's trials plots by default in its parallel-coordinates
+   plot (its first three params that differ, sorted, and the first metric every trial has);
+4. whether pareto.html draws its figure inside MLflow's artifact view (a frame), and how long it took.
 """
 from __future__ import annotations
 
@@ -24,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "orchestrator" / "sweep"))
 
-from ui_helpers import browser, page_text  # noqa: E402
+from ui_helpers import artifact_frame_draws, browser, compare_view_axes, page_text  # noqa: E402
 
 from orchestrator.processes import free_port  # noqa: E402
-from orchestrator.runs.tracking import resolve_tracking_uri  # noqa: E402
+from orchestrator.runs.tracking import resolve_tracking_uri, sweep_children  # noqa: E402
 from orchestrator.runs.ui import find_sweep_link, start_ui, stop_ui  # noqa: E402
 
 
@@ -67,11 +70,18 @@ def main() -> int:
                 href = driver.find_element("partial link text", best_name).get_attribute("href")
                 clicks += 1
                 text = page_text(driver, href, [best_name], timeout=120)
-                shown = "swept." in text
+                shown = "_swept." in text
             print(f"UI answering: {t_up:.1f} s; runs table with the sweep's row: {t_table:.1f} s; "
                   f"parent page with the front: {t_parent:.1f} s (from the start of the UI)")
             print(f"clicks from the runs table to the best trial's page: {clicks} (the link `dance ui` prints opens "
-                  f"the table){'; its swept.* params are on that page' if best_name and shown else ''}")
+                  f"the table){'; its _swept.* params are on that page' if best_name and shown else ''}")
+            kids = [r.info.run_id for r in sweep_children(client, link.experiment_id, link.sweep_id)]
+            axes = compare_view_axes(driver, base, link.experiment_id, kids)
+            print(f"compare view of the {len(kids)} trials, parallel coordinates by default: {', '.join(axes)}")
+            t1 = time.perf_counter()
+            drawn = artifact_frame_draws(driver, link.parent(base), "pareto.html", ".main-svg .scatterlayer .point")
+            print(f"pareto.html in MLflow's artifact view: {'draws its points' if drawn else 'DRAWS NOTHING'} "
+                  f"({time.perf_counter() - t1:.1f} s to open and draw)")
         finally:
             driver.quit()
             stop_ui(proc)

@@ -34,6 +34,7 @@ def main() -> int:
 
     import mlflow
 
+    from orchestrator.runs.schema import metric_history
     from orchestrator.sweep.runner import run_sweep
     from orchestrator.sweep.space import load_sweep
     from workers.data.synth import generate_dataset
@@ -58,12 +59,12 @@ def main() -> int:
     trials = []
     for r in out.rows:
         run = client.get_run(r["run_id"])
-        hist = sorted(client.get_metric_history(r["run_id"], "epoch"), key=lambda m: m.timestamp)
+        hist = sorted(metric_history(client, r["run_id"], "epoch"), key=lambda m: m.timestamp)
         def total(key):
-            return sum(m.value for m in client.get_metric_history(r["run_id"], key))
+            return sum(m.value for m in metric_history(client, r["run_id"], key))
 
         def first(key):
-            h = sorted(client.get_metric_history(r["run_id"], key), key=lambda m: m.step)
+            h = sorted(metric_history(client, r["run_id"], key), key=lambda m: m.step)
             return h[0].value if h else 0.0
         dur = (run.info.end_time - run.info.start_time) / 1000
         first_report = (hist[0].timestamp - run.info.start_time) / 1000

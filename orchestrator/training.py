@@ -25,7 +25,7 @@ import yaml
 
 from orchestrator.errors import UserError
 from orchestrator.progress import format_value, progress_bar
-from orchestrator.runs.schema import KIND_TAG, KIND_TRAIN
+from orchestrator.runs.schema import KIND_TAG, KIND_TRAIN, mlflow_metrics
 from orchestrator.runs.tracking import (
     experiment_of,
     flatten,
@@ -313,7 +313,8 @@ class _EpochRelay:
         self.history.append(m)
         self.last_ckpt = ev.get("checkpoint") or self.last_ckpt
         if self.client is not None:
-            log_epoch(m, int(m.get("epoch", len(self.history) - 1)), self.run_id, self.client)
+            # step = the worker's epoch index (0-based), names grouped for the UI (as a sweep's trials)
+            log_epoch(mlflow_metrics(m), int(m.get("epoch", len(self.history) - 1)), self.run_id, self.client)
         self.bar(int(m.get("epoch", 0)) + 1, self.epochs)
         if self.on_epoch:
             self.on_epoch(m)

@@ -12,10 +12,17 @@ copy. ``tests/workers/test_metrics_declared.py`` runs the loop and holds it to t
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from workers.data.datasets.base import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside ConfusionMatrix: the names and groups below are read where nothing else needs
+# torch (the MLflow run schema, `dance runs`, `dance report`), and it takes ~2 s to load.
 
 # --------------------------------------------------------------------------- reported metrics
 # Emitted by the training loop in every epoch.
@@ -76,6 +83,29 @@ SUMMARY_METRICS: tuple[str, ...] = (EPOCH, MIOU, TRAIN_FLOPS, INFER_FLOPS_PER_IM
                                     DROPPED_FRACTION, BATCH_FILL, IMAGES_PER_S, EPOCH_TIME_S)
 
 
+# --------------------------------------------------------------------------- display groups
+# Where people browse these figures (MLflow's charts), they are grouped: a chart section per part before
+# the last "/", sections sorted by name, unprefixed names last ("Model metrics"). So the groups are named
+# to sort in reading order: what a trial reached, what it cost, how training went, the algorithm's
+# diagnostics, then one IoU per class. The names above stay what a trial reports (Ray results,
+# checkpoints, history.json); orchestrator.runs.schema.mlflow_metric_name applies the groups where
+# metrics are logged to MLflow, and reads either form back.
+GROUP_SEP = "/"
+ACCURACY_GROUP = "accuracy"
+COST_GROUP = "cost"
+TRAIN_GROUP = "train"
+DIAG_GROUP = "diag"                              # every other name a trial reports, ones added later included
+PER_CLASS_GROUP = "iou"                          # iou_<class> -> iou/<class>
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {
+    ACCURACY_GROUP: (MIOU, PIXEL_ACC),
+    COST_GROUP: (TRAIN_FLOPS, INFER_FLOPS_PER_IMAGE, ENERGY_J),
+    TRAIN_GROUP: (EPOCH, TRAIN_LOSS, LR, IMAGES_PER_S, EPOCH_TIME_S, EVAL_TIME_S, TRAIN_IMAGES, EPOCH_TRAIN_FLOPS),
+}
+# Shown under another last part where the plain name would mislead: ``epoch`` counts from 0 (it is the
+# step of every per-epoch figure) while people read "epoch 1/N" for the first.
+GROUPED_AS: dict[str, str] = {EPOCH: "epoch_index"}
+
+
 def per_class_metric(class_name: str) -> str:
     """The metric name of one class's IoU (``iou_<class>``, spaces as underscores)."""
     return PER_CLASS_PREFIX + class_name.replace(" ", "_")
@@ -96,12 +126,16 @@ class ConfusionMatrix:
     """Rows are ground truth, columns predictions."""
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+        import torch
+
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of predicted and ground-truth train-id maps (same shape)."""
+        import torch
+
         if pred.shape != target.shape:
             raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(target.shape)} differ in shape")
         pred, target = pred.reshape(-1).long(), target.reshape(-1).long()

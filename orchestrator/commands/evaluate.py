@@ -83,7 +83,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{run.file}  ({ds.kind} {ds.split}, {len(ds)} images, "
           f"{'complexity-adaptive sizes' if p is not None else 'full resolution'})")
     if out["epoch"] is not None:
-        print(f"epoch                 {out['epoch']} ({out['epochs_done']} done), ANS stage {out['ans_stage']}")
+        # said as everywhere a person reads it: "epoch k/N" counts from 1; MLflow's step is k - 1
+        total = f"/{run.cfg.train.epochs}" if run.cfg is not None else ""
+        print(f"epoch                 {out['epochs_done']}{total} (MLflow step {out['epoch']}), "
+              f"ANS stage {out['ans_stage']}")
     print(f"mIoU                  {100 * out['miou']:.2f}")
     print(f"pixel accuracy        {100 * out['pixel_acc']:.2f}")
     print(f"inference FLOPs/image {out['infer_flops_per_image']:.4g}")

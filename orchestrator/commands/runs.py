@@ -1,6 +1,6 @@
-"""`dance runs [EXPERIMENT|SWEEP_RUN_ID]` — compare runs from MLflow in the terminal.
+"""`dance runs [EXPERIMENT|SWEEP]` — compare runs from MLflow in the terminal.
 
-With a sweep's parent run id: its trials, with the swept params, the final objectives,
+With a sweep (its sweep id or its parent run id): its trials, with the swept params, the final objectives,
 the Pareto rank and mark. With an experiment name: every run in it (sweep parents
 included, marked). With nothing: the most recent sweep of any experiment.
 """
@@ -26,8 +26,9 @@ from orchestrator.runs.schema import (
     RUN_NAME_TAG,
     SWEEP_ID_TAG,
     TRIAL_ID_TAG,
+    plain_metric_name,
 )
-from orchestrator.runs.tracking import quote, resolve_tracking_uri
+from orchestrator.runs.tracking import find_sweep_run, quote, resolve_tracking_uri
 
 DEFAULT_METRICS = ["miou", "train_flops", "infer_flops_per_image"]
 #: measured on boards (hardware-in-the-loop sweeps, `dance bench RUN_ID`) and the cost model's prediction
@@ -44,44 +45,39 @@ def device_columns(df, shown: list[str]) -> list[str]:
     return out
 
 
-def _latest_sweep(client):
-    exps = client.search_experiments()
-    runs = client.search_runs([e.experiment_id for e in exps], filter_string=f"tags.`{KIND_TAG}` = '{KIND_SWEEP}'",
-                              order_by=["attributes.start_time DESC"], max_results=1) if exps else []
-    if not runs:
-        raise UserError("no sweep in this MLflow store yet (run `dance sweep CONFIG` or `dance quickstart`), "
-                        "or name an experiment")
-    return runs[0]
+def plain_columns(df):
+    """``mlflow.search_runs``' frame with its metric columns under the worker's names (``metrics.miou``),
+    whether the store holds grouped names (``metrics.accuracy/miou``) or, written before, plain ones."""
+    grouped = {c: f"metrics.{plain_metric_name(c[len('metrics.'):])}" for c in df.columns if c.startswith("metrics.")}
+    grouped = {c: p for c, p in grouped.items() if c != p}
+    for col, plain in grouped.items():  # a plain column of older runs in the same experiment fills the gaps
+        df[plain] = df[col].combine_first(df[plain]) if plain in df.columns else df[col]
+    return df.drop(columns=list(grouped))
 
 
 def select(target: str | None, client):
     """(DataFrame of runs, swept param names, objective metric names, title)."""
     import mlflow
 
-    parent = None
-    if target is None:
-        parent = _latest_sweep(client)
-    elif RUN_ID.match(target):
+    exp = client.get_experiment_by_name(target) if target and not RUN_ID.match(target) else None
+    if exp is None:
         try:
-            parent = client.get_run(target)
-        except Exception:
-            raise UserError(f"{target}: no such run in this MLflow store") from None
-    if parent is not None:
+            parent = find_sweep_run(client, target)  # a sweep id or a parent run id alike; None: the newest sweep
+        except UserError as exc:
+            if target is None or RUN_ID.match(target):
+                raise
+            names = ", ".join(e.name for e in client.search_experiments()) or "none"
+            raise UserError(f"{exc}, nor an experiment name (experiments: {names})") from None
+
         p = parent.data.params
-        sweep_id = parent.data.tags.get(SWEEP_ID_TAG)
-        if not sweep_id:
-            raise UserError(f"run {parent.info.run_id} is not a sweep's parent run (no {SWEEP_ID_TAG} tag)")
-        df = mlflow.search_runs([parent.info.experiment_id],
-                                filter_string=f"tags.`{SWEEP_ID_TAG}` = '{quote(sweep_id)}' and "
-                                              f"tags.`{KIND_TAG}` = '{KIND_TRIAL}'")
+        sweep_id = parent.data.tags[SWEEP_ID_TAG]
+        df = plain_columns(mlflow.search_runs([parent.info.experiment_id],
+                                              filter_string=f"tags.`{SWEEP_ID_TAG}` = '{quote(sweep_id)}' and "
+                                                            f"tags.`{KIND_TAG}` = '{KIND_TRIAL}'"))
         swept = json.loads(p.get("sweep.space_paths", "[]"))
         objectives = [o["metric"] for o in json.loads(p.get("sweep.objectives", "[]"))] or DEFAULT_METRICS
         return df, swept, objectives, f"sweep {sweep_id} (parent run {parent.info.run_id})"
-    exp = client.get_experiment_by_name(target)
-    if exp is None:
-        names = ", ".join(e.name for e in client.search_experiments()) or "none"
-        raise UserError(f"{target}: neither a run id nor an experiment name (experiments: {names})")
-    df = mlflow.search_runs([exp.experiment_id])
+    df = plain_columns(mlflow.search_runs([exp.experiment_id]))
     return df, [], DEFAULT_METRICS, f"experiment {target}"
 
 
@@ -148,9 +144,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     df, swept, metrics, title = select(args.target, client)
-    extra = [m for m in (args.metric or []) if m not in metrics]
+    extra = [m for m in dict.fromkeys(plain_metric_name(m) for m in args.metric or []) if m not in metrics]
     extra += device_columns(df, metrics + extra)
-    cols, rows = table_rows(df, swept, metrics + extra, args.sort)
+    cols, rows = table_rows(df, swept, metrics + extra, args.sort and plain_metric_name(args.sort))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.writer(f)
@@ -169,7 +165,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="compare runs from MLflow in the terminal (a sweep's trials, Pareto marked)",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
-    p.add_argument("target", nargs="?", help="a sweep's parent run id, or an experiment name (default: latest sweep)")
+    p.add_argument("target", nargs="?", help="a sweep id or a sweep's parent run id, or an experiment name (default: "
+                                                  "the latest sweep)")
     p.add_argument("--csv", type=Path, help="also write the table to this CSV file")
     p.add_argument("--sort", metavar="COLUMN", help="sort by this column (miou: best first; others ascending)")
     p.add_argument("--metric", action="append", help="add a metric column (repeatable)")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -31,23 +33,63 @@ def ui_command(uri: str, sweep_id: str) -> str:
     return f"open {uri} in a browser"
 
 
+def resume_command(args: argparse.Namespace, sweep_id: str) -> str:
+    """The exact command that continues this sweep: the same config, overrides and flags, plus ``--resume``."""
+    words = ["dance", "sweep", str(args.config), *[w for o in (args.set or []) for w in ("--set", o)]]
+    for flag, value in (("--address", args.address), ("--tracking-uri", args.tracking_uri)):
+        if value:
+            words += [flag, value]
+    words += ["--resume", sweep_id] + (["--plain"] if args.plain else []) + (["--verbose"] if args.verbose else [])
+    return shlex.join(words)
+
+
+def _terminate_as_interrupt(signum, frame):
+    # Outside Tune's run (scoring, joining Ray) SIGTERM ends the command the way Ctrl-C does, with its status.
+    raise _Terminated
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside Tune's run."""
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.sweep.interrupt import exit_status
+    from orchestrator.sweep.preflight import preflight_sweep
+    from orchestrator.sweep.space import count_trials
+
+    # every problem, together, before the dataset is scored or Ray starts (exit 2)
+    checked = preflight_sweep(args.config, args.set or [], tracking_uri=args.tracking_uri,
+                              allow_empty=args.allow_empty, resume=args.resume)
+    spec = checked.spec
+    if args.dry_run:
+        print(f"{args.config}: valid; {count_trials(spec.sweep)} trial(s), search {spec.sweep.search}; "
+              "tracking store and storage path answer")
+        return 0
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        return _sweep(args, spec, checked.resume)
+    except _Terminated:
+        print("dance: terminated (SIGTERM)", file=sys.stderr)
+        return exit_status(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sweep(args: argparse.Namespace, spec, resume: str | None) -> int:
     from rich.console import Console
 
+    from orchestrator.sweep.interrupt import exit_status
     from orchestrator.sweep.runner import SweepInterrupted, run_sweep
-    from orchestrator.sweep.space import count_trials, load_sweep
 
-    spec = load_sweep(args.config, args.set or [])  # every problem of the file, together, before Ray starts
-    if args.dry_run:
-        print(f"{args.config}: valid; {count_trials(spec.sweep)} trial(s), search {spec.sweep.search}")
-        return 0
     try:
-        out = run_sweep(spec, address=args.address, tracking_uri=args.tracking_uri, resume=args.resume,
+        out = run_sweep(spec, address=args.address, tracking_uri=args.tracking_uri, resume=resume,
                         live=None if not args.plain else False, verbose=args.verbose,
                         print_fn=lambda line: print(line, file=sys.stderr, flush=True))
     except SweepInterrupted as exc:
-        print(f"dance: {exc}", file=sys.stderr)
-        return 130
+        print(f"dance: {exc.summary}; the parent run and the unfinished trials are "
+              "marked interrupted in MLflow", file=sys.stderr)
+        print(f"resume with: {resume_command(args, exc.sweep_id)}", file=sys.stderr, flush=True)
+        return exit_status(exc.signum)
     names = [o.metric for o in spec.sweep.objectives]
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(pareto_table(out.rows, names))
@@ -76,8 +118,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                                         "e.g. sweep.num_samples=4 or train.epochs=2")
     p.add_argument("--address", help="join this Ray cluster (default $RAY_ADDRESS, else start a local one)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    p.add_argument("--resume", metavar="SWEEP", help="continue the stopped sweep SWEEP (its id, printed at the start)")
-    p.add_argument("--dry-run", action="store_true", help="check the config and count the trials; start nothing")
+    p.add_argument("--resume", metavar="SWEEP", help="continue the stopped sweep SWEEP (its sweep id, printed at the "
+                                                     "start, or its parent run id)")
+    p.add_argument("--dry-run", action="store_true", help="run every check (config, space, tracking store, storage "
+                                                          "path) and count the trials; start nothing")
+    p.add_argument("--allow-empty", action="store_true", help="accept an empty sweep.space: one trial of the base "
+                                                              "config")
     p.add_argument("--plain", action="store_true", help="plain progress lines instead of the live table")
     p.add_argument("--verbose", action="store_true", help="show the workers' output")
     p.set_defaults(func=cmd_sweep)

@@ -10,9 +10,11 @@ from orchestrator.config import load_config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from orchestrator.sweep.preflight import preflight_train
     from orchestrator.training import run_training
 
     cfg = load_config(args.config, args.set or [])  # every config error surfaces here, before Ray starts
+    preflight_train(cfg, args.tracking_uri)  # the tracking store answers, the storage path takes a file
     if args.dry_run:
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return 0

@@ -49,6 +49,7 @@ from orchestrator.runs.schema import (
     PREDICTED_PREFIX,
     STOP_REASON_TAG,
     TRIAL_ID_TAG,
+    plain_metrics,
     set_tag,
 )
 from orchestrator.runs.tracking import experiment_of, log_epoch, sweep_children
@@ -186,11 +187,11 @@ class HilMeasurer:
         for run in sweep_children(self.client, self.exp_id, self.sweep_id):
             if run.info.status not in ("FINISHED", "KILLED"):
                 continue
-            m = run.data.metrics
+            m = plain_metrics(run.data.metrics)  # the worker's names, from grouped or plain MLflow names
             rows.append({"trial": run.data.tags.get(TRIAL_ID_TAG), "run_id": run.info.run_id,
                          "status": run.info.status, "epochs": int(m["epoch"]) + 1 if "epoch" in m else 0,
                          "max_epochs": int(run.data.params.get("train.epochs", self.spec.base.train.epochs)),
-                         "metrics": dict(m), "tags": run.data.tags})
+                         "metrics": m, "tags": run.data.tags})
         return rows
 
     def _decide(self, tid: str) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UserError
-from orchestrator.runs.schema import KIND_SWEEP, KIND_TAG, RUN_ID, SWEEP_ID_TAG, TRIAL_ID_TAG
-from orchestrator.runs.tracking import quote, sweep_children
+from orchestrator.runs.schema import SWEEP_ID_TAG, TRIAL_ID_TAG, plain_metrics
+from orchestrator.runs.schema import metric_history as run_metric_history
+from orchestrator.runs.tracking import find_sweep_run, sweep_children
 
 FULL = ("ANS", "CAD", "CASD", "CAL")
 
@@ -30,7 +31,8 @@ class Sweep:
 
 @dataclass
 class Trial:
-    """One child run: its flattened config (params), final metrics and where it came from."""
+    """One child run: its flattened config (params), final metrics (under the worker's names, whichever
+    form the store holds) and where it came from."""
 
     run_id: str
     sweep_id: str
@@ -95,12 +97,29 @@ class Trial:
     def target_ratio(self) -> float | None:
         return self.num("ans.target_ratio")
 
+    @property
+    def seed(self) -> int:
+        """The run's seed: arms are paired by it (orchestrator/report/stats.py)."""
+        v = self.num("seed")
+        return int(v) if v is not None else 0
+
+    @property
+    def drop_budget(self) -> str:
+        """``slimming.drop_budget``; a store from before the option trained ``epochs`` (shorter epochs)."""
+        return self.param("slimming.drop_budget", "epochs") or "epochs"
+
+    @property
+    def is_adaptation(self) -> bool:
+        """Whether the trial started from a trained model (``train.init_checkpoint``): the paper's Table 3 setting."""
+        return (self.param("train.init_checkpoint") or "None") not in ("None", "", "null")
+
     def context(self) -> tuple:
-        """What no table varies: trials compared in one table must agree on all of it."""
-        keys = ("model.name", "model.variant", "data.kind", "data.root", "train.init_checkpoint", "seed",
+        """What no table varies: trials compared in one table must agree on all of it. The seed is not part
+        of it: seeds are replicates, averaged in a row and paired across rows."""
+        keys = ("model.name", "model.variant", "data.kind", "data.root", "data.augment", "train.init_checkpoint",
                 "resolved.lr", "resolved.batch_size", "ans.stages", "ans.l1_lambda", "ans.schedule",
                 "slimming.cad_range.lo", "slimming.cad_range.hi", "slimming.cad_levels", "slimming.rd_prob",
-                "train.size_quantum")
+                "slimming.cal_normalize", "train.size_quantum")
         return tuple(self.params.get(k) for k in keys)
 
     # -------------------------------------------------------------- results
@@ -127,23 +146,7 @@ def client_for(uri: str):
 
 def find_sweep(client, target: str) -> Sweep:
     """The sweep a report argument names: a parent run id or a sweep id. Unknown: UserError."""
-    parent = None
-    if RUN_ID.match(target):
-        try:
-            parent = client.get_run(target)
-        except Exception:
-            raise UserError(f"{target}: no such run in this MLflow store") from None
-        if parent.data.tags.get(KIND_TAG) != KIND_SWEEP:
-            raise UserError(f"run {target} is not a sweep's parent run (tag {KIND_TAG} is "
-                            f"{parent.data.tags.get(KIND_TAG)!r}, not {KIND_SWEEP!r})")
-    else:
-        exps = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(exps, filter_string=f"tags.`{KIND_TAG}` = '{KIND_SWEEP}' and "
-                                                      f"tags.`{SWEEP_ID_TAG}` = '{quote(target)}'",
-                                  order_by=["attributes.start_time DESC"], max_results=5) if exps else []
-        if not runs:
-            raise UserError(f"{target}: neither a sweep's parent run id nor a sweep id in this MLflow store")
-        parent = runs[0]
+    parent = find_sweep_run(client, target)  # a sweep id or a parent run id alike
     sid = parent.data.tags.get(SWEEP_ID_TAG)
     if not sid:
         raise UserError(f"run {parent.info.run_id} has no {SWEEP_ID_TAG} tag")
@@ -156,14 +159,14 @@ def collect_trials(client, sweep: Sweep) -> list[Trial]:
     for r in sweep_children(client, sweep.experiment_id, sweep.sweep_id):
         out.append(Trial(run_id=r.info.run_id, sweep_id=sweep.sweep_id,
                          trial_id=r.data.tags.get(TRIAL_ID_TAG, r.info.run_id[:8]), status=r.info.status,
-                         params=dict(r.data.params), metrics=dict(r.data.metrics), tags=dict(r.data.tags)))
+                         params=dict(r.data.params), metrics=plain_metrics(r.data.metrics), tags=dict(r.data.tags)))
     out.sort(key=lambda t: t.trial_id)
     return out
 
 
 def metric_history(client, trial: Trial, name: str) -> list[tuple[int, float]]:
     """(step, value) of one metric over the trial's epochs."""
-    return sorted((m.step, float(m.value)) for m in client.get_metric_history(trial.run_id, name))
+    return sorted((m.step, float(m.value)) for m in run_metric_history(client, trial.run_id, name))
 
 
 def download_json(client, trial: Trial, artifact: str) -> dict[str, Any] | None:

@@ -45,9 +45,13 @@ def write_front_html(path: Path, rows: Sequence[dict], xs: Sequence[str], y: str
                 customdata=[[experiment_id, r["run_id"]] for r in pts], row=1, col=col)
         fig.update_xaxes(title_text=lx, row=1, col=col)
         fig.update_yaxes(title_text=ly, row=1, col=col)
-    fig.update_layout(title=title + " (hover: a trial's values; click: open its run)", template="plotly_white",
-                      height=480, width=max(820, 520 * len(xs)))
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True, post_script=CLICK_OPENS_RUN)
+    fig.update_layout(title={"text": title + "<br><sub>hover: a trial's values; click: open its run</sub>"},
+                      template="plotly_white", height=480, autosize=True, margin={"l": 60, "r": 20},
+                      legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"})
+    # as wide as the frame it is shown in (MLflow's artifact view is ~600 px at a 1400 px window): every panel
+    # in sight, no sideways scrolling
+    fig.write_html(str(path), include_plotlyjs=True, full_html=True, post_script=CLICK_OPENS_RUN,
+                   default_width="100%", default_height=480, config={"responsive": True})
     return Path(path)
 
 

@@ -24,8 +24,11 @@ from orchestrator.runs.schema import (
     PARETO_RANK,
     TRIAL_ID_TAG,
     TRIALS_RANKED,
+    UNIT_COPIES,
+    plain_metrics,
 )
 from orchestrator.runs.tracking import log_artifacts, log_epoch, sweep_children
+from workers.metrics import INFER_FLOPS_PER_IMAGE, TRAIN_FLOPS
 
 
 def to_costs(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
@@ -113,7 +116,8 @@ def write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> Path:
 
 
 #: axis scale and label of the figures a front is usually drawn on
-UNITS = {"train_flops": (1e12, "training TFLOPs"), "infer_flops_per_image": (1e9, "inference GFLOPs / image"),
+UNITS = {TRAIN_FLOPS: (UNIT_COPIES[TRAIN_FLOPS][1], "training TFLOPs"),
+         INFER_FLOPS_PER_IMAGE: (UNIT_COPIES[INFER_FLOPS_PER_IMAGE][1], "inference GFLOPs / image"),
          "device.energy_j_per_image": (1.0, "J / image (measured on the board)"),
          "device.latency_ms_p50": (1.0, "p50 latency, ms (measured on the board)"), "miou": (1.0, "mIoU")}
 
@@ -218,7 +222,7 @@ def rank_order(row: dict) -> tuple:
 
 def _front_row(run, names: list[str], predicted: list[str], hil: bool) -> dict:
     """One trial run as a row of the front: its id, status, label, epochs done and objectives."""
-    m, tags = run.data.metrics, run.data.tags
+    m, tags = plain_metrics(run.data.metrics), run.data.tags  # grouped names, or a store's plain ones
     row = {"run_id": run.info.run_id, "trial": tags.get(TRIAL_ID_TAG, "?"), "status": run.info.status,
            "label": tags.get(COMPONENTS_TAG, ""), "epochs": int(m["epoch"]) + 1 if "epoch" in m else 0,
            "name": run.info.run_name or tags.get(TRIAL_ID_TAG, "?")}

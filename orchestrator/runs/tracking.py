@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from orchestrator.errors import UserError
 from orchestrator.runs.schema import (
     EXPERIMENT_KIND_TAG,
     EXPERIMENT_KIND_TRAINING,
     KIND_SWEEP,
     KIND_TAG,
     KIND_TRIAL,
+    RUN_ID,
     SWEEP_ID_TAG,
     TRIAL_ID_TAG,
 )
@@ -144,6 +146,37 @@ def find_parent(client, experiment_id: str, sweep_id: str):
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ID_TAG}` = '{quote(sweep_id)}' and "
                                                             f"tags.`{KIND_TAG}` = '{KIND_SWEEP}'", max_results=2)
     return runs[0] if runs else None
+
+
+def find_sweep_run(client, target: str | None, experiment_ids: list[str] | None = None):
+    """The parent run of the sweep ``target`` names: its sweep id (the ``dance.sweep_id`` tag, what
+    ``--resume`` takes) or its parent run id; ``None`` names the newest sweep. Every command that takes a
+    sweep finds it here. ``experiment_ids`` limits the search (default: every experiment). Raises
+    :class:`UserError` when nothing matches or the run is not a sweep's parent."""
+    if target and RUN_ID.match(target):
+        try:
+            run = client.get_run(target)
+        except Exception:
+            run = None  # not a run id after all: a sweep may be named with 32 hex digits
+        if run is not None:
+            if run.data.tags.get(KIND_TAG) != KIND_SWEEP or not run.data.tags.get(SWEEP_ID_TAG):
+                raise UserError(f"run {target} is not a sweep's parent run (tag {KIND_TAG} is "
+                                f"{run.data.tags.get(KIND_TAG)!r}, not {KIND_SWEEP!r})")
+            if experiment_ids is not None and run.info.experiment_id not in experiment_ids:
+                raise UserError(f"run {target} is a sweep of another experiment ({run.info.experiment_id})")
+            return run
+    exps = experiment_ids if experiment_ids is not None else [e.experiment_id for e in client.search_experiments()]
+    where = f"tags.`{KIND_TAG}` = '{KIND_SWEEP}'" + (f" and tags.`{SWEEP_ID_TAG}` = '{quote(target)}'"
+                                                       if target else "")
+    runs = client.search_runs(exps, filter_string=where, order_by=["attributes.start_time DESC"],
+                              max_results=1) if exps else []
+    if not runs:
+        if target and RUN_ID.match(target):
+            raise UserError(f"{target}: no such run (nor a sweep with that id) in this MLflow store")
+        if target:
+            raise UserError(f"{target}: neither a sweep's parent run id nor a sweep id in this MLflow store")
+        raise UserError("no sweep in this MLflow store yet (run `dance sweep CONFIG` or `dance quickstart`)")
+    return runs[0]
 
 
 def find_child(client, experiment_id: str, sweep_id: str, trial_id: str):

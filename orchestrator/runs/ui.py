@@ -17,8 +17,8 @@ from pathlib import Path
 
 from orchestrator.errors import UserError
 from orchestrator.processes import stop_group
-from orchestrator.runs.schema import KIND_SWEEP, KIND_TAG, RUN_ID, SWEEP_ID_TAG
-from orchestrator.runs.tracking import DEFAULT_ARTIFACTS, quote
+from orchestrator.runs.schema import SWEEP_ID_TAG
+from orchestrator.runs.tracking import DEFAULT_ARTIFACTS, find_sweep_run
 
 # mlflow is imported inside the functions (a sweep lookup): `dance --help` needs none of it.
 
@@ -47,19 +47,12 @@ def find_sweep_link(uri: str, sweep: str | None) -> SweepLink | None:
     import mlflow
 
     client = mlflow.MlflowClient(uri)
-    if sweep and RUN_ID.match(sweep):
-        run = client.get_run(sweep)
-    else:
-        exps = [e.experiment_id for e in client.search_experiments()]
-        where = f"tags.`{KIND_TAG}` = '{KIND_SWEEP}'" + (f" and tags.`{SWEEP_ID_TAG}` = '{quote(sweep)}'"
-                                                           if sweep else "")
-        runs = client.search_runs(exps, filter_string=where, order_by=["attributes.start_time DESC"],
-                                  max_results=1) if exps else []
-        if not runs:
-            if sweep:
-                raise UserError(f"{sweep}: no sweep with that id in {uri}")
-            return None
-        run = runs[0]
+    try:
+        run = find_sweep_run(client, sweep)  # a sweep id or a parent run id alike
+    except UserError:
+        if sweep:
+            raise
+        return None
     return SweepLink(run.info.experiment_id, run.info.run_id, run.data.tags.get(SWEEP_ID_TAG, ""))
 
 

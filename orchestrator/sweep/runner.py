@@ -17,12 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from orchestrator.checkpoints import checkpoint_file
 from orchestrator.errors import UserError
@@ -56,10 +60,12 @@ from orchestrator.runs.tracking import (
     sweep_children,
 )
 from orchestrator.storage import resolve_storage
+from orchestrator.sweep.interrupt import InterruptWatch, forget, handlers_restored, received
 from orchestrator.sweep.live import LiveTable
+from orchestrator.sweep.preflight import resume_sweep_id
 from orchestrator.sweep.resources import cluster_nodes, needs_of, plan_concurrency
 from orchestrator.sweep.space import SweepSpec, count_trials, tune_space
-from orchestrator.sweep.tracking import SweepTracker
+from orchestrator.sweep.tracking import SCHEDULER_STOPS, SweepTracker
 from orchestrator.sweep.trial import run_trial
 from orchestrator.training import ensure_ray, preflight
 
@@ -91,6 +97,8 @@ def _parent(client, exp_id: str, spec: SweepSpec, sweep_id: str, sweep_path: str
         if found is None:
             raise UserError(f"--resume {sweep_id}: no sweep run with that id in experiment "
                             f"{experiment_of(spec.base)!r}")
+        if INTERRUPTED_TAG in found.data.tags:  # it goes on: no longer interrupted
+            client.delete_tag(found.info.run_id, INTERRUPTED_TAG)
         client.update_run(found.info.run_id, status="RUNNING")
         return found.info.run_id
     if found is not None:
@@ -136,12 +144,23 @@ def _scheduler(spec: SweepSpec):
     sch = spec.sweep.scheduler
     if sch.kind != "asha":
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
     # One result per epoch, so iterations are epochs.
-    return ASHAScheduler(metric=sch.metric, mode=sch.mode, time_attr="training_iteration",
-                         max_t=spec.base.train.epochs, grace_period=sch.grace_period,
-                         reduction_factor=sch.reduction_factor)
+    return DecidingASHA(metric=sch.metric, mode=sch.mode, time_attr="training_iteration",
+                        max_t=spec.base.train.epochs, grace_period=sch.grace_period,
+                        reduction_factor=sch.reduction_factor)
+
+
+class DecidingASHA(ASHAScheduler):
+    """ASHA that writes down each trial it stops (:data:`SCHEDULER_STOPS`): a trial's child run says
+    "stopped by the scheduler" only then, never because a trial ended early for another reason."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP:
+            value = result.get(self._metric)
+            shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
+            SCHEDULER_STOPS[trial.trial_id] = f"asha: {self._metric} {shown} below the rung's cut-off"
+        return decision
 
 
 def _needs(spec: SweepSpec):
@@ -166,7 +185,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     # Downloads (a board measurement fetching a trial's checkpoint) happen beside the live table or
     # the --plain lines: MLflow's progress bars would only garble them.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    sweep_id = resume or new_sweep_id(spec)
+    uri = resolve_tracking_uri(tracking_uri, spec.base.tracking.tracking_uri)
+    experiment = experiment_of(spec.base)
+    sweep_id = resume_sweep_id(resume, uri, experiment) if resume else new_sweep_id(spec)  # or a parent run id
     preflight(spec.base)
     storage = resolve_storage(spec.base.train.storage_path)
     sweep_path = storage.join(sweep_id)
@@ -181,12 +202,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     timings["scoring_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ensure_ray(address, verbose=verbose)
+    join_ray(address, verbose=verbose)
     timings["ray_start_s"] = time.perf_counter() - t0
     concurrency = plan_concurrency(_needs(spec), cluster_nodes(), spec.sweep.max_concurrent_trials)
 
-    uri = resolve_tracking_uri(tracking_uri, spec.base.tracking.tracking_uri)
-    experiment = experiment_of(spec.base)
     exp_id = setup(uri, experiment)
     runs = _SweepRuns(mlflow.MlflowClient(uri), exp_id, "", sweep_id, spec)
     runs.parent_id = _parent(runs.client, exp_id, spec, sweep_id, sweep_path, bool(resume))
@@ -226,6 +245,25 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     return SweepOutcome(sweep_id, experiment, uri, runs.parent_id, rows, hv, timings, registered, hil_counts)
 
 
+def join_ray(address: str | None, *, verbose: bool = False) -> None:
+    """:func:`ensure_ray`, with a failed join of a cluster turned into what to try."""
+    target = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ensure_ray(address, verbose=verbose)
+    except Exception as exc:
+        if not target:
+            raise
+        import ray
+
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(
+            f"cannot join the Ray cluster at {target} ({first.strip()[:300]}). Try: (1) the address: "
+            f"`ray status --address {target}` from this machine, --address or $RAY_ADDRESS; (2) the auth mode: a "
+            "cluster started with RAY_AUTH_MODE=token needs RAY_AUTH_MODE=token (and its token) in this shell too; "
+            f"(3) the versions: this driver runs Ray {ray.__version__} on Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}, and the cluster's must be the same") from None
+
+
 @dataclass
 class _SweepRuns:
     """Where a running sweep's MLflow runs are, and the two things done to them from several places."""
@@ -239,11 +277,12 @@ class _SweepRuns:
     def rank(self) -> None:
         rank_front(self.client, self.exp_id, self.parent_id, self.spec, self.sweep_id)
 
-    def interrupted(self, when: str) -> SweepInterrupted:
+    def interrupted(self, when: str, signum: int = signal.SIGINT) -> SweepInterrupted:
         """Mark the sweep interrupted in MLflow; the error to raise, with the resume command."""
-        mark_interrupted(self.client, self.exp_id, self.parent_id, self.sweep_id)
-        return SweepInterrupted(f"sweep {self.sweep_id} interrupted {when}; continue it with: "
-                                f"dance sweep {self.spec.source} --resume {self.sweep_id}")
+        name = signal.Signals(signum).name
+        mark_interrupted(self.client, self.exp_id, self.parent_id, self.sweep_id, name)
+        return SweepInterrupted(f"sweep {self.sweep_id} interrupted ({name}) {when}", sweep_id=self.sweep_id,
+                                signum=signum, command=f"dance sweep {self.spec.source} --resume {self.sweep_id}")
 
 
 def _tune(spec: SweepSpec, trainable, storage, sweep_path: str, concurrency: int, callbacks: list, *, resume: bool,
@@ -251,6 +290,11 @@ def _tune(spec: SweepSpec, trainable, storage, sweep_path: str, concurrency: int
     """Build (or restore) the Tuner and fit it; an interrupted fit marks the sweep and raises SweepInterrupted."""
     from ray import tune
 
+    forget(runs.sweep_id)
+    # On Ctrl-C Tune logs its own "Tuner.restore(...)" hint; the command that resumes a sweep is ours.
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoRestoreHint) for f in tune_log.filters):
+        tune_log.addFilter(_NoRestoreHint())
     # The old reporter at verbose=0 prints nothing; the new one still prints paths on stdout.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Tune saves its state every >= 10 s by default; a driver killed right after a trial ended
@@ -268,10 +312,12 @@ def _tune(spec: SweepSpec, trainable, storage, sweep_path: str, concurrency: int
                                             trial_name_creator=lambda t: t.trial_id,
                                             trial_dirname_creator=lambda t: t.trial_id),
                 run_config=tune.RunConfig(name=runs.sweep_id, storage_path=storage.path,
-                                          storage_filesystem=storage.filesystem, callbacks=callbacks,
+                                          storage_filesystem=storage.filesystem,
+                                          callbacks=[*callbacks, InterruptWatch(runs.sweep_id)],
                                           verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
-        interrupted = unfinished_trials(tuner.fit())
-    except KeyboardInterrupt:
+        with handlers_restored():
+            interrupted = unfinished_trials(tuner.fit())
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune's clean-up was cut short
         interrupted = ["?"]
     except BaseException:
         if measurer is not None:
@@ -279,10 +325,19 @@ def _tune(spec: SweepSpec, trainable, storage, sweep_path: str, concurrency: int
         raise
     finally:
         table.close()
-    if interrupted:  # Tune catches Ctrl-C itself, saves its state and returns early
+    # Tune catches Ctrl-C itself, saves its state and returns early, with the running trials TERMINATED:
+    # the watch, not the trials' states, says whether the sweep was interrupted.
+    signum = received(runs.sweep_id)
+    forget(runs.sweep_id)
+    if interrupted or signum:
         if measurer is not None:
             measurer.close()  # jobs stay in the journal; --resume picks them up
-        raise runs.interrupted(f"with {len(interrupted)} trial(s) unfinished")
+        raise runs.interrupted("before every trial ended", signum or signal.SIGINT)
+
+
+class _NoRestoreHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
 
 
 def _wait_for_boards(measurer, runs: _SweepRuns, print_fn) -> dict[str, int]:
@@ -302,7 +357,11 @@ def _wait_for_boards(measurer, runs: _SweepRuns, print_fn) -> dict[str, int]:
 
 
 class SweepInterrupted(UserError):
-    """Stopped before every trial ended; ``--resume`` continues it."""
+    """Stopped before every trial ended (Ctrl-C, SIGTERM); ``--resume`` continues it."""
+
+    def __init__(self, summary: str, *, sweep_id: str, signum: int = signal.SIGINT, command: str = "") -> None:
+        super().__init__(f"{summary}; continue it with: {command}")
+        self.summary, self.sweep_id, self.signum = summary, sweep_id, int(signum)
 
 
 def unfinished_trials(results) -> list[str]:
@@ -312,14 +371,15 @@ def unfinished_trials(results) -> list[str]:
     return [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
 
 
-def mark_interrupted(client, exp_id: str, parent_id: str, sweep_id: str) -> None:
-    """Unfinished child runs end KILLED with :data:`INTERRUPTED_TAG` (reopened as RUNNING on resume); the
-    parent gets the same tag."""
+def mark_interrupted(client, exp_id: str, parent_id: str, sweep_id: str, signal_name: str = "SIGINT") -> None:
+    """Unfinished child runs end KILLED with :data:`INTERRUPTED_TAG` and a stop reason that starts with
+    "interrupted" (reopened as RUNNING on resume); the parent gets the same tag and KILLED, never FINISHED."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     for run in sweep_children(client, exp_id, sweep_id):
         if run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, INTERRUPTED_TAG, stamp)
-            client.set_tag(run.info.run_id, STOP_REASON_TAG, f"sweep interrupted at {stamp}; resumable")
+            client.set_tag(run.info.run_id, STOP_REASON_TAG,
+                           f"interrupted: the sweep got {signal_name} at {stamp}; --resume continues this trial")
             client.set_terminated(run.info.run_id, "KILLED")
     client.set_tag(parent_id, INTERRUPTED_TAG, stamp)
     client.set_terminated(parent_id, "KILLED")

@@ -91,7 +91,7 @@ class SweepSpec:
 
     def swept(self, params: dict[str, Any]) -> dict[str, str]:
         """The trial's swept values under short keys (``lr``, ``stages``; the full path where two paths
-        share their last part): what the run's name and its ``swept.*`` params show."""
+        share their last part): what the run's name and its ``_swept.*`` params show."""
         return {key: text for _, key, text in self._swept_items(params)}
 
     def run_name(self, trial_id: str, params: dict[str, Any], components: str) -> str:
@@ -361,6 +361,16 @@ def check_feasible(tree: dict, sweep: SweepConfig, n_train: int) -> list[str]:
 
 def load_sweep(path: Path | str, overrides: Sequence[str] = (), *, check_data: bool = True) -> SweepSpec:
     """Read and check a sweep file; raises one :class:`UserError` listing every problem."""
+    spec, errors = check_sweep(path, overrides, check_data=check_data)
+    if errors or spec is None:
+        raise UserError(f"{path}: {len(errors)} problem(s) in the sweep config\n  " + "\n  ".join(errors))
+    return spec
+
+
+def check_sweep(path: Path | str, overrides: Sequence[str] = (), *,
+                check_data: bool = True) -> tuple[SweepSpec | None, list[str]]:
+    """(the sweep, every problem of its file); the sweep is None where its base config or sweep section
+    is not valid. A file that cannot be read at all raises :class:`UserError`."""
     path = Path(path)
     tree = read_tree(path)
     apply_overrides(tree, overrides)
@@ -408,9 +418,8 @@ def load_sweep(path: Path | str, overrides: Sequence[str] = (), *, check_data: b
             errors += data_errors
             if n_train and sweep is not None and not errors:
                 errors += check_feasible(tree, sweep, n_train)
-    if errors:
-        raise UserError(f"{path}: {len(errors)} problem(s) in the sweep config\n  " + "\n  ".join(errors))
-    return SweepSpec(str(path), tree, base, sweep, str(cwd))
+    spec = SweepSpec(str(path), tree, base, sweep, str(cwd)) if base is not None and sweep is not None else None
+    return spec, errors
 
 
 def tune_space(sweep: SweepConfig) -> dict[str, Any]:

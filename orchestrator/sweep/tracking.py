@@ -8,14 +8,18 @@ Train V2; so the sweep logs itself from a Tune callback on the driver:
   one is created, so a resumed sweep re-attaches instead of duplicating;
 * params: the whole resolved trial config, flattened (plus the CDF); tags: model, dataset,
   DANCE components on, trial id, and ``mlflow.parentRunId``;
-* every result is one step (``epoch``) under the names ``dance train`` uses;
-* a trial that stops before its last epoch (ASHA) ends KILLED with ``dance.stop_reason``;
-  one that crashes ends FAILED with ``dance.error``; artifacts (config, history, pruning
-  report and plot, final checkpoint) are logged for every trial that left a checkpoint.
+* every result is one step (the worker's ``epoch`` index) under the names ``dance train`` logs
+  (:func:`orchestrator.runs.schema.mlflow_metrics`: ``accuracy/miou``, ``cost/train_tflops``, ...);
+* a trial the scheduler stops before its last epoch (ASHA, recorded in :data:`SCHEDULER_STOPS`)
+  ends KILLED with ``dance.stop_reason``; one the sweep's interruption caught is left to
+  :func:`.runner.mark_interrupted`; one that crashes ends FAILED with ``dance.error``;
+  artifacts (config, history, pruning report and plot, final checkpoint) are logged for every
+  trial that ended and left a checkpoint.
 """
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import tempfile
 import time
@@ -23,7 +27,6 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from orchestrator.runs.pareto import UNITS
 from orchestrator.runs.schema import (
     ARTIFACTS_ERROR_TAG,
     COMPONENT_TAG_PREFIX,
@@ -40,9 +43,12 @@ from orchestrator.runs.schema import (
     SWEPT_PARAM_PREFIX,
     TRAIN_MODE_TAG,
     TRIAL_ID_TAG,
+    metric_history,
+    mlflow_metrics,
     set_tag,
 )
 from orchestrator.runs.tracking import find_child, flatten, log_epoch, log_params
+from orchestrator.sweep.interrupt import received
 from orchestrator.training import failure_reason, log_run_artifacts
 
 # mlflow and the torch-loading worker modules stay inside the functions that use them.
@@ -52,6 +58,10 @@ log = logging.getLogger("dance.sweep")
 TUNE_KEYS = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "time_since_restore",
              "iterations_since_restore", "pid", "done", "trial_id", "date", "hostname", "node_ip",
              "experiment_tag", "config", "checkpoint_dir_name", "should_checkpoint", "checkpoint_path"}
+# What Ray Train keeps in a run's folder about its checkpoints (names and reported metrics of each).
+TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
+#: trial id → why the sweep's scheduler stopped it (written by the scheduler when it decides, in the driver)
+SCHEDULER_STOPS: dict[str, str] = {}
 
 
 def components(cfg) -> str:
@@ -122,7 +132,7 @@ class SweepTracker(Callback):
                                      tags=tags)
         rid = run.info.run_id
         # The whole resolved config stays as params (any key can be searched and filtered on); the swept
-        # values again under swept.* so they are found at once; every trial logs the same keys.
+        # values again under _swept.* so they are found (and compared) first; every trial logs the same keys.
         params = flatten(cfg.model_dump(mode="json"))
         if self.cdf:
             params.update({"cdf.loc": str(self.cdf["loc"]), "cdf.scale": str(self.cdf["scale"])})
@@ -137,33 +147,52 @@ class SweepTracker(Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         rid = self.run_id(trial)
         run = self.client.get_run(rid)
-        for tag in (STOP_REASON_TAG, INTERRUPTED_TAG):  # an interrupted trial resumes
+        for tag in (STOP_REASON_TAG, INTERRUPTED_TAG, ERROR_TAG):  # an interrupted or failed trial resumes
             if tag in run.data.tags:
                 self.client.delete_tag(rid, tag)
         self.client.update_run(rid, status="RUNNING")
 
     @_timed
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._log_result(result, self.run_id(trial))
+
+    def _log_result(self, result: dict, rid: str) -> None:
         metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS}
         if "epoch" not in metrics:
             return
-        metrics.update(readable_units(metrics))
-        log_epoch(metrics, int(metrics["epoch"]), self.run_id(trial), self.client)
+        # step = the worker's epoch index (0-based: the step of "epoch 1/N" is 0), names grouped for the UI
+        log_epoch(mlflow_metrics(metrics), int(metrics["epoch"]), rid, self.client)
 
     @_timed
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         rid = self.run_id(trial)
-        last = trial.last_result or {}
         epochs = self.spec.resolve(trial.config).train.epochs
-        done = int(last.get("epoch", -1)) + 1
-        self._log_artifacts(trial, rid)
-        if done < epochs:
-            self.client.set_tag(rid, STOP_REASON_TAG,
-                                f"stopped by the scheduler after epoch {done} of {epochs} "
-                                f"({self._scheduler_text(last)})")
+        if received(self.sweep_id) is not None and int((trial.last_result or {}).get("epoch", -1)) + 1 < epochs:
+            return  # cut short by the interruption: the runner marks it, --resume continues it
+        stopped = trial.trial_id in SCHEDULER_STOPS  # its figures are those of the epoch the scheduler judged
+        history = self._log_artifacts(trial, rid, newest=not stopped)
+        if not stopped:
+            self._backfill(rid, history)
+        done = 1 + max([int((trial.last_result or {}).get("epoch", -1))]
+                       + [int(h.get("epoch", -1)) for h in history if not stopped])
+        if done >= epochs:
+            self.client.set_terminated(rid, "FINISHED")
+        elif stopped:
+            self.client.set_tag(rid, STOP_REASON_TAG, f"stopped by the scheduler after epoch {done} of {epochs} "
+                                                      f"({SCHEDULER_STOPS[trial.trial_id]})")
             self.client.set_terminated(rid, "KILLED")
         else:
-            self.client.set_terminated(rid, "FINISHED")
+            self.client.set_tag(rid, STOP_REASON_TAG, f"ended after epoch {done} of {epochs}; no scheduler "
+                                                      "stopped it (its training returned early)")
+            self.client.set_terminated(rid, "KILLED")
+
+    def _backfill(self, rid: str, history: list[dict]) -> None:
+        """Log the epochs the checkpoint holds that never reached MLflow: a sweep interrupted between a
+        checkpoint and its report resumes past that epoch, and its report is never sent again."""
+        logged = {m.step for m in metric_history(self.client, rid, "epoch")}
+        for h in history:
+            if "epoch" in h and int(h["epoch"]) not in logged:
+                self._log_result(h, rid)
 
     @_timed
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -173,17 +202,31 @@ class SweepTracker(Callback):
         self.client.set_terminated(rid, "FAILED")
 
     # ------------------------------------------------------------ artifacts
-    def _scheduler_text(self, last: dict) -> str:
-        sch = self.spec.sweep.scheduler
-        value = last.get(sch.metric)
-        shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
-        return f"{sch.kind}: {sch.metric} {shown} below the rung's cut-off"
+    def newest_checkpoint(self, trial) -> str | None:
+        """The trial's newest checkpoint by its Train run's own record, else the last one reported to Tune
+        (they differ when the sweep was interrupted between a checkpoint and its report)."""
+        snapshot = self.storage.join(self.sweep_id, "train", trial.trial_id, TRAIN_SNAPSHOT)
+        try:
+            if self.storage.filesystem is None:
+                text = Path(snapshot).read_text()
+            else:
+                with self.storage.filesystem.open_input_stream(snapshot) as f:
+                    text = f.read().decode()
+            names = [c["checkpoint_dir_name"] for c in json.loads(text).get("checkpoint_results") or []]
+        except (OSError, ValueError, KeyError, TypeError):
+            names = []
+        if names:
+            return self.storage.join(self.sweep_id, "train", trial.trial_id, max(names))
+        return (trial.last_result or {}).get("checkpoint_path")
 
-    def _log_artifacts(self, trial, rid: str) -> None:
+    def _log_artifacts(self, trial, rid: str, newest: bool = True) -> list[dict]:
+        """Log the trial's artifacts from its newest checkpoint (else the last one reported); the epochs'
+        history the checkpoint holds."""
         from workers.train_loop import CHECKPOINT_FILE  # loads torch
 
-        ckpt = (trial.last_result or {}).get("checkpoint_path")
+        ckpt = self.newest_checkpoint(trial) if newest else (trial.last_result or {}).get("checkpoint_path")
         cfg = self.spec.resolve(trial.config)
+        history: list[dict] = []
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 local = self.storage.download(ckpt, Path(tmp) / "ckpt") if ckpt else None
@@ -194,15 +237,7 @@ class SweepTracker(Callback):
         except Exception as exc:  # artifacts must not take the sweep down; the run says what is missing
             log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
             set_tag(self.client, rid, ARTIFACTS_ERROR_TAG, exc, limit=500)
-
-
-def readable_units(metrics: dict) -> dict[str, float]:
-    """Unit-scaled copies people read at a glance: ``train_tflops``, ``infer_gflops_per_image``."""
-    out = {}
-    for name, new in (("train_flops", "train_tflops"), ("infer_flops_per_image", "infer_gflops_per_image")):
-        if isinstance(metrics.get(name), (int, float)):
-            out[new] = metrics[name] / UNITS[name][0]  # the unit the front's figures use
-    return out
+        return history
 
 
 def checkpoint_history(ckpt_dir: Path) -> list[dict]:

@@ -18,6 +18,7 @@ ray = pytest.importorskip("ray")
 
 from orchestrator.cli import main  # noqa: E402
 from orchestrator.config import load_config  # noqa: E402
+from orchestrator.runs.schema import metric_history  # noqa: E402
 from workers.train_loop import METRIC_NAMES  # noqa: E402
 
 pytestmark = pytest.mark.integration  # starts Ray (and servers): `make test`, not `make test-fast`
@@ -106,7 +107,7 @@ def test_two_workers_report_every_metric(full_run, env):
     run = client.get_run(out.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["slimming.cad"] == "True" and run.data.params["ans.stages"] == "2"
-    assert len(client.get_metric_history(run.info.run_id, "miou")) == EPOCHS
+    assert len(metric_history(client, run.info.run_id, "miou")) == EPOCHS
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoint", "config.yaml", "history.json", "pruning_report.png"} <= arts
     assert "checkpoint/model.pt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}

@@ -117,4 +117,5 @@ def test_the_segmentation_model_loads_the_weights_into_its_backbone():
     model = build_model("deeplabv3plus", 19, "mobilenetv2", pretrained_backbone=str(WEIGHTS))
     report = model.pretrained_report
     assert report.complete and len(report.loaded) == 306  # every trunk tensor, BN counters included
-    assert torch.equal(model.backbone.features[17].conv[2].weight, read_state_dict(WEIGHTS)["features.17.conv.2.weight"])
+    file_weight = read_state_dict(WEIGHTS)["features.17.conv.2.weight"]
+    assert torch.equal(model.backbone.features[17].conv[2].weight, file_weight)

@@ -46,6 +46,9 @@ def test_eval_json_matches_the_last_report(trained, capsys):
     assert main(["eval", str(rt.checkpoints[-1]), "--json", "--full-res"]) == 0
     full = json.loads(capsys.readouterr().out)
     assert full["sizes"] == {"64x128": 5} and not full["adaptive_resolution"]
+    # what a person reads counts epochs from 1, as the training log does; MLflow's step is the 0-based index
+    assert main(["eval", str(rt.checkpoints[-1])]) == 0
+    assert "epoch                 2/2 (MLflow step 1)" in capsys.readouterr().out
 
 
 def test_predict_writes_cityscapes_label_ids(trained, tmp_path, capsys):

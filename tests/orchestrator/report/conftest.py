@@ -1,7 +1,8 @@
 """A sweep logged straight into a temporary MLflow sqlite store, exactly as the sweep logger
 lays it out (parent run tagged dance.kind=sweep; children with the flattened config as
-params, per-epoch metrics under the trainer's names, checkpoint/pruning_report.json), so
-the report is tested on real MLflow runs without Ray."""
+params, per-epoch metrics under the names the sweep logs them by, checkpoint/pruning_report.json), so
+the report is tested on real MLflow runs without Ray. ``grouped = False`` logs the plain names a store
+written before the metric groups holds (``miou``, not ``accuracy/miou``)."""
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ class SweepLogger:
         self.client = mlflow.MlflowClient(self.uri)
         self.exp = self.client.create_experiment("rep-test", artifact_location=(tmp / "art").as_uri())
         self.n = 0
+        self.grouped = True
 
     def sweep(self, sweep_id: str) -> str:
         run = self.client.create_run(self.exp, run_name=f"sweep {sweep_id}",
@@ -53,6 +55,7 @@ class SweepLogger:
 
     def trial(self, overrides: dict, miou: float, train_flops: float, infer_flops: float, *, status: str = "FINISHED",
               report: dict | None = None, extra: dict | None = None) -> str:
+        from orchestrator.runs.schema import mlflow_metrics
         from orchestrator.runs.tracking import flatten, log_epoch, log_params
         from orchestrator.sweep.tracking import components
         from workers.config import ExperimentConfig
@@ -70,9 +73,9 @@ class SweepLogger:
         epochs = cfg.train.epochs
         for e in range(epochs):  # per-epoch steps as the trainer reports them; the last one is final
             f = (e + 1) / epochs
-            log_epoch({"epoch": e, "miou": miou * f, "train_flops": train_flops * f,
-                       "infer_flops_per_image": infer_flops,
-                       **((extra or {}) if e == epochs - 1 else {})}, e, rid, self.client)
+            m = {"epoch": e, "miou": miou * f, "train_flops": train_flops * f, "infer_flops_per_image": infer_flops,
+                 **((extra or {}) if e == epochs - 1 else {})}
+            log_epoch(mlflow_metrics(m) if self.grouped else m, e, rid, self.client)
         if report is not None:
             d = self.tmp / f"rep{self.n}" / "checkpoint"
             d.mkdir(parents=True)

@@ -18,6 +18,7 @@ from raycluster import RAY_CLI, train_worker_nodes, two_node_cluster  # noqa: E4
 from servers import mlflow_server, s3_server  # noqa: E402
 
 from orchestrator.cli import main  # noqa: E402
+from orchestrator.runs.schema import metric_history  # noqa: E402
 
 pytestmark = pytest.mark.integration  # starts Ray (and servers): `make test`, not `make test-fast`
 
@@ -70,7 +71,7 @@ def test_sweep_on_two_ray_start_nodes_logs_to_an_mlflow_server(tmp_path, monkeyp
         assert len(kids) == 2 and len(parent) == 1
         for r in kids:
             assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
-            assert len(client.get_metric_history(r.info.run_id, "miou")) == 2
+            assert len(metric_history(client, r.info.run_id, "miou")) == 2
             files = {f.path for f in client.list_artifacts(r.info.run_id, "checkpoint")}
             assert "checkpoint/model.pt" in files
             local = client.download_artifacts(r.info.run_id, "checkpoint/model.pt", str(tmp_path / r.info.run_id))

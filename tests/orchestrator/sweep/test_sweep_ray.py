@@ -17,6 +17,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from orchestrator.cli import main  # noqa: E402
+from orchestrator.runs.schema import metric_history, plain_metrics  # noqa: E402
 from orchestrator.sweep.runner import run_sweep  # noqa: E402
 from orchestrator.sweep.space import load_sweep  # noqa: E402
 
@@ -111,9 +112,9 @@ def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_s
 
     # The first trial trains every epoch, step by step under `dance train`'s names, and is the front.
     assert dance_run.info.status == "FINISHED"
-    miou = client.get_metric_history(dance_run.info.run_id, "miou")
+    miou = metric_history(client, dance_run.info.run_id, "miou")
     assert sorted(m.step for m in miou) == list(range(EPOCHS))
-    flops = [m.value for m in sorted(client.get_metric_history(dance_run.info.run_id, "train_flops"),
+    flops = [m.value for m in sorted(metric_history(client, dance_run.info.run_id, "train_flops"),
                                      key=lambda m: m.step)]
     assert flops == sorted(flops) and flops[0] > 0
     assert dance_run.data.metrics["is_pareto"] == 1 and dance_run.data.metrics["pareto_rank"] == 1
@@ -125,7 +126,7 @@ def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_s
     # ASHA stopped the costlier trial at its first rung: KILLED, with the reason, ranked after the front.
     assert base_run.info.status == "KILLED"
     assert "stopped by the scheduler after epoch 1 of 3" in base_run.data.tags["dance.stop_reason"]
-    assert len(client.get_metric_history(base_run.info.run_id, "epoch")) == 1
+    assert len(metric_history(client, base_run.info.run_id, "epoch")) == 1
     assert base_run.data.metrics["is_pareto"] == 0 and base_run.data.metrics["pareto_rank"] == 2
 
     # The parent holds the front.
@@ -136,7 +137,7 @@ def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_s
     assert parent.data.tags["dance.best.miou"].startswith(dance_run.data.tags["dance.trial_id"])
     versions = client.search_model_versions("name='sweep-asha-pareto'")
     assert [v.run_id for v in versions] == [dance_run.info.run_id]
-    assert versions[0].tags["objective.miou"] == str(dance_run.data.metrics["miou"])
+    assert versions[0].tags["objective.miou"] == str(plain_metrics(dance_run.data.metrics)["miou"])
 
     # Scored once, on the driver (this process): train and val, never in a trial.
     lines = trace.read_text().split("\n")
@@ -185,12 +186,13 @@ sweep:
 def test_the_mlflow_ui_answers_which_trial_is_best_and_why(env, asha_sweep, tmp_path):
     """A real `mlflow server` (started as `dance ui` starts it) over the sweep's store, driven by headless
     Chromium: the link `dance ui` prints opens the runs table on the sweep (its row and its trials),
-    the parent's page shows the front in its description, pareto.html draws its figure, and the
-    front's registered versions load as MLflow Models that segment an image. Screenshots: tmp_path/*.png."""
+    the parent's page shows the front in its description, pareto.html draws its figure in MLflow's artifact
+    view, and the front's registered versions load as MLflow Models that segment an image. Screenshots:
+    tmp_path/*.png."""
     import mlflow
     import numpy as np
     from PIL import Image
-    from ui_helpers import browser, have_browser, page_text
+    from ui_helpers import artifact_frame_draws, browser, have_browser, page_text
 
     from orchestrator.processes import free_port
     from orchestrator.runs.ui import find_sweep_link, start_ui, stop_ui
@@ -206,11 +208,17 @@ def test_the_mlflow_ui_answers_which_trial_is_best_and_why(env, asha_sweep, tmp_
     assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
     # names that say what was swept, the same param keys on every trial, the front as tags
     assert [k.info.run_name for k in kids] == ["00000 ANS+CAD+CASD+CAL", "00001 ANS"]
-    assert {k.data.params["swept.slimming"] for k in kids} == {"cad=True,cal=True,casd=True",
+    assert {k.data.params["_swept.slimming"] for k in kids} == {"cad=True,cal=True,casd=True",
                                                                "cad=False,cal=False,casd=False"}
     assert len({frozenset(k.data.params) for k in kids}) == 1
     assert {k.data.tags["is_pareto"] for k in kids} <= {"true", "false"}
-    assert all(k.data.metrics["train_tflops"] == pytest.approx(k.data.metrics["train_flops"] / 1e12) for k in kids)
+    # metrics grouped for the UI's chart sections, what a trial reached and cost first
+    assert all(k.data.metrics["cost/train_tflops"] == pytest.approx(k.data.metrics["cost/train_flops"] / 1e12)
+               for k in kids)
+    assert {"accuracy/miou", "train/epoch_index", "diag/batch_fill"} <= set(kids[0].data.metrics)
+    # MLflow's compare view plots the first metric logged (and the first params that differ, sorted)
+    assert [list(k.data.metrics)[0] for k in kids] == ["accuracy/miou"] * 2
+    assert min(kids[0].data.params).startswith("_swept.")
     note = parent.data.tags["mlflow.note.content"]
     assert "| rank | trial |" in note and "00000 ANS+CAD+CASD+CAL" in note
     # the front's registered versions are MLflow Models: load one and segment a real image of the set
@@ -236,11 +244,9 @@ def test_the_mlflow_ui_answers_which_trial_is_best_and_why(env, asha_sweep, tmp_
         # pareto.html draws its figure with its own JavaScript, from a file, nothing fetched from elsewhere
         html = client.download_artifacts(out.parent_run_id, "pareto.html", str(tmp_path))
         assert '<script src="http' not in Path(html).read_text()
-        driver.get(Path(html).as_uri())
-        deadline = time.monotonic() + 60
-        while not driver.find_elements("css selector", ".main-svg") and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert driver.find_elements("css selector", ".main-svg"), "pareto.html drew no figure"
+        # in MLflow's own artifact view, a frame (blob: URL) where the file's inline JavaScript draws the points
+        assert artifact_frame_draws(driver, link.parent(base), "pareto.html", ".main-svg .scatterlayer .point"), \
+            "pareto.html drew no figure in MLflow's artifact view"
         driver.save_screenshot(str(tmp_path / "pareto_html.png"))
     finally:
         driver.quit()

@@ -21,6 +21,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from orchestrator.cli import main  # noqa: E402
+from orchestrator.runs.schema import metric_history  # noqa: E402
 
 pytestmark = pytest.mark.integration  # starts Ray (and servers): `make test`, not `make test-fast`
 
@@ -106,7 +107,7 @@ sweep:
                 exp = client.get_experiment_by_name("sweep-resume")
                 second = client.search_runs([exp.experiment_id],
                                             filter_string=f"tags.`dance.trial_id` = '{running[0]}'")
-                if second and client.get_metric_history(second[0].info.run_id, "epoch"):
+                if second and metric_history(client, second[0].info.run_id, "epoch"):
                     os.killpg(proc.pid, signal.SIGKILL)
                     killed_at = (done[0], running[0])
                     break
@@ -125,7 +126,7 @@ sweep:
     first, second = killed_at
     exp = client.get_experiment_by_name("sweep-resume")
     before = client.search_runs([exp.experiment_id], filter_string=f"tags.`dance.trial_id` = '{second}'")[0]
-    epochs_before = len(client.get_metric_history(before.info.run_id, "epoch"))
+    epochs_before = len(metric_history(client, before.info.run_id, "epoch"))
     assert epochs_before < EPOCHS
 
     monkeypatch.chdir(tmp_path)
@@ -138,9 +139,9 @@ sweep:
     by_id = {r.data.tags["dance.trial_id"]: r for r in kids}
     assert all(r.info.status == "FINISHED" for r in kids)
     # The finished trial was not trained again.
-    assert sorted(m.step for m in client.get_metric_history(by_id[first].info.run_id, "epoch")) == list(range(EPOCHS))
+    assert sorted(m.step for m in metric_history(client, by_id[first].info.run_id, "epoch")) == list(range(EPOCHS))
     # The interrupted one went on from its checkpoint: epoch 0 was trained once, every epoch reached.
-    steps = [m.step for m in client.get_metric_history(by_id[second].info.run_id, "epoch")]
+    steps = [m.step for m in metric_history(client, by_id[second].info.run_id, "epoch")]
     assert steps.count(0) == 1 and set(steps) == set(range(EPOCHS)), steps
     parents = client.search_runs([exp.experiment_id], filter_string="tags.`dance.kind` = 'sweep'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
