@@ -1,4 +1,4 @@
-"""`dance data synth|stats|score` — make, inspect and score datasets."""
+"""`dance data synth|stats|score|premise` — make, inspect and score datasets, and check DANCE's premise on them."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.checkpoints import load_run
+from orchestrator.commands import premise
 from orchestrator.config import load_config
 from orchestrator.errors import UserError
 from orchestrator.progress import progress_bar
@@ -188,3 +189,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="recompute every score (default: reuse the on-disk cache)")
     p.add_argument("--device", default="cpu", help="torch device for scoring (cpu, cuda)")
     p.set_defaults(func=cmd_score)
+
+    premise.add_parser(dsub)
