@@ -58,7 +58,7 @@ bench: $(STAMP)
 
 # The synthetic reproduction of the paper's tables (docs/reproduce.md): two synthetic sets
 # (pretraining "day", target "dusk"), pretraining, one sweep of adaptations, `dance report`.
-# Starts from scratch in $(REPRO) (its own MLflow store and Ray results); about 40 min on 2 cores.
+# Starts from scratch in $(REPRO) (its own MLflow store and Ray results); about 30-40 min on 2 cores before issue 20's defaults (cal_normalize epoch, drop_budget steps), not re-measured since.
 REPRO ?= .dance/reproduce
 REPRO_URI = sqlite:///$(REPRO)/mlflow.db
 reproduce: $(STAMP)

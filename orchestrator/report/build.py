@@ -102,6 +102,10 @@ def build_report(targets: Sequence[str], tracking_uri: str, *, paper_file: str |
     tables["table6"] = T.table6(done, s, paper)
     for t in T.table9(done, s, paper):
         tables[t.key] = t
+    if s is not None and s.adaptation:  # never a full-training delta beside an adaptation run unsaid
+        for key in ("table8", "table4", "table6", "table9_cal", "table9_casd"):
+            if key in tables and not tables[key].missing:
+                tables[key].notes.append(T.ADAPTATION_NOTE)
     say("reading the pruning reports (Fig. 4)")
     ans_like = [t for t in done if t.switches in (frozenset({"ANS"}), frozenset(T.FULL))]
     reports = {t.run_id: download_json(client, t, REPORT_ARTIFACT) for t in ans_like}

@@ -1,19 +1,22 @@
-"""The paper's directional claims, checked against the tables: holds / does not hold / not
-testable (trials missing), each with the numbers it rests on.
+"""The paper's directional claims, checked against the tables: holds / does not hold /
+inconclusive / not testable (trials missing), each with the numbers it rests on.
 
-One seed per trial: differences smaller than ``NOISE_PTS`` mIoU points are flagged as within
-the run-to-run spread measured on the synthetic set (docs/training.md: about ±0.5 point),
-but the verdict itself is the plain comparison of the numbers.
+A claim about mIoU compares two rows *paired by seed* (:mod:`orchestrator.report.stats`):
+"holds" or "does not hold" only when the mean paired difference lies outside ±2 standard
+errors, otherwise "inconclusive" — always so with one seed, whose spread is unknown. A claim
+over several pairs holds when every pair holds, does not hold when every pair fails, and
+holds partly on a mix. Arms that differ by more than 10 % in training FLOPs say so.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from orchestrator.report.tables import Table
+from orchestrator.report import stats
+from orchestrator.report.tables import EQUAL_EPOCHS, EQUAL_FLOPS, EQUAL_STEPS, Table, budget_note
 
-NOISE_PTS = 0.5
-HOLDS, FAILS, PARTLY, UNTESTED = "holds", "does not hold", "holds partly", "not testable"
+HOLDS, FAILS, INCONCLUSIVE = stats.HOLDS, stats.FAILS, stats.INCONCLUSIVE
+PARTLY, UNTESTED = "holds partly", "not testable"
 
 
 @dataclass
@@ -32,56 +35,79 @@ def _row(table: Table, key: str, value: Any) -> dict | None:
     return r if r is not None and r.get("n", 1) and r.get("miou") is not None else None
 
 
-def _noise(diff_pts: float) -> str:
-    return (f" (|Δ| {abs(diff_pts):.2f} points: within the ±{NOISE_PTS} spread of one seed)"
-            if abs(diff_pts) < NOISE_PTS else "")
+def _pair(a: dict, b: dict) -> tuple[str, str]:
+    """(verdict that row ``a`` beats row ``b`` in mIoU, the paired difference as text) — paired by seed."""
+    pd = stats.paired({s: 100 * v for s, v in a.get("by_seed", {}).items()},
+                      {s: 100 * v for s, v in b.get("by_seed", {}).items()})
+    if pd is None:
+        return INCONCLUSIVE, "no seed in common: cannot pair"
+    note = budget_note(a.get("train_flops"), b.get("train_flops"))
+    return stats.verdict(pd), "Δ " + pd.text(" points") + (f"; {note}" if note else "")
+
+
+def _combine(verdicts: Sequence[str]) -> str:
+    if verdicts and all(v == HOLDS for v in verdicts):
+        return HOLDS
+    if verdicts and all(v == FAILS for v in verdicts):
+        return FAILS
+    return PARTLY if HOLDS in verdicts else INCONCLUSIVE
 
 
 def claim_dance_vs_baseline(compare: Table) -> list[Claim]:
-    text_ep = "DANCE reaches at least the baseline's mIoU at lower training and inference cost (equal epochs)"
-    text_fl = "DANCE reaches at least the baseline's mIoU at equal training FLOPs"
+    """DANCE ≥ the baseline at equal steps and at equal epochs (cheaper), and at about equal training FLOPs."""
+    texts = {EQUAL_STEPS: "DANCE reaches at least the baseline's mIoU at lower training and inference cost "
+                          "(equal steps: drop_budget steps, the paper's ~0.64× point)",
+             EQUAL_EPOCHS: "DANCE reaches at least the baseline's mIoU at lower training and inference cost "
+                           "(equal epochs: drop_budget epochs)",
+             EQUAL_FLOPS: "DANCE reaches at least the baseline's mIoU at equal training FLOPs"}
     if compare.missing or not compare.rows:
-        return [Claim(text_ep, UNTESTED, compare.missing or "no pair"),
-                Claim(text_fl, UNTESTED, compare.missing or "no pair")]
+        return [Claim(texts[EQUAL_STEPS], UNTESTED, compare.missing or "no pair"),
+                Claim(texts[EQUAL_FLOPS], UNTESTED, compare.missing or "no pair")]
     out = []
-    eq = next((r for r in compare.rows if "equal epochs" in r["kind"]), None)
-    if eq is None or eq["d_miou"] is None or eq["flops_ratio"] is None or eq["infer_ratio"] is None:
-        out.append(Claim(text_ep, UNTESTED,
-                         "no baseline and DANCE trial with the same number of epochs and all metrics"))
-    else:
-        ok_miou = eq["d_miou"] >= 0
-        cheaper = eq["flops_ratio"] < 1 and eq["infer_ratio"] < 1
-        ev = (f"{eq['dance_epochs']} epochs: DANCE {_pct(eq['dance_miou'])} vs baseline {_pct(eq['base_miou'])} "
-              f"(Δ {eq['d_miou']:+.2f} points{_noise(eq['d_miou'])}) at {eq['flops_ratio']:.2f}× training and "
-              f"{eq['infer_ratio']:.2f}× inference FLOPs")
-        out.append(Claim(text_ep, HOLDS if ok_miou and cheaper else FAILS, ev))
-    fl = next((r for r in compare.rows if "equal training FLOPs" in r["kind"]), None)
+    for kind in (EQUAL_STEPS, EQUAL_EPOCHS):
+        r = next((r for r in compare.rows if kind in r["kind"]), None)
+        if r is None:
+            if kind == EQUAL_STEPS or not any(EQUAL_STEPS in x["kind"] for x in compare.rows):
+                out.append(Claim(texts[kind], UNTESTED, f"no baseline and DANCE trial pair at {kind}"))
+            continue
+        if r["d_miou"] is None or r["flops_ratio"] is None or r["infer_ratio"] is None:
+            out.append(Claim(texts[kind], UNTESTED, "a metric is missing on one of the arms"))
+            continue
+        cheaper = r["flops_ratio"] < 1 and r["infer_ratio"] < 1
+        pd = r.get("paired")
+        verdict = stats.verdict(pd) if cheaper else FAILS
+        ev = (f"{r['dance_epochs']} epochs: DANCE {_pct(r['dance_miou'])} vs baseline {_pct(r['base_miou'])} "
+              f"(Δ {pd.text(' points') if pd else 'unpaired'}) at {r['flops_ratio']:.2f}× training and "
+              f"{r['infer_ratio']:.2f}× inference FLOPs" + ("" if cheaper else "; DANCE is not cheaper"))
+        out.append(Claim(texts[kind], verdict, ev))
+    fl = next((r for r in compare.rows if EQUAL_FLOPS in r["kind"]), None)
     if fl is None or fl["d_miou"] is None or fl["flops_ratio"] is None:
-        out.append(Claim(text_fl, UNTESTED, "no baseline/DANCE pair at different epochs (so at comparable FLOPs)"))
+        out.append(Claim(texts[EQUAL_FLOPS], UNTESTED,
+                         "no baseline/DANCE pair at different epochs (so at comparable FLOPs)"))
     else:
+        pd = fl.get("paired")
+        note = "" if abs(fl["flops_ratio"] - 1) <= 0.10 else f"; arms differ by {fl['flops_ratio'] - 1:+.0%} in FLOPs"
         ev = (f"baseline {fl['base_epochs']} epochs vs DANCE {fl['dance_epochs']} epochs at {fl['flops_ratio']:.2f}× "
               f"the baseline's training FLOPs: DANCE {_pct(fl['dance_miou'])} vs {_pct(fl['base_miou'])} "
-              f"(Δ {fl['d_miou']:+.2f} points{_noise(fl['d_miou'])})"
-              + (f", {fl['infer_ratio']:.2f}× inference FLOPs" if fl["infer_ratio"] is not None else ""))
-        out.append(Claim(text_fl, HOLDS if fl["d_miou"] >= 0 else FAILS, ev))
+              f"(Δ {pd.text(' points') if pd else 'unpaired'}){note}")
+        out.append(Claim(texts[EQUAL_FLOPS], stats.verdict(pd), ev))
     return out
 
 
 def claim_order(table: Table, key: str, order: Sequence[str], text: str) -> Claim:
-    """``order`` strictly decreasing in mIoU (each adjacent pair checked)."""
+    """``order`` decreasing in mIoU: each adjacent pair judged on its paired difference."""
     if table.missing:
         return Claim(text, UNTESTED, table.missing)
     rows = [(name, _row(table, key, name)) for name in order]
     absent = [n for n, r in rows if r is None]
     if absent:
         return Claim(text, UNTESTED, f"no finished trial for {', '.join(absent)}")
-    parts, ok = [], []
+    parts, verdicts = [], []
     for (a, ra), (b, rb) in zip(rows, rows[1:]):
-        d = 100 * (ra["miou"] - rb["miou"])
-        ok.append(d > 0)
-        parts.append(f"{a} {_pct(ra['miou'])} {'>' if d > 0 else '≤'} {b} {_pct(rb['miou'])} (Δ {d:+.2f}{_noise(d)})")
-    verdict = HOLDS if all(ok) else (FAILS if not any(ok) else PARTLY)
-    return Claim(text, verdict, "; ".join(parts))
+        v, ev = _pair(ra, rb)
+        verdicts.append(v)
+        parts.append(f"{a} {_pct(ra['miou'])} vs {b} {_pct(rb['miou'])}: {ev} → {v}")
+    return Claim(text, _combine(verdicts), "; ".join(parts))
 
 
 def claim_co_vs_separate(t4: Table) -> Claim:
@@ -93,13 +119,14 @@ def claim_co_vs_separate(t4: Table) -> Claim:
     seps = [(m, r) for m, r in seps if r is not None]
     if co is None or not seps:
         return Claim(text, UNTESTED, "co-optimised or separate trials missing")
-    parts, ok = [], []
+    parts, verdicts = [], []
     for m, r in seps:
-        d = 100 * (co["miou"] - r["miou"])
-        ok.append(d > 0)
-        parts.append(f"co {_pct(co['miou'])} vs {m} {_pct(r['miou'])} (Δ {d:+.2f}{_noise(d)}; train FLOPs "
-                     f"{co['train_flops']:.3g} vs {r['train_flops']:.3g})")
-    verdict = HOLDS if all(ok) and len(seps) == 2 else (FAILS if not any(ok) else PARTLY)
+        v, ev = _pair(co, r)
+        verdicts.append(v)
+        parts.append(f"co {_pct(co['miou'])} vs {m} {_pct(r['miou'])}: {ev} → {v}")
+    verdict = _combine(verdicts)
+    if verdict == HOLDS and len(seps) < 2:
+        verdict = PARTLY
     return Claim(text, verdict, "; ".join(parts))
 
 
@@ -110,10 +137,8 @@ def claim_casd_vs_rd(t8: Table) -> Claim:
     r5, r6 = _row(t8, "no", 5), _row(t8, "no", 6)
     if r5 is None or r6 is None:
         return Claim(text, UNTESTED, f"no finished trial for row {'5' if r5 is None else '6'}")
-    d = 100 * (r6["miou"] - r5["miou"])
-    return Claim(text, HOLDS if d > 0 else FAILS,
-                 f"ANS+CASD {_pct(r6['miou'])} vs ANS+RD {_pct(r5['miou'])} (Δ {d:+.2f} points{_noise(d)}); "
-                 f"train FLOPs {r6['train_flops']:.3g} vs {r5['train_flops']:.3g}")
+    v, ev = _pair(r6, r5)
+    return Claim(text, v, f"ANS+CASD {_pct(r6['miou'])} vs ANS+RD {_pct(r5['miou'])}: {ev}")
 
 
 def claim_multiscale(f4: Table) -> Claim:

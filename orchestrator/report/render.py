@@ -20,6 +20,8 @@ def fmt(v: Any, kind: str) -> str:
         return f"{v:.0f} %"
     if kind == "pts":
         return f"{v:+.2f}"
+    if kind == "sd":
+        return f"±{v:.2f}"
     if kind == "sci":
         return f"{v:.3g}"
     if kind == "miou":
@@ -146,7 +148,7 @@ def plot_table12(t: Table, path: Path) -> Path | None:
 
 
 VERDICT_MARK = {"holds": "✅ holds", "does not hold": "❌ does not hold", "holds partly": "◐ holds partly",
-                "not testable": "— not testable"}
+                "inconclusive": "〰 inconclusive", "not testable": "— not testable"}
 
 
 def write_report(report, out: Path, tracking_uri: str) -> Path:
@@ -166,13 +168,19 @@ def write_report(report, out: Path, tracking_uri: str) -> Path:
     if s is not None:
         lines += [f"Main setting: {s.epochs} epochs"
                   + (f", ANS target ratio {s.ratio:g}" if s.ratio is not None else "")
-                  + ". Every table compares trials of one setting (same model, data, initial checkpoint, seed, lr, "
-                    "batch, stages, λ); each table's trials are found by their configs.", ""]
+                  + (f", dropping trials at drop_budget {s.drop_budget}" if s.drop_budget else "")
+                  + (", adaptation runs (train.init_checkpoint): set beside the paper's Table 3" if s.adaptation
+                     else ", full training") +
+                  ". Every table compares trials of one setting (same model, data, initial checkpoint, lr, batch, "
+                  "stages, λ, CAL normaliser); each table's trials are found by their configs. Seeds are replicates: "
+                  "a row is the mean over its seeds, with their spread.", ""]
     lines += ["## Claims", "", "| paper's claim | verdict | numbers |", "|---|---|---|"]
     for c in report.claims:
         lines.append(f"| {c.text} | {VERDICT_MARK.get(c.verdict, c.verdict)} | {c.evidence} |")
-    lines += ["", "Each trial is one seed: differences under 0.5 mIoU point are within the run-to-run spread "
-              "measured on the synthetic set (docs/training.md).", "", "## Tables", ""]
+    lines += ["", "mIoU claims compare rows paired by seed: a claim holds or does not hold only when the mean "
+              "paired difference lies outside ±2 standard errors, and is inconclusive otherwise (always with one "
+              "seed, whose spread is unknown). Arms that differ by more than 10 % in training FLOPs say so.", "",
+              "## Tables", ""]
     for key in ORDER:
         if key in report.tables:
             lines.append(table_md(report.tables[key]))

@@ -5,10 +5,13 @@ paper's numbers. A table none of whose trials are in the sweep(s) has ``missing`
 rows: the report says "not in this sweep" instead of inventing one.
 
 Trials are compared only within one *setting*: the same context (model, dataset, initial
-checkpoint, seed, lr, batch, stages, λ, CAD range, ...; :meth:`Trial.context`), the same
-number of epochs and, with ANS on, the same pruning ratio. The main setting is the one in
-which a baseline and a default DANCE trial (co-optimisation, proposed p, default ranges)
-trained the same number of epochs.
+checkpoint, lr, batch, stages, λ, CAD range, CAL normaliser, ...; :meth:`Trial.context`), the
+same number of epochs, with ANS on the same pruning ratio, and with dropping on the same
+``drop_budget``. The main setting is the one in which a baseline and a default DANCE trial
+(co-optimisation, proposed p, default ranges) trained the same number of epochs.
+
+Seeds are replicates: a row averages its trials, reports the spread over seeds, and its
+difference to the reference row is *paired* by seed (:mod:`orchestrator.report.stats`).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from orchestrator.report import stats
 from orchestrator.report.collect import FULL, Trial
 
 NOT_IN_SWEEP = "not in this sweep"
@@ -57,13 +61,17 @@ class Setting:
     context: tuple
     epochs: int | None
     ratio: float | None
+    drop_budget: str | None = None  # of the trials that drop (CASD, RD); None: any
+    adaptation: bool = False        # trials start from a trained model (the paper's Table 3 setting)
 
-    def holds(self, t: Trial, *, epochs: bool = True, ratio: bool = True) -> bool:
+    def holds(self, t: Trial, *, epochs: bool = True, ratio: bool = True, budget: bool = True) -> bool:
         if t.context() != self.context:
             return False
         if epochs and t.epochs != self.epochs:
             return False
         if ratio and "ANS" in t.switches and self.ratio is not None and not _close(t.target_ratio, self.ratio):
+            return False
+        if budget and self.drop_budget and t.switches & {"CASD", "RD"} and t.drop_budget != self.drop_budget:
             return False
         return True
 
@@ -108,28 +116,63 @@ def main_setting(trials: Sequence[Trial]) -> Setting | None:
     """The setting the main tables use (see the module docstring); None without any candidate."""
     dance = [t for t in trials if t.is_dance and is_default(t)]
     base = [t for t in trials if t.is_baseline and t.mode == "co"]
-    groups = Counter((t.context(), t.epochs, t.target_ratio) for t in dance)
+    groups = Counter((t.context(), t.epochs, t.target_ratio, t.drop_budget) for t in dance)
     if groups:
         def score(key):
-            ctx, ep, ratio = key
+            ctx, ep, ratio, budget = key
             paired = any(b.context() == ctx and b.epochs == ep for b in base)
             same = sum(1 for t in trials if t.context() == ctx and t.epochs == ep)
-            return (paired, _close(ratio, 0.5), same, groups[key])
+            return (paired, _close(ratio, 0.5), budget == "steps", same, groups[key])
 
-        ctx, ep, ratio = max(groups, key=score)
-        return Setting(ctx, ep, ratio)
+        ctx, ep, ratio, budget = max(groups, key=score)
+        adapt = any(t.is_adaptation for t in dance if t.context() == ctx)
+        return Setting(ctx, ep, ratio, budget, adapt)
     if base:
         ctx, ep = Counter((b.context(), b.epochs) for b in base).most_common(1)[0][0]
-        return Setting(ctx, ep, None)
+        return Setting(ctx, ep, None, None, any(b.is_adaptation for b in base if b.context() == ctx))
     return None
+
+
+def by_seed(trials: Sequence[Trial], metric: str = "miou") -> dict[int, float]:
+    """Seed → the metric's mean over that seed's trials (a seed run twice counts once)."""
+    out: dict[int, list[float]] = {}
+    for t in trials:
+        v = t.metric(metric)
+        if v is not None:
+            out.setdefault(t.seed, []).append(v)
+    return {s: sum(v) / len(v) for s, v in out.items()}
+
+
+def paired_pts(arm: Sequence[Trial], base: Sequence[Trial]) -> stats.Paired | None:
+    """mIoU difference arm − base in points, paired by seed."""
+    a = {s: 100.0 * v for s, v in by_seed(arm).items()}
+    b = {s: 100.0 * v for s, v in by_seed(base).items()}
+    return stats.paired(a, b)
+
+
+def budget_note(arm_flops: float | None, base_flops: float | None, limit: float = 0.10) -> str:
+    """Says so when two compared arms differ by more than ``limit`` in training FLOPs ('' otherwise)."""
+    if not arm_flops or not base_flops or abs(arm_flops / base_flops - 1.0) <= limit:
+        return ""
+    return f"arms differ by {100 * (arm_flops / base_flops - 1.0):+.0f} % in training FLOPs"
+
+
+ADAPTATION_NOTE = ("these are adaptation runs (train.init_checkpoint): the paper's columns are its full-training "
+                   "table, so compare directions, not sizes; the paper's adaptation figures are Table 3 (DeepLabv3+ "
+                   "Cityscapes → BDD100K: DANCE +0.12 mIoU at −79 % training FLOPs, −77 % training energy)")
 
 
 def _metrics_row(ts: Sequence[Trial], base: Sequence[Trial] | None) -> dict[str, Any]:
     """Absolute values and deltas vs ``base`` (FLOPs and energy in %, mIoU in points)."""
-    row = {"n": len(ts), "trials": ", ".join(t.trial_id for t in ts),
+    seeds = by_seed(ts)
+    _, sd = stats.mean_sd(list(seeds.values()))
+    row = {"n": len(ts), "trials": ", ".join(t.trial_id for t in ts), "seeds": len(seeds), "by_seed": seeds,
+           "miou_sd": None if sd is None else 100.0 * sd,
            "train_flops": mean(ts, "train_flops"), "infer_flops": mean(ts, "infer_flops_per_image"),
            "miou": mean(ts, "miou"), "energy": mean(ts, ENERGY_INFER), "train_energy": mean(ts, ENERGY_TRAIN)}
     if base:
+        pd = paired_pts(ts, base)
+        row["d_miou_ci"] = None if pd is None or pd.lo is None else f"{pd.lo:+.2f} … {pd.hi:+.2f}"
         b = {k: mean(base, m) for k, m in (("train_flops", "train_flops"), ("infer_flops", "infer_flops_per_image"),
                                             ("miou", "miou"), ("energy", ENERGY_INFER), ("train_energy", ENERGY_TRAIN))}
         row.update(d_train=d_pct(row["train_flops"], b["train_flops"]),
@@ -139,9 +182,11 @@ def _metrics_row(ts: Sequence[Trial], base: Sequence[Trial] | None) -> dict[str,
     return row
 
 
-COST_COLUMNS = [Column("train_flops", "train FLOPs", "sci"), Column("d_train", "Δ train FLOPs", "pct"),
+COST_COLUMNS = [Column("seeds", "seeds", "int"),
+                Column("train_flops", "train FLOPs", "sci"), Column("d_train", "Δ train FLOPs", "pct"),
                 Column("infer_flops", "infer FLOPs/img", "sci"), Column("d_infer", "Δ infer FLOPs", "pct"),
-                Column("miou", "mIoU", "miou"), Column("d_miou", "Δ mIoU", "pts")]
+                Column("miou", "mIoU", "miou"), Column("miou_sd", "mIoU sd (points)", "sd"),
+                Column("d_miou", "Δ mIoU", "pts"), Column("d_miou_ci", "Δ mIoU 95 % CI (paired by seed)")]
 
 
 # ---------------------------------------------------------------- Table 8
@@ -340,48 +385,67 @@ def fig4(trials: Sequence[Trial], s: Setting | None, paper: dict, reports: dict[
     return t
 
 
-# ---------------------------------------------------------------- equal epochs / equal FLOPs
+# ---------------------------------------------------------------- equal steps / epochs / FLOPs
+EQUAL_STEPS, EQUAL_EPOCHS, EQUAL_FLOPS = "equal steps", "equal epochs", "equal training FLOPs (closest pair)"
+
+
 def comparisons(trials: Sequence[Trial], s: Setting | None, paper: dict) -> Table:
-    """Baseline vs default DANCE: the equal-epochs pair and every pair at other epoch counts."""
-    cols = [Column("kind", "comparison"), Column("base_epochs", "baseline epochs", "int"),
-            Column("dance_epochs", "DANCE epochs", "int"), Column("flops_ratio", "train FLOPs DANCE/baseline", "ratio"),
+    """Baseline vs default DANCE, paired by seed: at the baseline's epochs with ``drop_budget: steps`` (equal
+    steps, the paper's ~0.64× point) and ``epochs`` (equal epochs, shorter ones), and the pair closest in FLOPs."""
+    cols = [Column("kind", "comparison"), Column("budget", "DANCE drop_budget"),
+            Column("base_epochs", "baseline epochs", "int"), Column("dance_epochs", "DANCE epochs", "int"),
+            Column("seeds", "paired seeds", "int"), Column("flops_ratio", "train FLOPs DANCE/baseline", "ratio"),
             Column("infer_ratio", "infer FLOPs DANCE/baseline", "ratio"), Column("base_miou", "baseline mIoU", "miou"),
-            Column("dance_miou", "DANCE mIoU", "miou"), Column("d_miou", "DANCE − baseline", "pts")]
-    p1 = paper.get("table3_deeplabv3plus", {})
-    t = Table("compare", "DANCE vs baseline at equal epochs and at equal training FLOPs",
-              (p1.get("ref", "") + ": DANCE " + f"{p1.get('dance', {}).get('miou_pts', '?'):+} mIoU points at "
-               f"{p1.get('dance', {}).get('train_flops_pct', '?')} % training FLOPs (adaptation)") if p1 else "", cols)
+            Column("dance_miou", "DANCE mIoU", "miou"), Column("d_miou", "DANCE − baseline", "pts"),
+            Column("d_miou_ci", "95 % CI (paired by seed)"), Column("verdict", "verdict")]
+    adapt = s is not None and s.adaptation
+    p1 = paper.get("table3_deeplabv3plus" if adapt else "table1_deeplabv3plus", {})
+    ref = ""
+    if p1:
+        d = p1.get("dance", {})
+        ref = (f"{p1.get('ref', '')}: DANCE {d.get('miou_pts', '?'):+} mIoU points at "
+               f"{d.get('train_flops_pct', '?')} % training FLOPs ({'adaptation' if adapt else 'full training'})")
+    t = Table("compare", "DANCE vs baseline at equal steps, equal epochs and equal training FLOPs", ref, cols)
     if s is None:
         t.missing = f"{NOT_IN_SWEEP}: no baseline and DANCE trials"
         return t
     base = [x for x in trials if x.is_baseline and x.mode == "co" and s.holds(x, epochs=False)]
-    dance = [x for x in trials if x.is_dance and is_default(x) and s.holds(x, epochs=False)]
+    dance = [x for x in trials if x.is_dance and is_default(x) and s.holds(x, epochs=False, budget=False)]
     pairs = []
     for be in sorted({x.epochs for x in base}):
-        for de in sorted({x.epochs for x in dance}):
+        for de, budget in sorted({(x.epochs, x.drop_budget) for x in dance}):
             b = [x for x in base if x.epochs == be]
-            d = [x for x in dance if x.epochs == de]
+            d = [x for x in dance if x.epochs == de and x.drop_budget == budget]
             bf, df = mean(b, "train_flops"), mean(d, "train_flops")
             bi, di = mean(b, "infer_flops_per_image"), mean(d, "infer_flops_per_image")
-            pairs.append({"base_epochs": be, "dance_epochs": de, "flops_ratio": df / bf if bf and df else None,
-                          "infer_ratio": di / bi if bi and di else None,
+            pd = paired_pts(d, b)
+            pairs.append({"budget": budget, "base_epochs": be, "dance_epochs": de,
+                          "flops_ratio": df / bf if bf and df else None, "infer_ratio": di / bi if bi and di else None,
                           "base_miou": mean(b, "miou"), "dance_miou": mean(d, "miou"),
-                          "d_miou": d_pts(mean(d, "miou"), mean(b, "miou"))})
+                          "d_miou": d_pts(mean(d, "miou"), mean(b, "miou")), "paired": pd,
+                          "seeds": pd.n if pd else 0,
+                          "d_miou_ci": None if pd is None or pd.lo is None else f"{pd.lo:+.2f} … {pd.hi:+.2f}",
+                          "verdict": stats.verdict(pd)})
     if not pairs:
         t.missing = f"{NOT_IN_SWEEP}: no baseline and default DANCE trials in one setting"
         return t
-    eq_ep = [x for x in pairs if x["base_epochs"] == x["dance_epochs"] == s.epochs]
-    others = [x for x in pairs if x not in eq_ep and x["flops_ratio"]]
+    same = [x for x in pairs if x["base_epochs"] == x["dance_epochs"] == s.epochs]
+    others = [x for x in pairs if x not in same and x["flops_ratio"]]
     closest = min(others, key=lambda x: abs(math.log(x["flops_ratio"]))) if others else None
     for x in pairs:
         kinds = []
-        if x in eq_ep:
-            kinds.append("equal epochs")
+        if x in same:
+            kinds.append(EQUAL_STEPS if x["budget"] == "steps" else EQUAL_EPOCHS)
         if x is closest:
-            kinds.append("equal training FLOPs (closest pair)")
+            kinds.append(EQUAL_FLOPS)
         x["kind"] = ", ".join(kinds) or "other epochs"
         t.rows.append(x)
     if closest is None:
         t.notes.append("no baseline/DANCE pair at different epoch counts: "
                        "the equal-FLOPs comparison is not in this sweep")
+    if not any(x["budget"] == "steps" for x in same):
+        t.notes.append("no DANCE trial with slimming.drop_budget steps at the baseline's epochs: "
+                       "the equal-steps comparison is not in this sweep")
+    t.notes.append(f"verdict: holds / does not hold only when the paired difference lies outside "
+                   f"±{stats.SE_MULTIPLE:g} standard errors, else inconclusive (one seed: always inconclusive)")
     return t

@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.report.build import build_report
-from orchestrator.report.claims import FAILS, HOLDS, PARTLY, UNTESTED
+from orchestrator.report.claims import INCONCLUSIVE, PARTLY, UNTESTED
 from tests.orchestrator.report.conftest import ANS_ONLY, BASELINE, summary
 
 DANCE: dict = {}
@@ -70,7 +70,7 @@ def test_tables_from_a_sweep(full):
     assert f4[1]["dance_ms"] == pytest.approx(0.6) and f4[1]["ans_ms"] == pytest.approx(0.4)
     assert f4[1]["d_ms_weights"] == 2000 and f4[1]["paper_ms_weights"] == 96674
     cmp_rows = {r["kind"]: r for r in rep.tables["compare"].rows}
-    eq = cmp_rows["equal epochs"]
+    eq = cmp_rows["equal steps"]  # the default drop_budget: steps
     assert eq["flops_ratio"] == pytest.approx(0.4) and eq["d_miou"] == pytest.approx(1.0)
     fl = cmp_rows["equal training FLOPs (closest pair)"]
     assert (fl["base_epochs"], fl["dance_epochs"]) == (4, 12) and fl["d_miou"] == pytest.approx(3.0)
@@ -91,15 +91,17 @@ def test_markdown_and_figures(full, tmp_path):
     assert "Table 12" in text and "not measured (--no-runtime)" in text
 
 
-def test_claims_hold_fail_and_partly(full):
+def test_one_seed_gives_no_verdict_on_miou_but_shows_the_numbers(full):
+    """One seed has no spread: every mIoU claim is inconclusive, whatever the sign of the difference."""
     rep = build_report(["full"], full.uri, runtime_rounds=0)
-    assert claim(rep, "DANCE reaches at least the baseline's mIoU at lower").verdict == HOLDS
-    assert claim(rep, "DANCE reaches at least the baseline's mIoU at equal").verdict == HOLDS
+    steps = claim(rep, "DANCE reaches at least the baseline's mIoU at lower")
+    assert steps.verdict == INCONCLUSIVE and "equal steps" in steps.text and "+1.00 points (one seed" in steps.evidence
+    assert claim(rep, "DANCE reaches at least the baseline's mIoU at equal").verdict == INCONCLUSIVE
     casd = claim(rep, "CASD beats random dropping")
-    assert casd.verdict == FAILS and "28.00 %" in casd.evidence and "28.50 %" in casd.evidence
-    assert claim(rep, "the proposed p").verdict == PARTLY
-    assert claim(rep, "co-optimisation").verdict == HOLDS
-    ms = claim(rep, "DANCE prunes a larger share")
+    assert casd.verdict == INCONCLUSIVE and "28.00 %" in casd.evidence and "28.50 %" in casd.evidence
+    assert claim(rep, "the proposed p").verdict == INCONCLUSIVE
+    assert claim(rep, "co-optimisation").verdict == INCONCLUSIVE
+    ms = claim(rep, "DANCE prunes a larger share")  # not an mIoU claim: judged on the pruned shares
     assert ms.verdict == PARTLY and "20 %: DANCE 5.0 % vs ANS 10.0 % (not more)" in ms.evidence
 
 
@@ -116,11 +118,11 @@ def test_tables_not_in_the_sweep_and_the_markdown(sweep_logger, tmp_path, capsys
         assert "not in this sweep" in section, title
     assert "| 3 | ANS+CAD | *not in this sweep* |" in text  # a Table 8 row with no trial
     assert "| 7 | ANS+CAD+CAL+CASD | 1 |" in text
-    assert "❌ does not hold" in text  # DANCE 28 % < baseline 30 % at equal epochs
+    assert "〰 inconclusive" in text  # DANCE 28 % < baseline 30 %, but one seed: no spread to judge by
     assert "no board measured" in text  # no trial has device.energy_j_per_image
     assert (out / "tradeoff.png").stat().st_size > 1000
     stdout = capsys.readouterr().out
-    assert "does not hold" in stdout and f"report: {out / 'report.md'}" in stdout
+    assert "inconclusive" in stdout and f"report: {out / 'report.md'}" in stdout
     rep = build_report(["small"], lg.uri, runtime_rounds=0)
     assert claim(rep, "the proposed p").verdict == UNTESTED
     assert claim(rep, "DANCE reaches at least the baseline's mIoU at equal").verdict == UNTESTED
@@ -149,3 +151,38 @@ def test_a_trial_run_id_is_not_a_sweep(sweep_logger, tmp_path, capsys):
 def test_missing_store_exits_2(tmp_path, capsys):
     assert main(["report", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
     assert "no MLflow store" in capsys.readouterr().err
+
+
+def test_a_store_written_before_the_metric_groups_still_reports(sweep_logger, tmp_path):
+    """Stores written before the metrics were grouped (``miou``, not ``accuracy/miou``) read the same in
+    `dance report`, `dance runs`, the Pareto ranking and the metric history as ones written now."""
+    import mlflow
+
+    from orchestrator.report.collect import collect_trials, find_sweep, metric_history
+    from orchestrator.runs.pareto import rank_front
+
+    lg = sweep_logger
+    fronts, tables = {}, {}
+    for sweep_id, grouped in (("plain-names", False), ("grouped-names", True)):
+        lg.grouped = grouped
+        try:
+            parent = lg.sweep(sweep_id)
+            lg.trial(BASELINE, 0.30, 1.0e12, 4.0e8)
+            lg.trial(DANCE, 0.28, 0.4e12, 2.0e8)
+        finally:
+            lg.grouped = True
+        client = mlflow.MlflowClient(lg.uri)
+        names = set(client.get_run(collect_trials(client, find_sweep(client, sweep_id))[0].run_id).data.metrics)
+        assert ("miou" in names, "accuracy/miou" in names) == (not grouped, grouped)
+        trials = collect_trials(client, find_sweep(client, sweep_id))
+        assert [t.metric("miou") for t in trials] == [pytest.approx(0.30), pytest.approx(0.28)]
+        assert [s for s, _ in metric_history(client, trials[0], "epoch")] == [0, 1, 2, 3]
+        rows, _, _ = rank_front(client, lg.exp, parent, sweep_id, [("miou", "max"), ("train_flops", "min")])
+        fronts[sweep_id] = sorted((r["miou"], r["train_flops"], r["epochs"], r["pareto_rank"]) for r in rows)
+        tables[sweep_id] = [{k: v for k, v in r.items() if k not in ("run_id", "trials")}
+                            for r in build_report([sweep_id], lg.uri, runtime_rounds=0).tables["table8"].rows]
+        csv = tmp_path / f"{sweep_id}.csv"
+        assert main(["runs", sweep_id, "--tracking-uri", lg.uri, "--csv", str(csv), "--sort", "accuracy/miou"]) == 0
+        assert csv.read_text().splitlines()[1].endswith(",baseline,0.3,1000000000000.0,400000000.0,1.0")
+    assert fronts["plain-names"] == fronts["grouped-names"] and fronts["plain-names"][0][2] == 4
+    assert tables["plain-names"] == tables["grouped-names"]
