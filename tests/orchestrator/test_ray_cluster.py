@@ -4,6 +4,12 @@ The cluster (tests/raycluster.py) has two nodes of 1 CPU each; ``dance train`` r
 ``orchestrator.cli.main`` with 2 workers × 1 CPU: neither node can hold both workers, so a
 finished run means Ray Train spread the worker group over the two nodes; the State API's
 record of the ``RayTrainWorker`` actors confirms it.
+
+Marked ``slow`` (run by ``make test-all``, not ``make test``) to keep the CI suite under its
+20-minute budget on 2 cores: ``make test`` still starts a two-node ``ray start`` cluster
+(tests/orchestrator/sweep/test_sweep_cluster.py: trials on both nodes, a real MLflow server)
+and runs DDP over two workers (tests/orchestrator/test_train_ray.py); what only this test
+shows is one DDP worker group spread across the two nodes.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from workers.train_loop import METRIC_NAMES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.integration,
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(RAY_CLI is None,
                                  reason="the `ray` CLI is not installed (next to this Python or on PATH)")]
 
