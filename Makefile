@@ -39,8 +39,9 @@ quickstart: $(STAMP)
 # run two at a time (as in test-fast); the integration tests (Ray, sshd, MLflow/S3 servers, a browser) one at a
 # time, because two Ray instances on 2 cores starve each other's deadlines.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not integration" -n 2
-	$(BIN)/python -m pytest -m "integration and not slow"
+	$(BIN)/python -m pytest -m "not slow and not integration" -n 2; fast=$$?; \
+	$(BIN)/python -m pytest -m "integration and not slow"; integration=$$?; \
+	test $$fast -eq 0 -a $$integration -eq 0
 
 # The edit-test loop: leaves out the `integration` tests too (those that start Ray, sshd, an MLflow
 # or S3 server, or a browser), two test processes at a time; about 2 minutes on 2 cores.

@@ -1,6 +1,7 @@
 """`dance bench RUN_ID` on the embedded-style local board: the training run's checkpoint artifact is
 benched and the figures land in that same run; no power source → latency only, energy absent."""
 import io
+import re
 from contextlib import redirect_stdout
 
 import mlflow
@@ -47,7 +48,10 @@ def test_bench_a_run_id_logs_into_that_run(tmp_path, monkeypatch):
         return out.getvalue()
 
     assert "0 job(s) run on boards, 1 answered from the cache, no board contacted" in bench()
-    assert "1 job(s) run on boards, 0 answered from the cache" in bench("--fresh")  # --fresh measures again
+    # --fresh measures again: one job, or two when the quality gate re-measured a spread over its limit
+    # (measurements disagree more while other tests load the 2 cores)
+    again = bench("--fresh")
+    assert re.search(r"\b[12] job\(s\) run on boards, 0 answered from the cache", again), again
 
 
 def test_bench_refuses_what_is_neither_a_checkpoint_nor_a_run(tmp_path, monkeypatch, capsys):
