@@ -86,10 +86,10 @@ def claim_dance_vs_baseline(compare: Table) -> list[Claim]:
                          "no baseline/DANCE pair at different epochs (so at comparable FLOPs)"))
     else:
         pd = fl.get("paired")
-        note = "" if abs(fl["flops_ratio"] - 1) <= 0.10 else f"; arms differ by {fl['flops_ratio'] - 1:+.0%} in FLOPs"
+        note = budget_note(fl["flops_ratio"], 1.0)  # the ratio is DANCE's FLOPs over the baseline's
         ev = (f"baseline {fl['base_epochs']} epochs vs DANCE {fl['dance_epochs']} epochs at {fl['flops_ratio']:.2f}× "
               f"the baseline's training FLOPs: DANCE {_pct(fl['dance_miou'])} vs {_pct(fl['base_miou'])} "
-              f"(Δ {pd.text(' points') if pd else 'unpaired'}){note}")
+              f"(Δ {pd.text(' points') if pd else 'unpaired'})" + (f"; {note}" if note else ""))
         out.append(Claim(texts[EQUAL_FLOPS], stats.verdict(pd), ev))
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -96,8 +97,6 @@ def expected_weight(weights, keep_prob) -> float:
     Dropping favours complex images (CASD keeps an image with probability p), so the mean over
     the kept images, not over the whole set, is what a batch's weights average to.
     """
-    import numpy as np
-
     w = np.asarray(weights, dtype=np.float64)
     k = np.clip(np.asarray(keep_prob, dtype=np.float64), 0.0, 1.0)
     if k.sum() <= 0:
