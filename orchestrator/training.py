@@ -131,8 +131,10 @@ def _relay_callback(q):
 
 
 def build_trainer(cfg: ExperimentConfig, worker_cfg: dict, *, run_name: str, callbacks: list | None = None,
-                  log_level: str = "WARNING", train_fn=None, storage: Storage | None = None):
-    """The ``TorchTrainer`` for ``cfg`` (Train V2 API names, Ray 2.60); ``storage`` defaults to train.storage_path."""
+                  log_level: str = "WARNING", train_fn=None, storage: Storage | None = None,
+                  max_failures: int | None = None):
+    """The ``TorchTrainer`` for ``cfg`` (Train V2 API names, Ray 2.60); ``storage`` defaults to train.storage_path,
+    ``max_failures`` (Train's worker-group retries) to train.max_failures."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -144,6 +146,7 @@ def build_trainer(cfg: ExperimentConfig, worker_cfg: dict, *, run_name: str, cal
         resources["GPU"] = s.gpus_per_worker
     backend = None if s.backend == "auto" else s.backend
     storage = storage or resolve_storage(t.storage_path)
+    retries = t.max_failures if max_failures is None else max_failures
     return TorchTrainer(
         train_fn or train_loop,
         train_loop_config=worker_cfg,
@@ -151,7 +154,7 @@ def build_trainer(cfg: ExperimentConfig, worker_cfg: dict, *, run_name: str, cal
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=run_name, storage_path=storage.path, storage_filesystem=storage.filesystem,
-            failure_config=FailureConfig(max_failures=t.max_failures),
+            failure_config=FailureConfig(max_failures=retries),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             callbacks=callbacks or [],
             logging_config=LoggingConfig(log_level=log_level),

@@ -88,7 +88,10 @@ class OptimConfig(Strict):
 
 
 class FaultInjection(Strict):
-    """Testing knob: rank ``rank`` calls ``os._exit(1)`` at ``step`` of ``epoch``, once per marker file."""
+    """Testing knob: at ``step`` of ``epoch``, rank ``rank`` dies (``kind: exit``, ``os._exit(1)``: what a lost
+    worker looks like) or raises (``kind: raise``: a bug in the training code), once per marker file."""
+
+    kind: Literal["exit", "raise"] = "exit"
 
     epoch: int = Field(ge=0)
     rank: int = Field(default=0, ge=0)

@@ -501,8 +501,11 @@ class Trainer:
             return
         Path(fi.marker).parent.mkdir(parents=True, exist_ok=True)
         Path(fi.marker).write_text(f"rank {self.rank} killed at epoch {epoch} step {step}\n")
-        log.warning("fault injection: rank %d exits at epoch %d step %d", self.rank, epoch, step)
+        log.warning("fault injection: rank %d %s at epoch %d step %d", self.rank,
+                    "exits" if fi.kind == "exit" else "raises", epoch, step)
         time.sleep(fi.delay_s)
+        if fi.kind == "raise":
+            raise RuntimeError(f"fault injection: rank {self.rank} raised at epoch {epoch} step {step}")
         logging.shutdown()
         os._exit(1)
 

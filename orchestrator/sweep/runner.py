@@ -314,7 +314,8 @@ def _tune(spec: SweepSpec, trainable, storage, sweep_path: str, concurrency: int
                 run_config=tune.RunConfig(name=runs.sweep_id, storage_path=storage.path,
                                           storage_filesystem=storage.filesystem,
                                           callbacks=[*callbacks, InterruptWatch(runs.sweep_id)],
-                                          verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
+                                          verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=spec.sweep.max_failures)))
         with handlers_restored():
             interrupted = unfinished_trials(tuner.fit())
     except KeyboardInterrupt:  # a second Ctrl-C: Tune's clean-up was cut short

@@ -100,6 +100,9 @@ class SweepConfig(Strict):
                                  Objective(metric="infer_flops_per_image", mode="min")])
     scheduler: SchedulerConfig = SchedulerConfig()
     max_concurrent_trials: int | Literal["auto"] = "auto"
+    max_failures: int = Field(default=1, ge=-1, description=(
+        "times a trial lost to the infrastructure (a dead worker or node) is started again from its last "
+        "checkpoint; -1: without limit. A trial whose own code failed is never retried"))
     trial_cpus: float = Field(default=0.01, gt=0,
                               description="CPU share of each trial's driver (its workers ask apart)")
     register_models: bool = Field(default=True, description="register the Pareto trials' models in MLflow's registry")

@@ -48,6 +48,7 @@ from orchestrator.runs.schema import (
     set_tag,
 )
 from orchestrator.runs.tracking import find_child, flatten, log_epoch, log_params
+from orchestrator.sweep.failures import TrialCodeError, TrialLost
 from orchestrator.sweep.interrupt import received
 from orchestrator.training import failure_reason, log_run_artifacts
 
@@ -253,7 +254,17 @@ def checkpoint_history(ckpt_dir: Path) -> list[dict]:
 
 
 def trial_error_text(trial) -> str:
-    """The trial's error in one line (the first worker's own error where Ray Train wrapped it)."""
+    """The trial's own verdict (:mod:`.failures`: lost, or its code's error), else the first worker's own error in
+    one line, out of Ray Train's wraps."""
+    try:  # the exception itself (the text file's TuneError has lost its type)
+        pickled = trial.get_pickled_error()
+    except Exception:
+        pickled = None
+    own, seen = pickled, 0
+    while own is not None and seen < 8:
+        if isinstance(own, (TrialCodeError, TrialLost)) and own.args:
+            return str(own.args[0])
+        own, seen = getattr(own, "cause", None) or getattr(own, "__cause__", None), seen + 1
     try:
         err = trial.get_error()
     except Exception:

@@ -4,7 +4,8 @@ One Ray instance for the module (2 CPUs) and one sqlite MLflow store. The first 
 two trials one after the other: full data slimming first, then the same without it, with
 ASHA on training FLOPs (deterministic, unlike mIoU on a 12-image set): the second trial is
 costlier at the first rung and must be stopped there, ending KILLED. The second sweep has
-one trial whose worker kills itself with Ray Train's retries off, so it ends FAILED.
+two trials that fault once: one whose worker dies (retried by Tune from its checkpoint, FINISHED) and one
+whose code raises (not retried, FAILED with its error).
 """
 from __future__ import annotations
 
@@ -158,27 +159,39 @@ def test_dance_runs_shows_the_sweep(env, asha_sweep, capsys, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_a_crashing_trial_ends_failed_with_its_error(env, capsys):
+def test_a_lost_trial_is_retried_and_a_buggy_one_fails_with_its_error(env, capsys):
+    """Two trials, each faulting once at epoch 1 (a marker file each: the fault never fires twice). One worker
+    dies (what a lost node looks like to Train): Tune starts the trial again and it resumes from its epoch-0
+    checkpoint, so every epoch is in MLflow once. The other raises (a bug): not retried (a retry would pass, the
+    marker being there), FAILED with its error, no Pareto rank."""
     import mlflow
 
     tmp, root, trace, uri = env
     cfg = tmp / "fail.yaml"
-    marker = tmp / "fault.marker"
-    cfg.write_text(base_yaml(tmp, root, "sweep-fail") + """
+    lost, bug = tmp / "lost.marker", tmp / "bug.marker"
+    cfg.write_text(base_yaml(tmp, root, "sweep-fail") + f"""
 sweep:
   space:
-    optim.lr: {grid: [0.02]}
+    train.fault_injection:
+      grid:
+        - {{epoch: 1, kind: exit, marker: {lost}, delay_s: 3}}
+        - {{epoch: 1, kind: raise, marker: {bug}, delay_s: 0}}
+  max_failures: 1
 """)
-    fault = f"train.fault_injection={{epoch: 0, step: 0, marker: {marker}, delay_s: 0}}"
-    assert main(["sweep", str(cfg), "--tracking-uri", uri, "--plain", "--set", fault]) == 1  # every trial failed
+    assert main(["sweep", str(cfg), "--tracking-uri", uri, "--plain"]) == 0  # one trial finished
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("sweep-fail")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`dance.kind` = 'trial'")
-    assert len(runs) == 1 and runs[0].info.status == "FAILED"
-    assert runs[0].data.tags["dance.error"].strip()
-    # a trial that failed of its own error is not ranked: no rank 1 when nothing finished
-    assert "pareto_rank" not in runs[0].data.metrics and runs[0].data.metrics["is_pareto"] == 0
-    assert marker.exists()
+    assert len(runs) == 2 and lost.exists() and bug.exists()
+    by_kind = {r.data.params["train.fault_injection.kind"]: r for r in runs}
+    retried, failed = by_kind["exit"], by_kind["raise"]
+    assert retried.info.status == "FINISHED", retried.data.tags
+    steps = sorted(m.step for m in metric_history(client, retried.info.run_id, "epoch"))
+    assert steps == list(range(EPOCHS)), steps  # resumed from its checkpoint: no epoch twice, none missing
+    assert failed.info.status == "FAILED"
+    assert "own code" in failed.data.tags["dance.error"] and "raised at epoch 1" in failed.data.tags["dance.error"]
+    # a trial that failed of its own error is not ranked
+    assert "pareto_rank" not in failed.data.metrics and failed.data.metrics["is_pareto"] == 0
     assert "1 trial(s) failed" in capsys.readouterr().err
 
 
