@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -66,6 +67,45 @@ def mlflow_server(tmp: Path) -> Iterator[str]:
            "--workers", "1"]
     with _process(cmd, tmp / "mlflow-server.log", f"http://127.0.0.1:{port}/health"):
         yield f"http://127.0.0.1:{port}"
+
+
+class RestartableMlflowServer:
+    """An ``mlflow server`` that a test stops (by its own process group id) and starts again on the same port
+    and backend store: an outage of the tracking server, and its return."""
+
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.tmp, self.port = tmp, port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        mlflow = str(BIN / "mlflow") if (BIN / "mlflow").is_file() else shutil.which("mlflow")
+        cmd = [mlflow, "server", "--backend-store-uri", f"sqlite:///{self.tmp / 'server.db'}",
+               "--artifacts-destination", str(self.tmp / "server-artifacts"), "--host", "127.0.0.1",
+               "--port", str(self.port), "--workers", "1"]
+        self.starts += 1
+        log = self.tmp / f"mlflow-server-{self.starts}.log"
+        with open(log, "wb") as fh:
+            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, env=dict(os.environ))
+        _wait_http(f"{self.uri}/health", self.proc, log, timeout=240)  # a busy machine: a minute or two
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the server and the workers it forked, by its group
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=15)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):  # a forked worker that outlived its parent
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc = None
 
 
 @contextmanager

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from orchestrator.runs.pareto import rank_order
 
+#: the exit status of a sweep whose trials ended while MLflow stayed down (its calls wait in the spool)
+TRACKING_INCOMPLETE = 3
+
 
 def pareto_table(rows: list[dict], names: list[str]):
     """The trials as a rich table, front first."""
@@ -79,7 +82,7 @@ def _sweep(args: argparse.Namespace, spec, resume: str | None) -> int:
     from rich.console import Console
 
     from orchestrator.sweep.interrupt import exit_status
-    from orchestrator.sweep.runner import SweepInterrupted, run_sweep
+    from orchestrator.sweep.runner import SweepInterrupted, TrackingIncomplete, run_sweep
 
     try:
         out = run_sweep(spec, address=args.address, tracking_uri=args.tracking_uri, resume=resume,
@@ -90,6 +93,10 @@ def _sweep(args: argparse.Namespace, spec, resume: str | None) -> int:
               "marked interrupted in MLflow", file=sys.stderr)
         print(f"resume with: {resume_command(args, exc.sweep_id)}", file=sys.stderr, flush=True)
         return exit_status(exc.signum)
+    except TrackingIncomplete as exc:  # the trials ended; MLflow lacks some of them until --resume replays
+        print(f"dance: {exc}", file=sys.stderr)
+        print(f"replay with: {resume_command(args, exc.sweep_id)}", file=sys.stderr, flush=True)
+        return TRACKING_INCOMPLETE
     names = [o.metric for o in spec.sweep.objectives]
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(pareto_table(out.rows, names))

@@ -8,7 +8,8 @@ Order of events (data flows one way: config → sweep → trials → MLflow):
 4. the MLflow parent run exists before the first trial (re-found on ``--resume``);
 5. ``Tuner(tune.with_resources(run_trial, ...))`` runs the trials — each one a
    ``TorchTrainer`` with ``TuneReportCallback`` — while :class:`.tracking.SweepTracker`
-   keeps the child runs and :class:`.live.LiveTable` shows progress;
+   keeps the child runs (through a writer thread and a spool: MLflow is never on Tune's loop) and
+   :class:`.live.LiveTable` shows progress; the writer is drained before what follows;
 6. every child gets ``pareto_rank``/``is_pareto``; the parent gets the front (CSV, PNG),
    its hypervolume and the best trial per objective; the front's models are registered.
 """
@@ -59,13 +60,14 @@ from orchestrator.runs.tracking import (
     setup,
     sweep_children,
 )
+from orchestrator.runs.writer import TrackingWriter, mlflow_retries_off, spool_path
 from orchestrator.storage import resolve_storage
 from orchestrator.sweep.interrupt import InterruptWatch, forget, handlers_restored, received
 from orchestrator.sweep.live import LiveTable
 from orchestrator.sweep.preflight import resume_sweep_id
 from orchestrator.sweep.resources import cluster_nodes, needs_of, plan_concurrency
 from orchestrator.sweep.space import SweepSpec, count_trials, tune_space
-from orchestrator.sweep.tracking import SCHEDULER_STOPS, SweepTracker
+from orchestrator.sweep.tracking import SCHEDULER_STOPS, WRITERS, SweepTracker
 from orchestrator.sweep.trial import run_trial
 from orchestrator.training import ensure_ray, preflight
 
@@ -73,6 +75,10 @@ from orchestrator.training import ensure_ray, preflight
 # `dance sweep` run path imports it. mlflow, ray, optuna and torch-loading worker modules stay local.
 
 log = logging.getLogger("dance.sweep")
+# How long the end of a sweep (or an interruption) waits for MLflow to answer again before it leaves the
+# pending calls in the spool for --resume. While MLflow answers, the wait lasts as long as the uploads take.
+TRACKING_DOWN_S = 120.0
+TRACKING_DOWN_INTERRUPTED_S = 10.0  # the same after Ctrl-C: whoever pressed it is waiting
 
 @dataclass
 class SweepOutcome:
@@ -223,11 +229,35 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
         tune.with_parameters(run_trial, spec=spec, prepared=prepared, storage=storage, sweep_id=sweep_id),
         {"cpu": spec.sweep.trial_cpus})
     callbacks = [tracker, table, *([measurer.callback()] if measurer else [])]
+    # The trials' MLflow calls go through a writer thread and a spool on this disk: Tune's loop never waits
+    # for MLflow; what a previous driver of this sweep left in the spool is replayed first.
+    runs.writer = WRITERS[sweep_id] = TrackingWriter(
+        lambda: mlflow.MlflowClient(uri), uri=uri, spool=sweep_spool(storage, sweep_id), handlers=tracker.handlers(),
+        print_fn=print_fn or log.warning)
+    if runs.writer.replayed and print_fn:
+        print_fn(f"sweep {sweep_id}: replaying {runs.writer.replayed} MLflow call(s) an earlier run of this sweep "
+                 f"left in {runs.writer.spool_path}")
     t0 = time.perf_counter()
-    _tune(spec, trainable, storage, sweep_path, concurrency, callbacks, resume=bool(resume), table=table,
-          measurer=measurer, runs=runs)
-    timings["tune_s"] = time.perf_counter() - t0
-    timings["mlflow_s"] = tracker.seconds
+    try:
+        with mlflow_retries_off():
+            _tune(spec, trainable, storage, sweep_path, concurrency, callbacks, resume=bool(resume), table=table,
+                  measurer=measurer, runs=runs)
+            timings["tune_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            runs.close_writer(print_fn)
+            timings["tracking_drain_s"] = time.perf_counter() - t0
+    except TrackingIncomplete:
+        if measurer is not None:
+            measurer.close()
+        raise
+    finally:
+        WRITERS.pop(sweep_id, None)
+        runs.writer.close()  # (a no-op once closed) whatever is pending stays in the spool for --resume
+    w = runs.writer
+    # the writer thread's time in MLflow; what Tune's loop paid for it (submitting only), its longest wait
+    timings.update(mlflow_s=w.call_s, mlflow_calls=float(w.calls), tracking_loop_s=w.submit_s,
+                   tracking_loop_max_s=w.submit_max_s, tracking_hook_max_s=tracker.longest,
+                   tracking_outages=float(w.outages))
     hil_counts: dict[str, int] = {}
     if measurer is not None:
         t0 = time.perf_counter()
@@ -243,6 +273,14 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     statuses = {r["status"] for r in rows}
     runs.client.set_terminated(runs.parent_id, "FAILED" if rows and statuses == {"FAILED"} else "FINISHED")
     return SweepOutcome(sweep_id, experiment, uri, runs.parent_id, rows, hv, timings, registered, hil_counts)
+
+
+def sweep_spool(storage, sweep_id: str) -> Path:
+    """The sweep's MLflow spool: beside Tune's state when that is on this machine (``--resume`` finds it
+    from any folder), else ``.dance/spool/<sweep id>.sqlite`` here."""
+    if storage.filesystem is None:
+        return spool_path("mlflow-spool", storage.join(sweep_id))
+    return spool_path(sweep_id)
 
 
 def join_ray(address: str | None, *, verbose: bool = False) -> None:
@@ -273,6 +311,27 @@ class _SweepRuns:
     parent_id: str
     sweep_id: str
     spec: SweepSpec
+    writer: TrackingWriter | None = None
+
+    def close_writer(self, print_fn=None, down_s: float = TRACKING_DOWN_S) -> None:
+        """Wait for the trials' MLflow calls to land (as long as MLflow answers); raise
+        :class:`TrackingIncomplete` naming the spool when MLflow stays down."""
+        w = self.writer
+        if w is None:
+            return
+        if w.pending() and print_fn:
+            print_fn(f"sweep {self.sweep_id}: waiting for {w.pending()} MLflow call(s) to land"
+                     + (" (MLflow is down)" if w.down_since is not None else ""))
+        complete = w.close(timeout=5.0 if w.wait(down_s) else 0.0)
+        if w.refused and print_fn:
+            print_fn(f"sweep {self.sweep_id}: MLflow refused {w.refused} tracking call(s) (said above); they are "
+                     f"kept in {w.spool_path}")
+        if not complete:
+            raise TrackingIncomplete(
+                f"sweep {self.sweep_id}: the trials ended, but MLflow at {w.uri} has not answered for "
+                f"{down_s:.0f} s: {w.pending()} tracking call(s) are kept in {w.spool_path}; `dance sweep "
+                f"{self.spec.source} --resume {self.sweep_id}` replays them when it answers, and ranks the trials",
+                sweep_id=self.sweep_id, spool=str(w.spool_path))
 
     def rank(self) -> None:
         rank_front(self.client, self.exp_id, self.parent_id, self.spec, self.sweep_id)
@@ -280,7 +339,11 @@ class _SweepRuns:
     def interrupted(self, when: str, signum: int = signal.SIGINT) -> SweepInterrupted:
         """Mark the sweep interrupted in MLflow; the error to raise, with the resume command."""
         name = signal.Signals(signum).name
-        mark_interrupted(self.client, self.exp_id, self.parent_id, self.sweep_id, name)
+        try:
+            self.close_writer(down_s=TRACKING_DOWN_INTERRUPTED_S)  # the trials' last calls land first
+            mark_interrupted(self.client, self.exp_id, self.parent_id, self.sweep_id, name)
+        except TrackingIncomplete as exc:  # --resume replays the spool, then reopens the runs
+            log.warning("%s", exc)
         return SweepInterrupted(f"sweep {self.sweep_id} interrupted ({name}) {when}", sweep_id=self.sweep_id,
                                 signum=signum, command=f"dance sweep {self.spec.source} --resume {self.sweep_id}")
 
@@ -355,6 +418,14 @@ def _wait_for_boards(measurer, runs: _SweepRuns, print_fn) -> dict[str, int]:
         raise runs.interrupted("while the boards measured") from None
     finally:
         measurer.close()
+
+
+class TrackingIncomplete(UserError):
+    """The trials ended but MLflow stayed down: their pending calls are in the spool; ``--resume`` replays."""
+
+    def __init__(self, message: str, *, sweep_id: str, spool: str) -> None:
+        super().__init__(message)
+        self.sweep_id, self.spool = sweep_id, spool
 
 
 class SweepInterrupted(UserError):

@@ -2,7 +2,9 @@
 
 Ray's ``MLflowLoggerCallback`` makes no parent run, ends early-stopped trials FINISHED,
 keeps its trial→run map in memory (a restored sweep opens new runs) and is refused by
-Train V2; so the sweep logs itself from a Tune callback on the driver:
+Train V2; so the sweep logs itself from a Tune callback on the driver. The callback only submits
+(:class:`orchestrator.runs.writer.TrackingWriter`: a thread and a spool make the calls), so MLflow being
+slow or down never stalls Tune's loop:
 
 * the child of a trial is found again by tags (``dance.sweep_id``, ``dance.trial_id``) before
   one is created, so a resumed sweep re-attaches instead of duplicating;
@@ -47,7 +49,8 @@ from orchestrator.runs.schema import (
     mlflow_metrics,
     set_tag,
 )
-from orchestrator.runs.tracking import find_child, flatten, log_epoch, log_params
+from orchestrator.runs.tracking import flatten, log_epoch
+from orchestrator.runs.writer import TrackingWriter, transient
 from orchestrator.sweep.failures import TrialCodeError, TrialLost
 from orchestrator.sweep.interrupt import received
 from orchestrator.training import failure_reason, log_run_artifacts
@@ -74,32 +77,45 @@ def components(cfg) -> str:
 
 
 def _timed(hook):
-    """Add the hook's wall time to ``self.seconds``: MLflow's share of the sweep's overhead."""
+    """Add the hook's wall time to ``self.seconds``: what tracking costs Tune's loop (only submitting now)."""
     @functools.wraps(hook)
     def wrapper(self, *args, **kwargs):
         t0 = time.perf_counter()
         try:
             return hook(self, *args, **kwargs)
         finally:
-            self.seconds += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self.seconds += took
+            self.longest = max(self.longest, took)
     return wrapper
 
 
+#: sweep id → the writer its tracker submits to (set by the runner; a tracker Tune restored from its saved
+#: state finds the runner's writer here, not a copy of its own)
+WRITERS: dict[str, TrackingWriter] = {}
+END_TRIAL, FAIL_TRIAL = "trial_end", "trial_error"  # the writer's handler ops, kept by the tracker
+
+
 class SweepTracker(Callback):
-    """The Tune callback that keeps the sweep's MLflow runs (picklable: Tune saves it with the sweep)."""
+    """The Tune callback that keeps the sweep's MLflow runs (picklable: Tune saves it with the sweep).
+
+    Its hooks only submit ops to the sweep's :class:`TrackingWriter` (which writes them to MLflow on its own
+    thread); what a trial's end needs from storage and MLflow runs there too, as handlers."""
 
     def __init__(self, *, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_id: str, spec,
                  storage, prepared_cdf: dict | None) -> None:
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.parent_run_id, self.sweep_id = parent_run_id, sweep_id
         self.spec, self.storage, self.cdf = spec, storage, prepared_cdf
-        self._runs: dict[str, str] = {}
+        self._started: set[str] = set()
         self._client = None
-        self.seconds = 0.0  # time spent logging to MLflow (for the sweep's overhead figures)
+        self._writer: TrackingWriter | None = None
+        self.seconds = 0.0  # time Tune's loop spent in these hooks (for the sweep's overhead figures)
+        self.longest = 0.0  # the longest single hook: what an MLflow outage would show first
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_client"], state["_runs"] = None, {}
+        state["_client"], state["_started"], state["_writer"] = None, set(), None
         return state
 
     # ------------------------------------------------------------ helpers
@@ -112,15 +128,26 @@ class SweepTracker(Callback):
             self._client = mlflow.MlflowClient(self.tracking_uri)
         return self._client
 
-    def run_id(self, trial) -> str:
-        """The trial's child run: found by its tags, else created (with params) now."""
-        tid = trial.trial_id
-        if tid in self._runs:
-            return self._runs[tid]
-        found = find_child(self.client, self.experiment_id, self.sweep_id, tid)
+    @property
+    def writer(self) -> TrackingWriter:
+        """The runner's writer for this sweep; without one (a tracker used on its own), an inline writer."""
+        found = WRITERS.get(self.sweep_id)
         if found is not None:
-            self._runs[tid] = found.info.run_id
-            return found.info.run_id
+            return found
+        if self._writer is None:
+            self._writer = TrackingWriter(lambda: self.client, uri=self.tracking_uri, spool=None,
+                                          handlers=self.handlers(), background=False)
+        return self._writer
+
+    def handlers(self) -> dict:
+        """The ops only this tracker knows how to apply (they read the trial's checkpoint from storage)."""
+        return {END_TRIAL: self._end_trial, FAIL_TRIAL: self._fail_trial}
+
+    def _ensure_run(self, trial) -> str:
+        """Submit the trial's child run (found by its tags, else created with its params) once per driver."""
+        tid = trial.trial_id
+        if tid in self._started:
+            return tid
         cfg = self.spec.resolve(trial.config)
         comp = components(cfg)
         on = {"ans": cfg.ans.enabled, "cad": cfg.slimming.cad, "casd": cfg.slimming.casd, "cal": cfg.slimming.cal,
@@ -129,9 +156,6 @@ class SweepTracker(Callback):
                 KIND_TAG: KIND_TRIAL, MODEL_TAG: f"{cfg.model.name}/{cfg.model.variant}",
                 DATASET_TAG: f"{cfg.data.kind}:{cfg.data.root}", COMPONENTS_TAG: comp,
                 **{COMPONENT_TAG_PREFIX + k: str(v).lower() for k, v in on.items()}, TRAIN_MODE_TAG: cfg.train.mode}
-        run = self.client.create_run(self.experiment_id, run_name=self.spec.run_name(tid, trial.config, comp),
-                                     tags=tags)
-        rid = run.info.run_id
         # The whole resolved config stays as params (any key can be searched and filtered on); the swept
         # values again under _swept.* so they are found (and compared) first; every trial logs the same keys.
         params = flatten(cfg.model_dump(mode="json"))
@@ -139,68 +163,78 @@ class SweepTracker(Callback):
             params.update({"cdf.loc": str(self.cdf["loc"]), "cdf.scale": str(self.cdf["scale"])})
         params["resolved.lr"], params["resolved.batch_size"] = str(cfg.lr), str(cfg.batch_size)
         params.update({SWEPT_PARAM_PREFIX + k: v for k, v in self.spec.swept(trial.config).items()})
-        log_params(params, self.client, rid)
-        self._runs[tid] = rid
-        return rid
+        self.writer.run(tid, self.experiment_id, self.spec.run_name(tid, trial.config, comp), tags,
+                        identity={SWEEP_ID_TAG: self.sweep_id, TRIAL_ID_TAG: tid}, params=params)
+        self._started.add(tid)
+        return tid
 
-    # ------------------------------------------------------------ Tune hooks
+    # ------------------------------------------------------------ Tune hooks (they only submit)
     @_timed
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        rid = self.run_id(trial)
-        run = self.client.get_run(rid)
-        for tag in (STOP_REASON_TAG, INTERRUPTED_TAG, ERROR_TAG):  # an interrupted or failed trial resumes
-            if tag in run.data.tags:
-                self.client.delete_tag(rid, tag)
-        self.client.update_run(rid, status="RUNNING")
+        key = self._ensure_run(trial)
+        # an interrupted or failed trial resumes: RUNNING again, without the tags of how it ended
+        self.writer.reopen(key, [STOP_REASON_TAG, INTERRUPTED_TAG, ERROR_TAG])
 
     @_timed
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._log_result(result, self.run_id(trial))
-
-    def _log_result(self, result: dict, rid: str) -> None:
         metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS}
         if "epoch" not in metrics:
             return
         # step = the worker's epoch index (0-based: the step of "epoch 1/N" is 0), names grouped for the UI
-        log_epoch(mlflow_metrics(metrics), int(metrics["epoch"]), rid, self.client)
+        self.writer.metrics(self._ensure_run(trial), mlflow_metrics(metrics), int(metrics["epoch"]))
 
     @_timed
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        rid = self.run_id(trial)
+        key = self._ensure_run(trial)
         epochs = self.spec.resolve(trial.config).train.epochs
-        if received(self.sweep_id) is not None and int((trial.last_result or {}).get("epoch", -1)) + 1 < epochs:
+        last = int((trial.last_result or {}).get("epoch", -1))
+        if received(self.sweep_id) is not None and last + 1 < epochs:
             return  # cut short by the interruption: the runner marks it, --resume continues it
-        stopped = trial.trial_id in SCHEDULER_STOPS  # its figures are those of the epoch the scheduler judged
-        history = self._log_artifacts(trial, rid, newest=not stopped)
-        if not stopped:
-            self._backfill(rid, history)
-        done = 1 + max([int((trial.last_result or {}).get("epoch", -1))]
-                       + [int(h.get("epoch", -1)) for h in history if not stopped])
-        if done >= epochs:
-            self.client.set_terminated(rid, "FINISHED")
-        elif stopped:
-            self.client.set_tag(rid, STOP_REASON_TAG, f"stopped by the scheduler after epoch {done} of {epochs} "
-                                                      f"({SCHEDULER_STOPS[trial.trial_id]})")
-            self.client.set_terminated(rid, "KILLED")
-        else:
-            self.client.set_tag(rid, STOP_REASON_TAG, f"ended after epoch {done} of {epochs}; no scheduler "
-                                                      "stopped it (its training returned early)")
-            self.client.set_terminated(rid, "KILLED")
-
-    def _backfill(self, rid: str, history: list[dict]) -> None:
-        """Log the epochs the checkpoint holds that never reached MLflow: a sweep interrupted between a
-        checkpoint and its report resumes past that epoch, and its report is never sent again."""
-        logged = {m.step for m in metric_history(self.client, rid, "epoch")}
-        for h in history:
-            if "epoch" in h and int(h["epoch"]) not in logged:
-                self._log_result(h, rid)
+        stop = SCHEDULER_STOPS.get(trial.trial_id)  # its figures are those of the epoch the scheduler judged
+        ckpt = (trial.last_result or {}).get("checkpoint_path") if stop else self.newest_checkpoint(trial)
+        self.writer.call(END_TRIAL, key, {"trial": trial.trial_id, "config": trial.config, "checkpoint": ckpt,
+                                          "last_epoch": last, "stop": stop})
 
     @_timed
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        rid = self.run_id(trial)
-        set_tag(self.client, rid, ERROR_TAG, trial_error_text(trial))
-        self._log_artifacts(trial, rid)
-        self.client.set_terminated(rid, "FAILED")
+        key = self._ensure_run(trial)
+        self.writer.call(FAIL_TRIAL, key, {"trial": trial.trial_id, "config": trial.config,
+                                           "checkpoint": self.newest_checkpoint(trial),
+                                           "error": trial_error_text(trial)})
+
+    # ------------------------------------------------------------ on the writer's thread
+    def _end_trial(self, client, rid: str, p: dict) -> None:
+        """Artifacts, the epochs only the checkpoint holds, and how the run ended (FINISHED or KILLED)."""
+        epochs = self.spec.resolve(p["config"]).train.epochs
+        stop = p.get("stop")
+        history = self._log_artifacts(client, p, rid)
+        if not stop:
+            self._backfill(client, rid, history)
+        done = 1 + max([int(p["last_epoch"])] + [int(h.get("epoch", -1)) for h in history if not stop])
+        if done >= epochs:
+            client.set_terminated(rid, "FINISHED")
+        elif stop:
+            client.set_tag(rid, STOP_REASON_TAG, f"stopped by the scheduler after epoch {done} of {epochs} ({stop})")
+            client.set_terminated(rid, "KILLED")
+        else:
+            client.set_tag(rid, STOP_REASON_TAG, f"ended after epoch {done} of {epochs}; no scheduler "
+                                                 "stopped it (its training returned early)")
+            client.set_terminated(rid, "KILLED")
+
+    def _fail_trial(self, client, rid: str, p: dict) -> None:
+        set_tag(client, rid, ERROR_TAG, p["error"])
+        self._log_artifacts(client, p, rid)
+        client.set_terminated(rid, "FAILED")
+
+    def _backfill(self, client, rid: str, history: list[dict]) -> None:
+        """Log the epochs the checkpoint holds that never reached MLflow: a sweep interrupted between a
+        checkpoint and its report resumes past that epoch, and its report is never sent again. (It runs after
+        every report submitted before it, so what MLflow has is what was reported.)"""
+        logged = {m.step for m in metric_history(client, rid, "epoch")}
+        for h in history:
+            metrics = {k: v for k, v in h.items() if k not in TUNE_KEYS}
+            if "epoch" in metrics and int(metrics["epoch"]) not in logged:
+                log_epoch(mlflow_metrics(metrics), int(metrics["epoch"]), rid, client)
 
     # ------------------------------------------------------------ artifacts
     def newest_checkpoint(self, trial) -> str | None:
@@ -214,19 +248,18 @@ class SweepTracker(Callback):
                 with self.storage.filesystem.open_input_stream(snapshot) as f:
                     text = f.read().decode()
             names = [c["checkpoint_dir_name"] for c in json.loads(text).get("checkpoint_results") or []]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             names = []
         if names:
             return self.storage.join(self.sweep_id, "train", trial.trial_id, max(names))
         return (trial.last_result or {}).get("checkpoint_path")
 
-    def _log_artifacts(self, trial, rid: str, newest: bool = True) -> list[dict]:
-        """Log the trial's artifacts from its newest checkpoint (else the last one reported); the epochs'
-        history the checkpoint holds."""
+    def _log_artifacts(self, client, p: dict, rid: str) -> list[dict]:
+        """Log the trial's artifacts from the checkpoint ``p`` names; the epochs' history it holds. MLflow not
+        answering is raised (the writer retries); any other failure is noted on the run."""
         from workers.train_loop import CHECKPOINT_FILE  # loads torch
 
-        ckpt = self.newest_checkpoint(trial) if newest else (trial.last_result or {}).get("checkpoint_path")
-        cfg = self.spec.resolve(trial.config)
+        ckpt, cfg = p.get("checkpoint"), self.spec.resolve(p["config"])
         history: list[dict] = []
         try:
             with tempfile.TemporaryDirectory() as tmp:
@@ -234,10 +267,12 @@ class SweepTracker(Callback):
                 if local is not None and not (Path(local) / CHECKPOINT_FILE).is_file():
                     local = None
                 history = checkpoint_history(local) if local is not None else []
-                log_run_artifacts(rid, local, cfg, history, self.client)
+                log_run_artifacts(rid, local, cfg, history, client)
         except Exception as exc:  # artifacts must not take the sweep down; the run says what is missing
-            log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
-            set_tag(self.client, rid, ARTIFACTS_ERROR_TAG, exc, limit=500)
+            if transient(exc):
+                raise
+            log.warning("trial %s: artifacts not logged: %s", p.get("trial"), exc)
+            set_tag(client, rid, ARTIFACTS_ERROR_TAG, exc, limit=500)
         return history
 
 

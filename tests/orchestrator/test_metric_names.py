@@ -82,7 +82,9 @@ def test_one_epoch_convention_in_mlflow_and_in_what_people_read(capsys):
     client = FakeClient()
     tracker = SweepTracker(tracking_uri="sqlite:///none", experiment_id="0", parent_run_id="p", sweep_id="s",
                            spec=None, storage=None, prepared_cdf=None)
-    tracker._client, tracker._runs = client, {"t_00000": "run"}
+    tracker._client = client
+    tracker._started.add("t_00000")  # its run exists: the (inline) writer knows it
+    tracker.writer._run_ids["t_00000"] = "run"
     trial = SimpleNamespace(trial_id="t_00000", config={})
     tracker.on_trial_result(0, [], trial, {"epoch": 2, "miou": 0.3, "training_iteration": 3})
     assert {step for _, _, step in client.logged} == {2} and ("train/epoch_index", 2.0, 2) in client.logged

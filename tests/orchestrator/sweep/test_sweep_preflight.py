@@ -215,8 +215,10 @@ def test_stopped_by_the_scheduler_only_on_its_decision(monkeypatch):
                                     storage=None, prepared_cdf=None)
     client = FakeClient()
     tracker._client = client
-    monkeypatch.setattr(tracker, "run_id", lambda trial: "r")
-    monkeypatch.setattr(tracker, "_log_artifacts", lambda trial, rid, newest=True: [])
+    monkeypatch.setattr(tracker, "_ensure_run", lambda trial: trial.trial_id)
+    monkeypatch.setattr(tracker, "newest_checkpoint", lambda trial: None)
+    monkeypatch.setattr(tracker, "_log_artifacts", lambda client, p, rid: [])
+    tracker.writer._run_ids.update(a="r", b="r", c="r")  # the inline writer (no runner): calls made at once
 
     def ended(trial_id: str, epoch: int):
         client.__init__()
