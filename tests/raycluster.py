@@ -134,6 +134,20 @@ class Cluster:
     address: str
     dashboard: str
     node_ids: set[str]
+    worker_node: subprocess.Popen | None = None  # the second node's ``ray start --block`` (its process group)
+
+    def kill_worker_raylet(self) -> int:
+        """SIGKILL the worker node's raylet (a node lost without warning); its pid."""
+        import psutil
+
+        for pid in _node_pids(self.worker_node):
+            try:
+                if psutil.Process(pid).name() == "raylet":
+                    os.kill(pid, signal.SIGKILL)
+                    return pid
+            except psutil.Error:
+                continue
+        raise RuntimeError("the worker node has no raylet")
 
 
 @contextmanager
@@ -182,7 +196,7 @@ def two_node_cluster(tmp_path: Path, monkeypatch, cpus: float = 1) -> Iterator[C
             ray.shutdown()  # the code under test joins the cluster itself, from its address
         for proc, tracked in nodes:
             tracked |= _node_pids(proc)
-        yield Cluster(address, f"http://127.0.0.1:{dash_port}", node_ids)
+        yield Cluster(address, f"http://127.0.0.1:{dash_port}", node_ids, worker_node=nodes[1][0])
     finally:
         if ray.is_initialized():
             ray.shutdown()

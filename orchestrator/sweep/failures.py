@@ -65,6 +65,31 @@ def dead_nodes() -> list[str]:
         return []
 
 
+def actor_node(text: str) -> str | None:
+    """The node (address and short id) of the first actor ``text`` names, as Ray's state API recorded it; None
+    when it cannot say. A lost trial's error names the actor before Ray has marked its node dead."""
+    import re
+
+    found = re.search(r"actor ([0-9a-f]{32})", text)
+    if found is None:
+        return None
+    try:
+        from ray.util.state import get_actor
+
+        actor = get_actor(found.group(1), timeout=5)
+    except Exception:  # no dashboard, or it did not answer in time
+        return None
+    if actor is None or not getattr(actor, "node_id", None):
+        return None
+    try:
+        import ray
+
+        ip = next((n.get("NodeManagerAddress") for n in ray.nodes() if n.get("NodeID") == actor.node_id), None)
+    except Exception:
+        ip = None
+    return f"{ip or '?'} (node {actor.node_id[:8]})"
+
+
 def lost_message(trial_id: str, error: BaseException, *, node_ids_before: set[str] | None = None) -> str:
     """What the user reads for a lost trial: which node died (if one did) and what happens next."""
     first = str(error).strip().splitlines()[0:3]

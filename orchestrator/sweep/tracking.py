@@ -51,7 +51,7 @@ from orchestrator.runs.schema import (
 )
 from orchestrator.runs.tracking import flatten, log_epoch
 from orchestrator.runs.writer import TrackingWriter, transient
-from orchestrator.sweep.failures import TrialCodeError, TrialLost
+from orchestrator.sweep.failures import TrialCodeError, TrialLost, actor_node, dead_nodes
 from orchestrator.sweep.interrupt import received
 from orchestrator.training import failure_reason, log_run_artifacts
 
@@ -194,6 +194,18 @@ class SweepTracker(Callback):
         ckpt = (trial.last_result or {}).get("checkpoint_path") if stop else self.newest_checkpoint(trial)
         self.writer.call(END_TRIAL, key, {"trial": trial.trial_id, "config": trial.config, "checkpoint": ckpt,
                                           "last_epoch": last, "stop": stop})
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """Tune starts a lost trial again (``sweep.max_failures``): say so, with the dead node, in one line."""
+        text = trial_error_text(trial)
+        if "lost to the infrastructure" not in text:  # the trial's own actor died (with its node, or killed)
+            nodes = dead_nodes()
+            where = ", ".join(nodes) or actor_node(text)
+            text = (f"trial {trial.trial_id} lost to the infrastructure: "
+                    + (f"its node {where} died or stopped answering" if where else f"its actor died ({text[:200]})"))
+        limit = trial.max_failures if trial.max_failures >= 0 else "unlimited"
+        log.warning("%s; retry %d of %s, from its last checkpoint", text.split("; Tune retries")[0],
+                    trial.run_metadata.num_failures, limit)
 
     @_timed
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
