@@ -1,7 +1,8 @@
 """The driver-side queue of a hardware-in-the-loop sweep.
 
-Tune tells :class:`HilCallback` when a trial ends; the callback only enqueues its id, so
-the sweep's event loop (and every other trial's training) never waits for a board. One
+The sweep tells :meth:`HilMeasurer.trial_ended` when a trial's run is closed in MLflow (its
+tracking writer calls it after the trial's artifacts and status landed); that only enqueues
+the id, so the sweep's event loop (and every other trial's training) never waits for a board. One
 *decider* thread takes ended trials in order, logs the cost model's prediction and decides
 (:mod:`.select`); selected trials go to a thread per board, each running the same code as
 ``dance bench RUN_ID`` (export per bucket → board pool → expected J/image → the trial's
@@ -14,7 +15,7 @@ or ``pending`` (the sweep stopped waiting; ``--resume`` measures it, from the ca
 the boards already answered).
 
 The sweep sees this module through :func:`start_measurer` (the factory) and the measurer's
-:meth:`HilMeasurer.callback` (the Tune callback); nothing else of it.
+:meth:`HilMeasurer.trial_ended`; nothing else of it.
 """
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
-
-from ray.tune import Callback
 
 from orchestrator.boards.bench import TORCH_LOCK, run_bench
 from orchestrator.boards.cache import MeasurementCache, board_facts
@@ -63,18 +62,6 @@ log = logging.getLogger("dance.hil")
 #: the measurer of each sweep running in this process (callbacks are pickled with the sweep
 #: and restored on --resume; they find the live measurer here by sweep id)
 MEASURERS: dict[str, "HilMeasurer"] = {}
-
-
-class HilCallback(Callback):
-    """Enqueue every ended trial (after the tracker has closed its run and logged its checkpoint)."""
-
-    def __init__(self, sweep_id: str) -> None:
-        self.sweep_id = sweep_id
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        m = MEASURERS.get(self.sweep_id)
-        if m is not None:
-            m.trial_ended(trial.trial_id)
 
 
 class HilMeasurer:
@@ -118,10 +105,6 @@ class HilMeasurer:
         self.states[tid] = state
         if self.on_state is not None:
             self.on_state(tid, state)
-
-    def callback(self) -> HilCallback:
-        """The Tune callback that tells this measurer (found again by sweep id after a resume) of ended trials."""
-        return HilCallback(self.sweep_id)
 
     def trial_ended(self, trial_id: str) -> None:
         self._events.put(trial_id)

@@ -31,7 +31,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from orchestrator.checkpoints import checkpoint_file
 from orchestrator.errors import UserError
-from orchestrator.hil.measurer import start_measurer  # the sweep's one door into HIL (with .callback())
+from orchestrator.hil.measurer import start_measurer  # the sweep's one door into HIL (with .trial_ended)
 from orchestrator.progress import progress_bar
 from orchestrator.runs import pareto
 from orchestrator.runs.schema import (
@@ -67,7 +67,7 @@ from orchestrator.sweep.live import LiveTable
 from orchestrator.sweep.preflight import resume_sweep_id
 from orchestrator.sweep.resources import cluster_nodes, needs_of, plan_concurrency
 from orchestrator.sweep.space import SweepSpec, count_trials, tune_space
-from orchestrator.sweep.tracking import SCHEDULER_STOPS, WRITERS, SweepTracker
+from orchestrator.sweep.tracking import ON_ENDED, SCHEDULER_STOPS, WRITERS, SweepTracker
 from orchestrator.sweep.trial import run_trial
 from orchestrator.training import ensure_ray, preflight
 
@@ -228,7 +228,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, prepared=prepared, storage=storage, sweep_id=sweep_id),
         {"cpu": spec.sweep.trial_cpus})
-    callbacks = [tracker, table, *([measurer.callback()] if measurer else [])]
+    callbacks = [tracker, table]
+    if measurer is not None:  # told of a trial once its run is closed in MLflow (the writer's order)
+        ON_ENDED[sweep_id] = [measurer.trial_ended]
     # The trials' MLflow calls go through a writer thread and a spool on this disk: Tune's loop never waits
     # for MLflow; what a previous driver of this sweep left in the spool is replayed first.
     runs.writer = WRITERS[sweep_id] = TrackingWriter(
@@ -252,6 +254,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
         raise
     finally:
         WRITERS.pop(sweep_id, None)
+        ON_ENDED.pop(sweep_id, None)
         runs.writer.close()  # (a no-op once closed) whatever is pending stays in the spool for --resume
     w = runs.writer
     # the writer thread's time in MLflow; what Tune's loop paid for it (submitting only), its longest wait

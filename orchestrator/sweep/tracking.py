@@ -94,6 +94,9 @@ def _timed(hook):
 #: state finds the runner's writer here, not a copy of its own)
 WRITERS: dict[str, TrackingWriter] = {}
 END_TRIAL, FAIL_TRIAL = "trial_end", "trial_error"  # the writer's handler ops, kept by the tracker
+#: sweep id → what is told a trial's id once its run is closed in MLflow (artifacts and status landed): the
+#: runner adds the hardware-in-the-loop measurer, which reads the run back from MLflow
+ON_ENDED: dict[str, list] = {}
 
 
 class SweepTracker(Callback):
@@ -232,6 +235,8 @@ class SweepTracker(Callback):
             client.set_tag(rid, STOP_REASON_TAG, f"ended after epoch {done} of {epochs}; no scheduler "
                                                  "stopped it (its training returned early)")
             client.set_terminated(rid, "KILLED")
+        for told in ON_ENDED.get(self.sweep_id, []):
+            told(p["trial"])
 
     def _fail_trial(self, client, rid: str, p: dict) -> None:
         set_tag(client, rid, ERROR_TAG, p["error"])

@@ -1,5 +1,6 @@
-"""A hardware-in-the-loop sweep end to end: 4 trials on local Ray, 2 emulated TX2 boards over
-real sshd, MLflow read back with ``MlflowClient``.
+"""A hardware-in-the-loop sweep end to end: 4 trials on local Ray, 3 emulated TX2 boards over
+real sshd, MLflow read back with ``MlflowClient``. (One export bucket: mixtures of buckets are the
+bench's own tests.)
 
 One board is killed while it measures; the job moves to its twin and no trial loses its
 measurement. Then the sweep is resumed with one trial's measurement marked unfinished (as
@@ -50,8 +51,8 @@ def test_hil_sweep_measures_every_trial_survives_a_dead_board_and_resumes_from_t
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     root = tmp_path / "synth"
     generate_dataset(root, n_train=12, n_val=4, size=(64, 128), seed=3)
-    fleet.add("tx2-a")
-    fleet.add("tx2-b")
+    for name in ("tx2-a", "tx2-b", "tx2-c"):  # three: after one is cut off, two share the rest of the jobs
+        fleet.add(name)
     inv = fleet.inventory()  # the fleet's short agent windows (~1.5 s a job)
     boards = tmp_path / "boards.yaml"
     boards.write_text(yaml.safe_dump(inv.model_dump(mode="json")))
@@ -80,7 +81,7 @@ sweep:
     measure: all
     wait: false
     train_steps: 1
-    buckets: "64x128:0.5,32x64:0.5"
+    buckets: "64x128:1.0"
 """)
     journal = tmp_path / ".dance" / "hil" / "hil-sweep.journal.sqlite"
     victim: list[str] = []
