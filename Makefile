@@ -35,13 +35,12 @@ $(MOBILENET_V2):
 quickstart: $(STAMP)
 	$(BIN)/dance quickstart
 
-# The suite CI runs (.ci/run): everything but the multi-minute `slow` tests. The tests that start no server
-# run two at a time (as in test-fast); the integration tests (Ray, sshd, MLflow/S3 servers, a browser) one at a
-# time, because two Ray instances on 2 cores starve each other's deadlines.
+# The suite CI runs (.ci/run): everything but the multi-minute `slow` tests, on two test processes. The tests
+# that start Ray (marker `ray`) share one xdist group, so they run one after the other on one process while
+# the other process takes the rest (unit tests, sshd boards, MLflow/S3 servers, the browser): two Ray
+# instances on 2 cores starve each other's deadlines, one beside the rest does not (tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not integration" -n 2; fast=$$?; \
-	$(BIN)/python -m pytest -m "integration and not slow"; integration=$$?; \
-	test $$fast -eq 0 -a $$integration -eq 0
+	$(BIN)/python -m pytest -m "not slow" -n 2 --dist loadgroup
 
 # The edit-test loop: leaves out the `integration` tests too (those that start Ray, sshd, an MLflow
 # or S3 server, or a browser), two test processes at a time; about 2 minutes on 2 cores.

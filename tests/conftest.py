@@ -33,17 +33,40 @@ def _server_in(argv) -> str | None:
     return None
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that start Ray share one xdist group: `make test` (``--dist loadgroup``) runs them one after the
+    other on one test process while the other process runs everything else. Two Ray instances on 2 cores
+    starve each other's deadlines; one Ray beside the CPU-light rest does not."""
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """An unmarked test that starts Ray or a server fails at that point, naming the marker it lacks.
 
     Wrapped around the whole protocol of a test (setup included), so a module-scoped fixture that
-    starts Ray for the first test of a module is caught too.
+    starts Ray for the first test of a module is caught too. An `integration` test that starts Ray in
+    this process without the `ray` marker fails the same way (it would run beside another Ray).
     """
-    if item.get_closest_marker("integration") is not None:
-        yield
-        return
     import ray
+
+    if item.get_closest_marker("integration") is not None:
+        if item.get_closest_marker("ray") is not None:
+            yield
+            return
+        real_ray_init = ray.init
+
+        def unmarked_ray(*a, **kw):
+            raise RuntimeError("this test starts Ray: mark it @pytest.mark.ray (and integration)")
+
+        ray.init = unmarked_ray
+        try:
+            yield
+        finally:
+            ray.init = real_ray_init
+        return
 
     real_popen_init, real_ray_init = subprocess.Popen.__init__, ray.init
 

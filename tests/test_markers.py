@@ -24,3 +24,12 @@ def test_a_marked_test_may_start_one():
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "--version"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     assert proc.wait(timeout=120) == 0
+
+
+@pytest.mark.integration
+def test_an_integration_test_that_starts_ray_needs_the_ray_marker():
+    """Ray tests run one at a time (their xdist group); one without the marker would run beside another Ray."""
+    import ray
+
+    with pytest.raises(RuntimeError, match="mark it @pytest.mark.ray"):
+        ray.init()

@@ -28,7 +28,7 @@ from workers.train_loop import METRIC_NAMES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow,
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow,
               pytest.mark.skipif(RAY_CLI is None,
                                  reason="the `ray` CLI is not installed (next to this Python or on PATH)")]
 

@@ -21,7 +21,7 @@ from orchestrator.config import load_config  # noqa: E402
 from orchestrator.runs.schema import metric_history  # noqa: E402
 from workers.train_loop import METRIC_NAMES  # noqa: E402
 
-pytestmark = pytest.mark.integration  # starts Ray (and servers): `make test`, not `make test-fast`
+pytestmark = [pytest.mark.integration, pytest.mark.ray]  # starts Ray (and servers): `make test`, not `make test-fast`
 
 EPOCHS = 3
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-pytestmark = pytest.mark.integration  # starts Ray (and servers): `make test`, not `make test-fast`
+pytestmark = [pytest.mark.integration, pytest.mark.ray]  # starts Ray (and servers): `make test`, not `make test-fast`
 
 ray = pytest.importorskip("ray")
 

@@ -181,6 +181,7 @@ def test_two_jobs_on_one_board_never_overlap(fleet, tmp_path, tiny_model):
         assert e0 <= s1, f"windows overlap: {e0} > {s1}"
 
 
+@pytest.mark.ray
 def test_bench_checkpoint_to_mlflow_via_the_ray_pool_then_cache_hit(fleet, tmp_path, monkeypatch):
     """The happy path: checkpoint → export per bucket → Ray pool actor → two board kinds → MLflow;
     then the repeat is answered from the cache without any connection to a board."""

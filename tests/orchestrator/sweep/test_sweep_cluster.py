@@ -27,7 +27,7 @@ from servers import RestartableMlflowServer, s3_server  # noqa: E402
 from orchestrator.cli import main  # noqa: E402
 from orchestrator.runs.schema import KIND_SWEEP, KIND_TAG, KIND_TRIAL, TRIAL_ID_TAG, metric_history  # noqa: E402
 
-pytestmark = pytest.mark.integration  # starts Ray (and servers): `make test`, not `make test-fast`
+pytestmark = [pytest.mark.integration, pytest.mark.ray]  # starts Ray (and servers): `make test`, not `make test-fast`
 
 EPOCHS = 5  # enough that both trials are still training when the node is lost
 OUTAGE_S = 25

@@ -28,7 +28,7 @@ except ImportError:  # plain names
     def metric_history(client, run_id: str, name: str) -> list:
         return client.get_metric_history(run_id, name)
 
-pytestmark = pytest.mark.integration  # starts Ray: `make test`, not `make test-fast`
+pytestmark = [pytest.mark.integration, pytest.mark.ray]  # starts Ray: `make test`, not `make test-fast`
 
 EPOCHS = 2
 

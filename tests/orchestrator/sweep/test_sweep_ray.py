@@ -22,7 +22,7 @@ from orchestrator.runs.schema import metric_history, plain_metrics  # noqa: E402
 from orchestrator.sweep.runner import run_sweep  # noqa: E402
 from orchestrator.sweep.space import load_sweep  # noqa: E402
 
-pytestmark = pytest.mark.integration  # starts Ray (and servers): `make test`, not `make test-fast`
+pytestmark = [pytest.mark.integration, pytest.mark.ray]  # starts Ray (and servers): `make test`, not `make test-fast`
 
 EPOCHS = 3
 

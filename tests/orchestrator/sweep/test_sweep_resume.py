@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray")
 from orchestrator.cli import main  # noqa: E402
 from orchestrator.runs.schema import metric_history  # noqa: E402
 
-pytestmark = pytest.mark.integration  # starts Ray (and servers): `make test`, not `make test-fast`
+pytestmark = [pytest.mark.integration, pytest.mark.ray]  # starts Ray (and servers): `make test`, not `make test-fast`
 
 EPOCHS = 4
 
