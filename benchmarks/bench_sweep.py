@@ -12,7 +12,14 @@ and a sqlite MLflow store, then reads the runs back:
 * sweep efficiency = Tune phase ÷ (Σ trial time ÷ concurrency) (goal ≤ 1.2);
 * fixed cost per trial = (start + tail + MLflow logging) ÷ trial time (goal ≤ 10 %).
 
+With ``--load N`` instead: N tiny trials (1 epoch of 4 images at 32×64, random learning rates) at the
+planned concurrency on local Ray, tracked in a real ``mlflow server`` (started here, stopped by its pid):
+trials per minute, the fixed cost per trial (its MLflow run's wall time less training, evaluation and FLOP
+counting; mean and p90), the MLflow calls per trial and the writer's time in them, the longest tracking
+hook in Tune's loop, and how long ``dance runs`` takes on the finished sweep.
+
     python benchmarks/bench_sweep.py [--epochs N]
+    python benchmarks/bench_sweep.py --load 50
 """
 from __future__ import annotations
 
@@ -30,7 +37,10 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, help="override train.epochs (default: the quickstart's)")
+    ap.add_argument("--load", type=int, metavar="N", help="N tiny trials against a real MLflow server instead")
     args = ap.parse_args()
+    if args.load:
+        return load(args.load)
 
     import mlflow
 
@@ -94,6 +104,124 @@ def main() -> int:
           f"({sum_dur:.1f} / {conc}) = {eff:.3f}  (goal <= 1.2)")
     print(f"fixed cost per trial (start + tail + MLflow) / trial time: mean {100 * sum(fixed) / len(fixed):.1f} %, "
           f"max {100 * max(fixed):.1f} %  (goal <= 10 %)")
+    print(f"\nrun folder: {work}")
+    return 0
+
+
+def _mlflow_server(work: Path):
+    """A real ``mlflow server`` on a free port (sqlite store, proxied artifacts): (process, uri)."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{work / 'server.db'}",
+           "--artifacts-destination", str(work / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=open(work / "mlflow-server.log", "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            return proc, uri
+        except OSError:
+            assert proc.poll() is None, (work / "mlflow-server.log").read_text()[-2000:]
+            time.sleep(0.5)
+    raise TimeoutError("mlflow server did not answer")
+
+
+def _ray_helpers() -> list[tuple[str, int]]:
+    """(title, RSS) of this machine's Ray actor processes (``ray::Name``), idle pooled workers left out."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline", "memory_info"]):
+        title = " ".join(p.info["cmdline"] or [])
+        if title.startswith("ray::") and not title.startswith("ray::IDLE"):
+            out.append((title.split()[0], p.info["memory_info"].rss if p.info["memory_info"] else 0))
+    return out
+
+
+def load(n: int) -> int:
+    """``--load N``: the fixed cost of a trial when trials are tiny, at the planned concurrency."""
+    import signal
+    import statistics
+
+    import mlflow
+
+    from orchestrator.cli import main as dance
+    from orchestrator.runs.schema import metric_history
+    from orchestrator.sweep.runner import run_sweep
+    from orchestrator.sweep.space import load_sweep
+    from workers.data.synth import generate_dataset
+
+    work = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    os.chdir(work)
+    generate_dataset(work / "data", n_train=4, n_val=2, size=(32, 64), seed=0)
+    cfg = work / "load.yaml"
+    cfg.write_text(f"""
+base: {ROOT / 'configs' / 'quickstart.yaml'}
+name: load
+data: {{root: {work / 'data'}, cache_dir: {work / 'cache'}}}
+model: {{name: deeplabv3plus, variant: small}}
+ans: {{enabled: false}}
+train: {{epochs: 1, batch_size: 2, eval_batch_size: 2, size_quantum: 32, storage_path: {work / 'results'}}}
+scaling: {{num_workers: 1, cpus_per_worker: 0.99}}
+sweep:
+  name: load-{n}
+  space:
+    optim.lr: {{loguniform: [1.0e-3, 3.0e-2]}}
+  search: random
+  num_samples: {n}
+  scheduler: {{kind: none}}
+  register_models: false
+""")
+    server, uri = _mlflow_server(work)
+    try:
+        t0 = time.perf_counter()
+        out = run_sweep(load_sweep(cfg), tracking_uri=uri, live=False, print_fn=None)
+        wall = time.perf_counter() - t0
+        client = mlflow.MlflowClient(uri)
+        fixed, durs = [], []
+        for r in out.rows:
+            run = client.get_run(r["run_id"])
+            if run.info.end_time is None:
+                continue
+            dur = (run.info.end_time - run.info.start_time) / 1000
+            work_s = sum(sum(m.value for m in metric_history(client, r["run_id"], k))
+                         for k in ("epoch_time_s", "eval_time_s", "flop_counting_s"))
+            durs.append(dur)
+            fixed.append(dur - work_s)
+        t1 = time.perf_counter()
+        assert dance(["runs", out.sweep_id, "--tracking-uri", uri, "--csv", str(work / "runs.csv")]) == 0
+        runs_s = time.perf_counter() - t1
+        time.sleep(max(0.0, 60 - (time.perf_counter() - t0 - wall)))  # a minute after the sweep ended
+        left = _ray_helpers()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    tm = out.timings
+    fixed.sort()
+    p90 = fixed[min(len(fixed) - 1, int(round(0.9 * (len(fixed) - 1))))]
+    print(f"load: {len(out.rows)} tiny trials (1 epoch, 4 images at 32x64), {int(tm['concurrency'])} at a time, "
+          f"local Ray, a real mlflow server\n")
+    print(f"sweep wall time                 {wall:8.1f} s  (Tune phase {tm['tune_s']:.1f} s)")
+    print(f"trials per minute               {60 * len(out.rows) / tm['tune_s']:8.2f}")
+    print(f"trial time (MLflow run)         mean {statistics.mean(durs):6.1f} s")
+    print(f"fixed cost per trial            mean {statistics.mean(fixed):6.1f} s, p90 {p90:6.1f} s "
+          f"({100 * statistics.mean(fixed) / statistics.mean(durs):.0f} % of a trial)")
+    print(f"MLflow calls per trial          {tm['mlflow_calls'] / len(out.rows):8.1f}  "
+          f"({1000 * tm['mlflow_s'] / max(tm['mlflow_calls'], 1):.1f} ms each on the writer's thread)")
+    print(f"longest tracking hook in Tune's loop  {1000 * tm['tracking_hook_max_s']:.1f} ms")
+    print(f"`dance runs` on the sweep       {runs_s:8.1f} s")
+    print(f"Ray actor processes left 60 s after the sweep ended (Ray still up; idle pooled workers not counted): "
+          f"{len(left)} ({sum(rss for _, rss in left) / 2**20:.0f} MiB){': ' if left else ''}"
+          f"{', '.join(sorted({name for name, _ in left}))}")
     print(f"\nrun folder: {work}")
     return 0
 

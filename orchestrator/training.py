@@ -86,7 +86,33 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, verbose:
         # The dashboard (on 127.0.0.1 only) serves the State API, which Ray Train uses to remove the
         # placement groups of worker groups whose trial was stopped (ASHA): without it their CPUs leak
         # and the next trials wait for them forever (measured here with Ray 2.60).
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
+        _start_local_ray(num_cpus, kwargs)
+
+
+DASHBOARD_TRIES = 3  # a busy machine can take minutes to start the dashboard: try again, a bounded number of times
+
+
+def _start_local_ray(num_cpus: int | None, kwargs: dict[str, Any]) -> None:
+    """``ray.init`` of a local instance with its dashboard, tried again (with a line saying so) when the
+    dashboard does not come up in time; a clear error, never a raw traceback, when it never does."""
+    import ray
+
+    for attempt in range(1, DASHBOARD_TRIES + 1):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
+            return
+        except Exception as exc:  # Ray raises plain Exceptions (and ConnectionError) for a late dashboard
+            if "dashboard" not in str(exc).lower():
+                raise
+            if ray.is_initialized():
+                ray.shutdown()
+            if attempt == DASHBOARD_TRIES:
+                raise UserError(f"the local Ray instance's dashboard did not start in {DASHBOARD_TRIES} tries "
+                                f"({str(exc).strip().splitlines()[0][:200]}); the machine may be overloaded: "
+                                "try again when it is quieter, or start Ray yourself (`ray start --head "
+                                "--include-dashboard=true`) and pass --address") from None
+            log.warning("the local Ray dashboard did not start in time (try %d of %d); starting Ray again",
+                        attempt, DASHBOARD_TRIES)
 
 
 def cluster_check(cfg: ExperimentConfig) -> None:

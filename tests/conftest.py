@@ -20,6 +20,37 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+STRAY_GCS_WAIT_S = 30
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_stray_ray(request):
+    """A module with Ray tests starts with no Ray instance on the machine: a GCS left by an earlier test makes
+    Ray's State API (which Ray Train's placement-group clean-up uses) refuse to guess the cluster, and the
+    next test leaks CPUs. Waits for a GCS that is still shutting down; names the one that does not."""
+    if not any(i.get_closest_marker("ray") for i in request.session.items if i.module is request.module):
+        yield
+        return
+    import psutil
+
+    def gcs() -> list[str]:
+        found = []
+        for p in psutil.process_iter(["name", "cmdline"]):
+            if p.info["name"] == "gcs_server":
+                found.append(f"pid {p.pid}: {' '.join(p.info['cmdline'] or [])[:300]}")
+        return found
+
+    import time
+
+    deadline = time.monotonic() + STRAY_GCS_WAIT_S
+    while gcs() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = gcs()
+    if left:
+        pytest.fail("a Ray instance from an earlier test is still running:\n" + "\n".join(left), pytrace=False)
+    yield
+
+
 def _server_in(argv) -> str | None:
     """The server program ``argv`` starts, or None."""
     words = argv.split() if isinstance(argv, (str, bytes)) else [str(a) for a in argv]
@@ -40,6 +71,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("ray") is not None:
             item.add_marker(pytest.mark.xdist_group("ray"))
+    # The Ray tests first: their group is the longest stretch, so it starts at once (xdist hands out work in
+    # collection order) and the other process works through the rest beside it.
+    items.sort(key=lambda item: item.get_closest_marker("ray") is None)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -74,9 +74,11 @@ def actor_node(text: str) -> str | None:
     if found is None:
         return None
     try:
+        import ray
         from ray.util.state import get_actor
 
-        actor = get_actor(found.group(1), timeout=5)
+        address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+        actor = get_actor(found.group(1), address=address, timeout=5)
     except Exception:  # no dashboard, or it did not answer in time
         return None
     if actor is None or not getattr(actor, "node_id", None):

@@ -303,6 +303,26 @@ def join_ray(address: str | None, *, verbose: bool = False) -> None:
             "cluster started with RAY_AUTH_MODE=token needs RAY_AUTH_MODE=token (and its token) in this shell too; "
             f"(3) the versions: this driver runs Ray {ray.__version__} on Python "
             f"{sys.version_info.major}.{sys.version_info.minor}, and the cluster's must be the same") from None
+    if target:
+        check_dashboard(target)
+
+
+def check_dashboard(target: str) -> None:
+    """A joined cluster must serve Ray's State API (its head's dashboard): Ray Train frees the placement groups
+    of trials a scheduler stopped through it, and without it their CPUs stay taken and later trials wait."""
+    try:
+        import ray
+        from ray.util.state import list_nodes
+
+        # the joined cluster's own address: with none, the State API guesses from the GCS processes it sees
+        address = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+        list_nodes(address=address, timeout=15, limit=1, raise_on_missing_output=False)
+    except Exception as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(
+            f"the Ray cluster at {target} does not serve the State API ({first.strip()[:200]}): start its head "
+            "with `ray start --head --include-dashboard=true` (docs/sweeps.md, Scale-out). Without it Ray Train "
+            "cannot free the CPUs of trials a scheduler stopped, and later trials wait for them forever") from None
 
 
 @dataclass
