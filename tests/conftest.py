@@ -64,6 +64,7 @@ def _server_in(argv) -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group markers
 def pytest_collection_modifyitems(config, items):
     """Tests that start Ray share one xdist group: `make test` (``--dist loadgroup``) runs them one after the
     other on one test process while the other process runs everything else. Two Ray instances on 2 cores
