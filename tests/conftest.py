@@ -64,26 +64,14 @@ def _server_in(argv) -> str | None:
     return None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group markers
-def pytest_collection_modifyitems(config, items):
-    """Tests that start Ray share one xdist group: `make test` (``--dist loadgroup``) runs them one after the
-    other on one test process while the other process runs everything else. Two Ray instances on 2 cores
-    starve each other's deadlines; one Ray beside the CPU-light rest does not."""
-    for item in items:
-        if item.get_closest_marker("ray") is not None:
-            item.add_marker(pytest.mark.xdist_group("ray"))
-    # The Ray tests first: their group is the longest stretch, so it starts at once (xdist hands out work in
-    # collection order) and the other process works through the rest beside it.
-    items.sort(key=lambda item: item.get_closest_marker("ray") is None)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """An unmarked test that starts Ray or a server fails at that point, naming the marker it lacks.
 
     Wrapped around the whole protocol of a test (setup included), so a module-scoped fixture that
     starts Ray for the first test of a module is caught too. An `integration` test that starts Ray in
-    this process without the `ray` marker fails the same way (it would run beside another Ray).
+    this process without the `ray` marker fails the same way: `make test` runs the `ray` tests in their own
+    pytest process, one at a time, beside the rest, so an unmarked one would run beside another Ray.
     """
     import ray
 

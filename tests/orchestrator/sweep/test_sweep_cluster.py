@@ -96,12 +96,19 @@ def test_a_two_node_sweep_survives_a_lost_node_and_an_mlflow_outage(tmp_path, mo
     The end state, from MLflow alone: one child per trial, both FINISHED, every epoch once (no point logged twice),
     nothing RUNNING, the artifacts in the server's destination; the driver said each fault in a line."""
     import mlflow
-    import psutil
 
     cfg = _sweep_yaml(tmp_path, dataset, "sweep-cluster", str(tmp_path / "results"), EPOCHS, [0.02, 0.01], 0.98)
     server = RestartableMlflowServer(tmp_path)
     server.start()
-    client = mlflow.MlflowClient(server.uri)
+    try:
+        _fault_suite(tmp_path, monkeypatch, cfg, server, mlflow.MlflowClient(server.uri))
+    finally:
+        server.stop()  # by its pid, however the test ended
+
+
+def _fault_suite(tmp_path: Path, monkeypatch, cfg: Path, server, client) -> None:
+    import psutil
+
     log = tmp_path / "driver.log"
     proc = None
     try:
@@ -135,40 +142,38 @@ def test_a_two_node_sweep_survives_a_lost_node_and_an_mlflow_outage(tmp_path, mo
                     pass
             proc.wait(timeout=15)
     text = log.read_text()
-    try:
-        assert status == 0, text[-5000:]
-        assert nodes == cluster.node_ids, "the trials' Train workers did not use both nodes"
-        lost = [ln for ln in text.splitlines() if "lost to the infrastructure" in ln and "retry 1 of 1" in ln]
-        assert lost and "node" in lost[0] and "died" in lost[0], text[-5000:]
-        down = [ln for ln in text.splitlines() if "not answering" in ln]
-        up = [ln for ln in text.splitlines() if "answering again" in ln]
-        assert len(down) == 1 and len(up) == 1, text[-5000:]  # one line each way, not a stall or a traceback
+    # the end state, read from MLflow alone
+    assert status == 0, text[-5000:]
+    assert nodes == cluster.node_ids, "the trials' Train workers did not use both nodes"
+    lost = [ln for ln in text.splitlines() if "lost to the infrastructure" in ln and "retry 1 of 1" in ln]
+    assert lost and "node" in lost[0] and "died" in lost[0], text[-5000:]
+    down = [ln for ln in text.splitlines() if "not answering" in ln]
+    up = [ln for ln in text.splitlines() if "answering again" in ln]
+    assert len(down) == 1 and len(up) == 1, text[-5000:]  # one line each way, not a stall or a traceback
 
-        exp = client.get_experiment_by_name("sweep-cluster")
-        assert exp.artifact_location.startswith("mlflow-artifacts:")  # artifacts go through the server
-        kids = _runs(client, "sweep-cluster", KIND_TRIAL)
-        (parent,) = _runs(client, "sweep-cluster", KIND_SWEEP)
-        assert len(kids) == 2 and len({r.data.tags[TRIAL_ID_TAG] for r in kids}) == 2  # one child per trial
-        for r in kids:
-            rid = r.info.run_id
-            assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent.info.run_id
-            assert sorted(m.step for m in metric_history(client, rid, "epoch")) == list(range(EPOCHS))
-            for key in r.data.metrics:  # no point logged twice, under any name
-                steps = Counter(m.step for m in client.get_metric_history(rid, key))
-                assert max(steps.values()) == 1, (key, steps)
-            assert "checkpoint/model.pt" in {f.path for f in client.list_artifacts(rid, "checkpoint")}
-        assert parent.info.status == "FINISHED"
-        assert not client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
-        assert {"pareto.csv", "pareto.png"} <= {f.path for f in client.list_artifacts(parent.info.run_id)}
-        assert len(list((tmp_path / "server-artifacts").rglob("model.pt"))) >= 2  # in the server's destination
-        assert not list((tmp_path / "results").rglob("mlflow-spool.sqlite*"))  # replayed, nothing left
-        hook_ms = parent.data.metrics.get("sweep.tracking_hook_max_s", float("nan")) * 1e3
-        print(f"\nboth trials reported after {both - t0:.1f} s; node lost and MLflow down {OUTAGE_S} s; the driver "
-              f"said the node was lost {noticed - t_kill:.1f} s after the kill; sweep ended {t_end - t_kill:.1f} s "
-              f"after it; longest tracking hook in Tune's loop {hook_ms:.1f} ms")
-        print("\n".join(lost[:1] + down + up))
-    finally:
-        server.stop()
+    exp = client.get_experiment_by_name("sweep-cluster")
+    assert exp.artifact_location.startswith("mlflow-artifacts:")  # artifacts go through the server
+    kids = _runs(client, "sweep-cluster", KIND_TRIAL)
+    (parent,) = _runs(client, "sweep-cluster", KIND_SWEEP)
+    assert len(kids) == 2 and len({r.data.tags[TRIAL_ID_TAG] for r in kids}) == 2  # one child per trial
+    for r in kids:
+        rid = r.info.run_id
+        assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert sorted(m.step for m in metric_history(client, rid, "epoch")) == list(range(EPOCHS))
+        for key in r.data.metrics:  # no point logged twice, under any name
+            steps = Counter(m.step for m in client.get_metric_history(rid, key))
+            assert max(steps.values()) == 1, (key, steps)
+        assert "checkpoint/model.pt" in {f.path for f in client.list_artifacts(rid, "checkpoint")}
+    assert parent.info.status == "FINISHED"
+    assert not client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    assert {"pareto.csv", "pareto.png"} <= {f.path for f in client.list_artifacts(parent.info.run_id)}
+    assert len(list((tmp_path / "server-artifacts").rglob("model.pt"))) >= 2  # in the server's destination
+    assert not list((tmp_path / "results").rglob("mlflow-spool.sqlite*"))  # replayed, nothing left
+    hook_ms = parent.data.metrics.get("sweep.tracking_hook_max_s", float("nan")) * 1e3
+    print(f"\nboth trials reported after {both - t0:.1f} s; node lost and MLflow down {OUTAGE_S} s; the driver "
+          f"said the node was lost {noticed - t_kill:.1f} s after the kill; sweep ended {t_end - t_kill:.1f} s "
+          f"after it; longest tracking hook in Tune's loop {hook_ms:.1f} ms")
+    print("\n".join(lost[:1] + down + up))
 
 
 @pytest.mark.timeout(300)
