@@ -135,14 +135,18 @@ def _mlflow_server(work: Path):
     raise TimeoutError("mlflow server did not answer")
 
 
+NODE_DAEMONS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")  # a node's own, not a sweep's
+
+
 def _ray_helpers() -> list[tuple[str, int]]:
-    """(title, RSS) of this machine's Ray actor processes (``ray::Name``), idle pooled workers left out."""
+    """(title, RSS) of this machine's Ray actor processes (``ray::Name``), the node's own daemons and idle
+    pooled workers left out."""
     import psutil
 
     out = []
     for p in psutil.process_iter(["cmdline", "memory_info"]):
         title = " ".join(p.info["cmdline"] or [])
-        if title.startswith("ray::") and not title.startswith("ray::IDLE"):
+        if title.startswith("ray::") and not title.startswith(NODE_DAEMONS):
             out.append((title.split()[0], p.info["memory_info"].rss if p.info["memory_info"] else 0))
     return out
 
@@ -219,7 +223,7 @@ sweep:
           f"({1000 * tm['mlflow_s'] / max(tm['mlflow_calls'], 1):.1f} ms each on the writer's thread)")
     print(f"longest tracking hook in Tune's loop  {1000 * tm['tracking_hook_max_s']:.1f} ms")
     print(f"`dance runs` on the sweep       {runs_s:8.1f} s")
-    print(f"Ray actor processes left 60 s after the sweep ended (Ray still up; idle pooled workers not counted): "
+    print(f"Ray actor processes left 60 s after the sweep ended (Ray still up; the node's daemons not counted): "
           f"{len(left)} ({sum(rss for _, rss in left) / 2**20:.0f} MiB){': ' if left else ''}"
           f"{', '.join(sorted({name for name, _ in left}))}")
     print(f"\nrun folder: {work}")
