@@ -20,6 +20,7 @@ from orchestrator.report.collect import (
     find_sweep,
 )
 from orchestrator.report.paper import load_paper_numbers
+from orchestrator.report.premise import PremiseCheck, premise_checks
 from orchestrator.report.runtime import PARTS, compare_runtime, load_for_timing
 
 log = logging.getLogger("dance.report")
@@ -35,6 +36,8 @@ class Report:
     tables: dict[str, T.Table]
     claims: list[claims_mod.Claim]
     excluded: list[Trial] = field(default_factory=list)
+    premise: list[PremiseCheck] = field(default_factory=list)  # the data's premise checks, printed first
+    premise_missing: list[str] = field(default_factory=list)  # datasets no premise check was logged for
 
 
 def table12(client, t8_rows: dict[int, list[Trial]], paper: dict, rounds: int) -> T.Table:
@@ -116,4 +119,5 @@ def build_report(targets: Sequence[str], tracking_uri: str, *, paper_file: str |
     else:
         tables["table12"] = T.Table("table12", "Table 12: inference runtime breakdown, with and without DANCE",
                                     paper["table12"]["ref"], [], missing="not measured (--no-runtime)")
-    return Report(sweeps, trials, s, tables, claims_mod.evaluate_claims(tables), excluded)
+    checks, unchecked = premise_checks(client, trials)
+    return Report(sweeps, trials, s, tables, claims_mod.evaluate_claims(tables), excluded, checks, unchecked)

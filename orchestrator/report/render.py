@@ -151,6 +151,18 @@ VERDICT_MARK = {"holds": "✅ holds", "does not hold": "❌ does not hold", "hol
                 "inconclusive": "〰 inconclusive", "not testable": "— not testable"}
 
 
+def premise_md(report, tracking_uri: str) -> list[str]:
+    """The premise figures of the report's data, first: whether DANCE can help there at all."""
+    checks, missing = report.premise, report.premise_missing
+    if not checks and not missing:
+        return []
+    lines = ["## The premise on this data", ""]
+    lines += [f"* {c.line()}" for c in checks]
+    lines += [f"* `{d}`: not checked. Before trusting a verdict below, run `dance data premise {d.partition(':')[2]} "
+              f"--checkpoint <a baseline run> --tracking-uri {tracking_uri}` (docs/reproduce.md)" for d in missing]
+    return lines + [""]
+
+
 def write_report(report, out: Path, tracking_uri: str) -> Path:
     """Write ``out/report.md`` and its PNGs; returns the Markdown file."""
     out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +176,7 @@ def write_report(report, out: Path, tracking_uri: str) -> Path:
     if report.excluded:
         lines += ["Left out (not FINISHED): " + ", ".join(f"{t.trial_id} {t.components} ({t.status})"
                                                         for t in report.excluded) + ".", ""]
+    lines += premise_md(report, tracking_uri)
     s = report.setting
     if s is not None:
         lines += [f"Main setting: {s.epochs} epochs"
