@@ -15,6 +15,7 @@ Order of events (data flows one way: config → sweep → trials → MLflow):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -541,11 +542,16 @@ def register_front(client, spec: SweepSpec, front: list[dict], names: list[str])
 
 def _log_served_model(mlflow, client, run_id: str, registered: str) -> str:
     """Log the run's checkpoint as a pyfunc MLflow Model (workers.serving) and register it; its version."""
+    with _quiet_mlflow():
+        return _log_served_model_quietly(mlflow, client, run_id, registered)
+
+
+def _log_served_model_quietly(mlflow, client, run_id: str, registered: str) -> str:
     import numpy as np
     from mlflow.models import infer_signature
 
     from workers.checkpoint import load_checkpoint
-    from workers.serving import SegmentationPyfunc, segment
+    from workers.serving import SegmentationPyfunc, segment  # (MLflow advises on the class as it is defined)
 
     with tempfile.TemporaryDirectory() as tmp:
         ck = checkpoint_file(client.download_artifacts(run_id, "checkpoint", tmp))
@@ -556,3 +562,25 @@ def _log_served_model(mlflow, client, run_id: str, registered: str) -> str:
                                            artifacts={"checkpoint": str(ck)}, signature=signature,
                                            pip_requirements=[], registered_model_name=registered)
     return str(info.registered_model_version)
+
+
+@contextlib.contextmanager
+def _quiet_mlflow():
+    """MLflow's advice while logging a model (type hints, input examples, CloudPickle, "Registered model ...
+    already exists", "View run ...") is not for the sweep's user: kept out of the output, shown if it fails."""
+    import io
+    import warnings
+
+    said = io.StringIO()
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(said):
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    except BaseException:
+        sys.stderr.write(said.getvalue())
+        raise
+    finally:
+        logger.setLevel(level)
