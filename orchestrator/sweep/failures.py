@@ -84,15 +84,13 @@ def actor_node(text: str) -> str | None:
     if actor is None or not getattr(actor, "node_id", None):
         return None
     try:
-        import ray
-
         ip = next((n.get("NodeManagerAddress") for n in ray.nodes() if n.get("NodeID") == actor.node_id), None)
     except Exception:
         ip = None
     return f"{ip or '?'} (node {actor.node_id[:8]})"
 
 
-def lost_message(trial_id: str, error: BaseException, *, node_ids_before: set[str] | None = None) -> str:
+def lost_message(trial_id: str, error: BaseException) -> str:
     """What the user reads for a lost trial: which node died (if one did) and what happens next."""
     first = str(error).strip().splitlines()[0:3]
     nodes = dead_nodes()
@@ -135,5 +133,5 @@ def noted_own_error(storage, trial_id: str) -> str | None:
             return json.loads(Path(path).read_text())["error"]
         with storage.filesystem.open_input_stream(path) as f:
             return json.loads(f.read().decode())["error"]
-    except (OSError, ValueError, KeyError, FileNotFoundError):
+    except (OSError, ValueError, KeyError):
         return None
