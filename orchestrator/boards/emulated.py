@@ -79,7 +79,8 @@ def make_key(path: Path, comment: str = "dance-emulated") -> Path:
 
 def sshd_argv(folder: Path, port: int, host_key: Path, authorized: Path) -> list[str]:
     """``sshd -D`` on 127.0.0.1:port: key authentication only, for the keys in ``authorized``; an
-    empty config file of its own (never the system's /etc/ssh/sshd_config)."""
+    empty config file of its own (never the system's /etc/ssh/sshd_config); sessions that skip the
+    login user's ~/.bashrc, as on a board."""
     opts = {
         "ListenAddress": "127.0.0.1", "Port": str(port), "HostKey": str(host_key),
         "AuthorizedKeysFile": str(authorized), "PasswordAuthentication": "no",
@@ -87,6 +88,10 @@ def sshd_argv(folder: Path, port: int, host_key: Path, authorized: Path) -> list
         "StrictModes": "no", "PidFile": "none", "PermitRootLogin": "prohibit-password",
         "LogLevel": "VERBOSE", "MaxSessions": "64", "MaxStartups": "64",
         "Subsystem": "sftp internal-sftp", "PermitUserEnvironment": "no",
+        # A board's non-interactive shell skips ~/.bashrc (Ubuntu's returns at once when not interactive);
+        # bash run by sshd sources it unless it is nested (SHLVL >= 2). This machine's ~/.bashrc runs
+        # `pyenv init`, whose rehash waits 60 s on a lock left by any killed shell: every job would time out.
+        "SetEnv": "SHLVL=1",
     }
     argv = [SSHD, "-D", "-e", "-f", str(folder / "sshd_config")]
     for k, v in opts.items():

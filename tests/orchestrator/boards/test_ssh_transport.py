@@ -151,6 +151,20 @@ def test_commands_are_quoted(fleet, tmp_path):
     t.close()
 
 
+def test_emulated_board_sessions_skip_this_machines_bashrc(fleet):
+    """The emulated board's commands run in a shell that does not source the login user's ~/.bashrc
+    (bash skips it when nested: SHLVL 2), as on a board whose .bashrc returns for non-interactive
+    shells. Here ~/.bashrc runs `pyenv init`, and one stale pyenv lock made every job wait 60 s and
+    time out (CI, 2026-12-03)."""
+    board = fleet.add("tx2-rc", writer=False)
+    t = SshTransport(board, fleet.known_hosts)
+    res = t.shell("echo $SHLVL; echo $PATH", 20)
+    assert res.rc == 0, res
+    shlvl, path = res.stdout.split()
+    assert shlvl == "2" and "pyenv" not in path and res.seconds < 10
+    t.close()
+
+
 def test_stdout_and_stderr_are_drained_together(fleet):
     """A command writing megabytes to both streams finishes (no pipe deadlock) and the tail is kept."""
     board = fleet.add("tx2-io", writer=False)
