@@ -63,7 +63,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError("--train must be at least 2 and --val at least 1")
     with progress_bar("generating synthetic scenes") as bar:
         summary = generate_dataset(args.out, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
-                                   progress=bar, overwrite=args.overwrite, style=args.style)
+                                   progress=bar, overwrite=args.overwrite, style=args.style,
+                                   complexity=args.complexity)
     print(f"wrote {args.train} train + {args.val} val images ({args.size[0]}x{args.size[1]}) to {args.out} "
           "in the Cityscapes layout")
     if args.json:
@@ -170,6 +171,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier synthetic set in OUT (never other files)")
     p.add_argument("--style", choices=["day", "dusk"], default="day", help="look of the scenes (default day)")
+    p.add_argument("--complexity", choices=["objects", "texture"], default="objects",
+                   help="what a scene's clutter drives: objects (more, smaller objects and thin structures; "
+                        "default) or texture (the version-1 sets, byte for byte)")
     p.add_argument("--json", action="store_true", help="also print the generator's summary as JSON")
     p.set_defaults(func=cmd_synth)
 

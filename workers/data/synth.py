@@ -5,8 +5,16 @@ Each scene is painted as a map of *appearance ids* (road, lane marking, car pain
 car, vanishing point at the horizon), so objects shrink with distance and their scale
 varies widely. The label map (Cityscapes labelIds) and the RGB image are both lookups of
 that map; the RGB adds per-appearance texture from pre-computed noise banks. A per-scene
-clutter level drives object counts, building density and texture strength, so spatial
-complexity spreads out from open country roads to crowded streets.
+clutter level spreads spatial complexity from open country roads to crowded streets. What
+it drives is the generator's ``complexity`` mode:
+
+* ``objects`` (the default, version 2): what makes real street scenes complex. Clutter
+  brings more and smaller objects (crowds and traffic further down the street), more thin
+  structures (poles, signs, traffic lights, bicycles) and so more boundaries per area;
+  texture is weak and independent of clutter, so an image's Sobel complexity (Eq. 1) comes
+  from what its labels hold.
+* ``texture`` (version 1, byte-identical to the sets made before issue 20): clutter also
+  raises texture strength and contrast, so much of the Sobel complexity is label-free noise.
 
 Same ``seed`` => byte-identical PNGs (each image draws from its own generator seeded by
 (seed, split, index), so a larger set starts with the same images as a smaller one).
@@ -26,7 +34,10 @@ from PIL import Image, ImageDraw
 
 from workers.data.datasets.base import DatasetError
 
-VERSION = 1  # bump when the pictures change for a given seed
+#: bump a mode's version when its pictures change for a given seed
+VERSIONS = {"objects": 2, "texture": 1}
+COMPLEXITY_MODES = tuple(VERSIONS)
+VERSION = VERSIONS["objects"]
 DEFAULT_SIZE = (256, 512)  # (H, W)
 TRAIN_CITIES = ("ashford", "belmont", "corvale", "dunmore", "elmsby")
 VAL_CITIES = ("fairlee", "glenrock")
@@ -380,13 +391,16 @@ def _paint_windows(r: np.ndarray, p: _Painter, windows: list[tuple], salt: int) 
 class SceneGenerator:
     """Paints scenes of one size; holds the texture banks shared by all scenes of a seed."""
 
-    def __init__(self, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0, style: str = "day") -> None:
+    def __init__(self, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0, style: str = "day",
+                 complexity: str = "objects") -> None:
         h, w = int(size[0]), int(size[1])
         if not (16 <= h <= 4096 and 16 <= w <= 4096):
             raise SynthArgumentError(f"image size {h}x{w} out of range (16..4096 per side)")
         if style not in STYLES:
             raise SynthArgumentError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
-        self.H, self.W, self.seed, self.style = h, w, int(seed), style
+        if complexity not in VERSIONS:
+            raise SynthArgumentError(f"unknown complexity {complexity!r}; choose one of {', '.join(VERSIONS)}")
+        self.H, self.W, self.seed, self.style, self.complexity = h, w, int(seed), style, complexity
         rng = np.random.default_rng([self.seed, 0xBA4C])
         bh, bw = h + h // 2, w + w // 2
         self._fine = rng.standard_normal((bh, bw), dtype=np.float32)
@@ -425,7 +439,10 @@ class SceneGenerator:
         sides = []
         for sign, half in ((-1, rl), (1, rr)):
             u = rng.random()
-            kind = "urban" if u < 0.2 + 0.75 * c else ("park" if u < 0.6 + 0.4 * c else "open")
+            if self.complexity == "objects":  # clutter, not chance, decides how built-up a street is
+                kind = "urban" if u < 1.3 * c - 0.15 else ("park" if u < 1.3 * c + 0.35 else "open")
+            else:
+                kind = "urban" if u < 0.2 + 0.75 * c else ("park" if u < 0.6 + 0.4 * c else "open")
             walk = rng.uniform(1.0, 2.8) if kind == "urban" else (rng.uniform(0.5, 2.0) if rng.random() < 0.6 else 0.0)
             sides.append((sign, half, walk, kind))
 
@@ -506,21 +523,29 @@ class SceneGenerator:
             sign, half, walk, _ = side
             return sign * (half + rng.uniform(0.2, max(0.3, walk - 0.2)))
 
-        for _ in range(rng.poisson(0.8 + 9 * c)):
+        if self.complexity == "objects":
+            # Busier streets hold more objects, further away (smaller), and more thin structures.
+            n = dict(car=0.5 + 14 * c, big=0.1 + 1.0 * c, person=0.2 + 28 * c ** 1.5, two=0.1 + 5 * c,
+                     pole=0.5 + 14 * c)
+            near = 1.0 - 0.3 * c  # the nearest an object comes, as nearness s (1: the bottom row)
+        else:
+            n = dict(car=0.8 + 9 * c, big=0.15 + 0.6 * c, person=0.3 + 14 * c ** 1.3, two=0.2 + 2 * c, pole=1.0 + 5 * c)
+            near = 1.0
+        for _ in range(rng.poisson(n["car"])):
             x = rng.choice([-rl + 0.8, rr - 0.8]) if rng.random() < 0.35 else rng.uniform(-rl + 0.8, rr - 0.8)
-            add(_car(rng), x, _log_uniform(rng, 0.035, 1.05))
-        for _ in range(rng.poisson(0.15 + 0.6 * c)):
-            add(_big_vehicle(rng), rng.uniform(-rl + 1.0, rr - 1.0), _log_uniform(rng, 0.04, 0.5))
-        for _ in range(rng.poisson(0.3 + 14 * c ** 1.3)):
+            add(_car(rng), x, _log_uniform(rng, 0.035, 1.05 * near))
+        for _ in range(rng.poisson(n["big"])):
+            add(_big_vehicle(rng), rng.uniform(-rl + 1.0, rr - 1.0), _log_uniform(rng, 0.04, 0.5 * max(near, 0.5)))
+        for _ in range(rng.poisson(n["person"])):
             side = sides[int(rng.integers(2))]
             x = walk_x(side) if side[2] > 0 or rng.random() < 0.3 else rng.uniform(-rl, rr)
-            add(_person(rng), x, _log_uniform(rng, 0.04, 1.0))
-        for _ in range(rng.poisson(0.2 + 2 * c)):
+            add(_person(rng), x, _log_uniform(rng, 0.04, 1.0 * near))
+        for _ in range(rng.poisson(n["two"])):
             x = rng.choice([-rl + 0.5, rr - 0.5]) + rng.normal(0, 0.2)
-            add(_two_wheeler(rng), x, _log_uniform(rng, 0.05, 0.9))
-        for _ in range(rng.poisson(1.0 + 5 * c)):
+            add(_two_wheeler(rng), x, _log_uniform(rng, 0.05, 0.9 * max(near, 0.4)))
+        for _ in range(rng.poisson(n["pole"])):
             sign, half, walk, _ = sides[int(rng.integers(2))]
-            add(_pole(rng), sign * (half + min(0.35, walk + 0.35)), _log_uniform(rng, 0.04, 1.1))
+            add(_pole(rng), sign * (half + min(0.35, walk + 0.35)), _log_uniform(rng, 0.04, 1.1 * max(near, 0.5)))
         for side in sides:
             sign, half, walk, kind = side
             n = rng.poisson({"urban": 0.5 + 2 * c, "park": 2.0 + 5 * c, "open": 1.0 + 2 * c}[kind])
@@ -530,7 +555,7 @@ class SceneGenerator:
             if kind != "urban":
                 for _ in range(rng.poisson(1 + 3 * c)):
                     add(_bush(rng), sign * (half + walk + rng.uniform(0.3, 4.0)), _log_uniform(rng, 0.04, 1.0))
-        for _ in range(rng.poisson(0.3 + 2 * c)):
+        for _ in range(rng.poisson(0.3 + (4 if self.complexity == "objects" else 2) * c)):
             add(_static(rng), walk_x(sides[int(rng.integers(2))]), _log_uniform(rng, 0.05, 1.0))
 
         objs.sort(key=lambda o: o[0])  # far first: nearer objects occlude
@@ -550,11 +575,14 @@ class SceneGenerator:
         t = np.linspace(0.0, 1.0, _SKY_BANDS, dtype=np.float32)[:, None] ** 1.5
         # One jitter for all bands: independent ones would show as stripes.
         rgb[:_SKY_BANDS] = zen + (hor - zen) * t + rng.normal(0.0, 5.0, 3).astype(np.float32)
-        # Clutter also raises contrast and texture, so the complexity spread is not left to object counts.
-        contrast, gain = rng.uniform(0.55, 0.95) + 0.3 * c, rng.uniform(0.78, 1.15)
+        # "texture": clutter also raises contrast and texture (label-free complexity); "objects": neither
+        # follows clutter, and texture stays weak, so the complexity is in what the labels hold.
+        tied = self.complexity == "texture"
+        contrast = rng.uniform(0.55, 0.95) + 0.3 * c if tied else rng.uniform(0.8, 0.95)
+        gain = rng.uniform(0.78, 1.15) if tied else rng.uniform(0.92, 1.05)  # exposure scales every edge
         tint = 1.0 + rng.normal(0.0, 0.035, 3).astype(np.float32)
         rgb = np.clip((128.0 + (rgb - 128.0) * contrast) * gain * tint, 0, 255).astype(np.float32)
-        texture = (0.2 + 1.5 * c) * rng.uniform(0.6, 1.4)
+        texture = (0.2 + 1.5 * c) * rng.uniform(0.6, 1.4) if tied else 0.2 * rng.uniform(0.8, 1.2)
         amp = _BASE_AMP * np.array([texture, texture, rng.uniform(0.6, 1.5)], np.float32)
 
         lut = np.zeros((256, 3), np.float32)
@@ -639,6 +667,7 @@ def generate_dataset(
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
     style: str = "day",
+    complexity: str = "objects",
 ) -> dict:
     """Write ``n_train`` + ``n_val`` scenes of ``size`` (H, W) under ``out_dir`` in the Cityscapes layout.
 
@@ -646,7 +675,8 @@ def generate_dataset(
     is called after each image. An existing non-empty ``out_dir`` is refused unless
     ``overwrite`` is set and it holds an earlier synthetic set (``synth.json``), whose
     ``leftImg8bit/`` and ``gtFine/`` are then replaced. ``style`` is one of :data:`STYLES`
-    ("day", the default, is the original look). Errors are :class:`DatasetError`
+    ("day", the default, is the original look), ``complexity`` one of :data:`COMPLEXITY_MODES`
+    (what a scene's clutter drives; see the module's docstring). Errors are :class:`DatasetError`
     subclasses (:class:`OutputExistsError` is also a FileExistsError, bad arguments also
     ValueError). Returns a summary dict.
     """
@@ -662,7 +692,7 @@ def generate_dataset(
             raise OutputExistsError(f"{out}: not a synthetic dataset (no synth.json); refusing to overwrite it")
         for sub in ("leftImg8bit", "gtFine"):
             shutil.rmtree(out / sub, ignore_errors=True)
-    gen = SceneGenerator(size, seed, style)
+    gen = SceneGenerator(size, seed, style, complexity)
     plan = [("train", i, c) for i, c in enumerate(_cities(TRAIN_CITIES, n_train))]
     plan += [("val", i, c) for i, c in enumerate(_cities(VAL_CITIES, n_val))] if n_val else []
     counts = np.zeros(256, np.int64)
@@ -685,9 +715,9 @@ def generate_dataset(
     splits = {"train": n_train, **({"val": n_val} if n_val else {})}
     cities = {"train": sorted(set(_cities(TRAIN_CITIES, n_train))),
               **({"val": sorted(set(_cities(VAL_CITIES, n_val)))} if n_val else {})}
-    manifest = {"generator": "dance-synth", "version": VERSION, "seed": int(seed), "size": [gen.H, gen.W],
-                "splits": splits, "cities": cities, "layout": "cityscapes",
-                **({"style": style} if style != "day" else {})}
+    manifest = {"generator": "dance-synth", "version": VERSIONS[complexity], "seed": int(seed),
+                "size": [gen.H, gen.W], "splits": splits, "cities": cities, "layout": "cityscapes",
+                "complexity": complexity, **({"style": style} if style != "day" else {})}
     (out / "synth.json").write_text(json.dumps(manifest, indent=2) + "\n")
     total = counts.sum()
     return {
