@@ -6,7 +6,9 @@ fresh synthetic set of 64 + 16 images at 256×512) in a temporary folder with lo
 and a sqlite MLflow store, then reads the runs back:
 
 * split of the wall time: data generation, Eq. 1 scoring, Ray start, the Tune phase,
-  the final ranking/registry; and per trial: start (worker group, model, first report),
+  the final ranking/registry; and per trial: start (split into Tune's trial actor — placement of
+  the trial's bundle and its process —, the trial function, Ray Train's worker group — controller,
+  placement group, worker processes, imports —, and the loop's set-up — dataset, model, restore),
   training, evaluation, FLOP counting, per-epoch reporting/checkpointing, the tail after
   the last report, MLflow logging;
 * sweep efficiency = Tune phase ÷ (Σ trial time ÷ concurrency) (goal ≤ 1.2);
@@ -81,8 +83,11 @@ def main() -> int:
         start = first_report - first("epoch_time_s") - first("eval_time_s") - first("flop_counting_s")
         tail = (run.info.end_time - hist[-1].timestamp) / 1000
         train, ev, fl = total("epoch_time_s"), total("eval_time_s"), total("flop_counting_s")
+        phases = {k: first(f"start_{k}_s") for k in ("trial", "workers", "setup", "first_step")}
+        phases["actor"] = start - phases["trial"] - phases["workers"] - phases["setup"]
         trials.append(dict(trial=r["trial"], what=r["label"], dur=dur, start=start, tail=tail, train=train,
-                           eval=ev, flops=fl, per_epoch=dur - start - tail - train - ev - fl, epochs=len(hist)))
+                           eval=ev, flops=fl, per_epoch=dur - start - tail - train - ev - fl, epochs=len(hist),
+                           phases=phases))
     mlflow_per_trial = tm["mlflow_s"] / max(len(trials), 1)
     print(f"quickstart sweep: {len(trials)} trials, {conc} at a time, {trials[0]['epochs']} epochs each\n")
     print(f"wall time (data generation + sweep)      {t_gen + t_sweep:7.1f} s")
@@ -97,6 +102,12 @@ def main() -> int:
     for t in trials:
         print(f"  {t['what']:<16} {t['dur']:6.1f} {t['start']:6.1f} {t['train']:6.1f} {t['eval']:6.1f} "
               f"{t['flops']:10.1f} {t['per_epoch']:12.1f} {t['tail']:5.1f} {mlflow_per_trial:7.2f}")
+    print("\nwhere a trial's start goes (s; workers.metrics.START_METRICS, the first report of each trial)")
+    print("  trial             Tune actor  trial fn  Train workers  loop set-up  (first step, in train)")
+    for t in trials:
+        ph = t["phases"]
+        print(f"  {t['what']:<16} {ph['actor']:11.1f} {ph['trial']:9.2f} {ph['workers']:14.1f} {ph['setup']:12.1f} "
+              f"{ph['first_step']:10.2f}")
     sum_dur = sum(t["dur"] for t in trials)
     eff = tm["tune_s"] / (sum_dur / conc)
     fixed = [(t["start"] + t["tail"] + mlflow_per_trial) / t["dur"] for t in trials]

@@ -56,6 +56,14 @@ CAL_WEIGHT_Q2 = "cal_weight_q2"
 CAL_WEIGHT_Q3 = "cal_weight_q3"
 CAL_WEIGHT_Q4 = "cal_weight_q4"
 
+# Emitted in the first epoch a worker process runs (a fresh start, a resume, a retry): where the trial's start
+# went, in seconds on rank 0. The first two only under a sweep, whose trial function stamps the times it hands
+# on (wall clocks: on a cluster they include the skew between the trial driver's node and rank 0's).
+START_TRIAL_S = "start_trial_s"                  # the trial function, from its start to calling Ray Train
+START_WORKERS_S = "start_workers_s"              # that call to the loop running: controller, placement, processes
+START_SETUP_S = "start_setup_s"                  # the loop's set-up: dataset, model, checkpoint restore, schedule
+START_FIRST_STEP_S = "start_first_step_s"        # the first step (it is inside epoch_time_s)
+
 # Emitted only when measured: absent, never 0, where a rank could not measure it (no NVML).
 ENERGY_J = "energy_j"
 
@@ -73,10 +81,12 @@ ALWAYS_METRICS: tuple[str, ...] = (
     ANS_STAGE_DUE, LR, DATA_SLIMMING)
 ANS_METRICS: tuple[str, ...] = (ANS_GAMMA_SPREAD, ANS_PRUNES, ANS_PRUNE_GAMMA_SPREAD)
 CAL_METRICS: tuple[str, ...] = (CAL_WEIGHT_Q1, CAL_WEIGHT_Q2, CAL_WEIGHT_Q3, CAL_WEIGHT_Q4)
+START_METRICS: tuple[str, ...] = (START_TRIAL_S, START_WORKERS_S, START_SETUP_S, START_FIRST_STEP_S)
 MEASURED_METRICS: tuple[str, ...] = (ENERGY_J,)
 EVAL_METRICS: tuple[str, ...] = (MIOU, PIXEL_ACC, INFER_FLOPS_PER_IMAGE, INFER_NETWORK_FLOPS_PER_IMAGE, EVAL_TIME_S)
 # Every fixed name a trial can report (per-class IoUs aside: see is_trial_metric).
-TRIAL_METRICS: tuple[str, ...] = ALWAYS_METRICS + ANS_METRICS + CAL_METRICS + MEASURED_METRICS + EVAL_METRICS
+TRIAL_METRICS: tuple[str, ...] = (ALWAYS_METRICS + ANS_METRICS + CAL_METRICS + START_METRICS + MEASURED_METRICS
+                                   + EVAL_METRICS)
 # The headline figures: the per-epoch log line, and what the Ray tests require of every report
 # (their runs evaluate every epoch, hence the evaluation figures).
 SUMMARY_METRICS: tuple[str, ...] = (EPOCH, MIOU, TRAIN_FLOPS, INFER_FLOPS_PER_IMAGE, HEADER_CHANNELS_KEPT,

@@ -251,6 +251,7 @@ class Trainer:
         self.prune_plan: list[tuple[int, int]] = []
         self._epoch_prunes: list[Any] = []
         self._warned_not_ready = False
+        self._start: dict[str, float] | None = None  # where this process's start went, until its first report
 
     # ------------------------------------------------------------ schedule
     def data_on(self, epoch: int) -> bool:
@@ -556,6 +557,7 @@ class Trainer:
     # ------------------------------------------------------------ main
     def run(self) -> dict[str, Any]:
         """Algorithm 1 from the config (or the checkpoint resumed from); returns the last epoch's metrics."""
+        entered = time.time()
         self._open_data()
         resume = self._load_resume()
         self._build_model(resume)
@@ -565,6 +567,7 @@ class Trainer:
         self._plan_schedule()
         eval_sizes = self._eval_sizes()
         meter = EnergyMeter(self.device, exclusive=self.cfg.scaling.gpus_per_worker >= 1)
+        self._start = self._start_trace(entered)
         metrics: dict[str, Any] = {}
         for epoch in range(self.start_epoch, self.cfg.train.epochs):
             self.epoch = epoch
@@ -572,10 +575,22 @@ class Trainer:
             phase.sampler.set_epoch(epoch)
             totals = self._train_epoch(epoch, phase, meter)
             metrics = self._epoch_metrics(epoch, phase, totals)
+            if self._start is not None:
+                metrics.update(self._start)
+                self._start = None
             if self._evaluates(epoch):
                 metrics.update(self._evaluate(eval_sizes))
             self._report(epoch, metrics)
         return metrics
+
+    def _start_trace(self, entered: float) -> dict[str, float]:
+        """The start's phases so far (START_METRICS): the trial function's stamps, when a sweep passed them."""
+        trace = self.raw.get("trace") or {}
+        out = {M.START_SETUP_S: time.time() - entered}
+        if "trial_start" in trace and "train_called" in trace:
+            out[M.START_TRIAL_S] = trace["train_called"] - trace["trial_start"]
+            out[M.START_WORKERS_S] = entered - trace["train_called"]
+        return out
 
     def _restore(self, resume: dict | None) -> None:
         """Counters, history and optimizer state of the checkpoint resumed from; a fresh run starts at 0."""
@@ -639,6 +654,8 @@ class Trainer:
             if step:
                 self._maybe_fault(epoch, step)
             self._train_step(batch, ans_on, sums, phase.expected_weight)
+            if step == 0 and self._start is not None:  # loading the first batch included
+                self._start[M.START_FIRST_STEP_S] = time.perf_counter() - t0
             if ans_on:
                 self.prune_if_due(self.due_stage(epoch + (step + 1) / max(steps, 1)))
         if ans_on and steps == 0:  # an epoch with no steps (everything dropped) still reaches its stage

@@ -10,6 +10,7 @@ continues from its last checkpoint. That is also how a trial lost with its node 
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 PREPARED_KEYS = ("cdf", "train_p", "val_p", "scoring_flops", "sc_train_summary")
@@ -17,6 +18,7 @@ PREPARED_KEYS = ("cdf", "train_p", "val_p", "scoring_flops", "sc_train_summary")
 
 def run_trial(config: dict[str, Any], *, spec, prepared: dict[str, Any], storage, sweep_id: str) -> None:
     """Tune trainable: one DANCE training run for the point ``config`` of the space."""
+    started = time.time()  # wall clock: the worker that reads it may be on another node
     import ray.tune
     from ray.train.v2.api.exceptions import TrainingFailedError
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -44,6 +46,8 @@ def run_trial(config: dict[str, Any], *, spec, prepared: dict[str, Any], storage
     if noted is not None:  # an earlier attempt failed in its own code: the same error, without training again
         raise TrialCodeError(f"trial {trial_id} failed in its own code (kept from its first attempt, "
                              f"not retried):\n{noted}")
+    # where the start goes (workers.metrics.START_METRICS): the worker reports these against its own times
+    wcfg["trace"] = {"trial_start": started, "train_called": time.time()}
     # Train's retries off: Tune retries the trial (sweep.max_failures) when it was lost, never for its own error
     trainer = build_trainer(cfg, wcfg, run_name=name, callbacks=[TuneReportCallback()], storage=runs,
                             max_failures=0)

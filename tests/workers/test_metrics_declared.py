@@ -46,6 +46,10 @@ def check_declared(reps: list[dict]) -> None:
         assert set(M.EVAL_METRICS) <= set(r)
         assert any(M.is_per_class_metric(k) for k in r)
     assert not any(k in reps[0] for k in M.EVAL_METRICS) and not any(map(M.is_per_class_metric, reps[0]))
+    # where the start went: the first epoch only; the trial's own stamps only under a sweep (not here)
+    assert {M.START_SETUP_S, M.START_FIRST_STEP_S} <= set(reps[0]) and reps[0][M.START_SETUP_S] > 0
+    assert not any(k in r for r in reps[1:] for k in M.START_METRICS)
+    assert M.START_TRIAL_S not in reps[0] and M.START_WORKERS_S not in reps[0]
 
 
 def test_ans_on_reports_only_declared_metrics(data):
@@ -55,10 +59,11 @@ def test_ans_on_reports_only_declared_metrics(data):
     assert all(every_epoch <= set(r) for r in reps)
     assert any(M.ANS_PRUNE_GAMMA_SPREAD in r for r in reps)
     # the default slimming scores complexity: CAL's weights per p quartile are there, rising with p
-    # (a quartile none of whose images was drawn in an epoch has no mean, and is absent)
+    # (a quartile none of whose images was drawn in an epoch has no mean, and is absent: CASD drops most of
+    # the lowest quartile's images, so the lowest present is often q2, whose mean p is ~0.55 against q4's ~0.85)
     for r in reps:
         q = [r[n] for n in M.CAL_METRICS if n in r]
-        assert len(q) >= 3 and q == sorted(q) and q[-1] > 2 * q[0], q
+        assert len(q) >= 3 and q == sorted(q) and q[-1] > 1.3 * q[0], q
 
 
 def test_ans_off_reports_only_declared_metrics(data):
@@ -69,7 +74,7 @@ def test_ans_off_reports_only_declared_metrics(data):
 
 
 def test_declaration_is_consistent():
-    groups = (M.ALWAYS_METRICS, M.ANS_METRICS, M.CAL_METRICS, M.MEASURED_METRICS, M.EVAL_METRICS)
+    groups = (M.ALWAYS_METRICS, M.ANS_METRICS, M.CAL_METRICS, M.START_METRICS, M.MEASURED_METRICS, M.EVAL_METRICS)
     names = [n for g in groups for n in g]
     assert len(names) == len(set(names)) and set(names) == set(M.TRIAL_METRICS)
     assert not any(n.startswith(M.PER_CLASS_PREFIX) for n in names)
