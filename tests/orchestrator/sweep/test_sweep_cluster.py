@@ -5,12 +5,15 @@ The cluster has two nodes of 1 CPU; each trial is one Train worker of 0.98 CPU p
 driver's 0.01, so the two trials run at once only by taking one node each; the State API's
 record of the ``RayTrainWorker`` actors shows both nodes were used. Every child run and its
 artifacts must be in the server (artifacts proxied to its artifact destination) — after the
-worker node is lost and the server is down for a while (issue 17's fault suite; the driver's
-SIGINT and SIGKILL are test_sweep_interrupt.py and test_sweep_resume.py, on the local Ray).
+worker node is lost and the server is down for a while, and after the driver is interrupted
+(SIGINT) and killed (SIGKILL), each time resumed (issue 17's fault suite; SIGINT on the local
+Ray, the default for one machine, is test_sweep_interrupt.py).
 """
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -21,11 +24,19 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from drivers import Driver  # noqa: E402
 from raycluster import RAY_CLI, train_worker_nodes, two_node_cluster  # noqa: E402
 from servers import RestartableMlflowServer, s3_server  # noqa: E402
 
 from orchestrator.cli import main  # noqa: E402
-from orchestrator.runs.schema import KIND_SWEEP, KIND_TAG, KIND_TRIAL, TRIAL_ID_TAG, metric_history  # noqa: E402
+from orchestrator.runs.schema import (  # noqa: E402
+    INTERRUPTED_TAG,
+    KIND_SWEEP,
+    KIND_TAG,
+    KIND_TRIAL,
+    TRIAL_ID_TAG,
+    metric_history,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]  # starts Ray (and servers): `make test`, not `make test-fast`
 
@@ -174,6 +185,111 @@ def _fault_suite(tmp_path: Path, monkeypatch, cfg: Path, server, client) -> None
           f"said the node was lost {noticed - t_kill:.1f} s after the kill; sweep ended {t_end - t_kill:.1f} s "
           f"after it; longest tracking hook in Tune's loop {hook_ms:.1f} ms")
     print("\n".join(lost[:1] + down + up))
+
+
+def _trials(client, name: str) -> dict[str, tuple[str, list[int], dict]]:
+    """trial id → (run status, epoch steps MLflow holds, tags)."""
+    return {r.data.tags[TRIAL_ID_TAG]: (r.info.status, [m.step for m in metric_history(client, r.info.run_id, "epoch")],
+                                        r.data.tags) for r in _runs(client, name, KIND_TRIAL)}
+
+
+@pytest.mark.skipif(RAY_CLI is None, reason="the `ray` CLI is not installed (next to this Python or on PATH)")
+@pytest.mark.timeout(600)
+def test_a_two_node_sweep_interrupted_then_its_driver_killed_resumes_each_time(tmp_path, monkeypatch, dataset):
+    """The driver's faults on the two-node cluster and the real server. Two trials, one per node: a short one
+    (2 epochs) and a long one (LONG epochs). Once the short one is done and the long one has reported an epoch,
+    SIGINT (Ctrl-C, to the driver's process group): exit 130, the resume command printed, the sweep and the long
+    trial marked interrupted. The printed command is run as printed; once the long trial has trained on, that
+    driver is SIGKILLed (no clean-up at all). The same command again finishes the sweep. From MLflow alone: one
+    child per trial, both FINISHED, the short one never trained again, the long one every epoch, epoch 0 once
+    (it went on from its checkpoints), nothing RUNNING or left marked interrupted."""
+    import mlflow
+
+    long_epochs = 8
+    cfg = tmp_path / "faults.yaml"
+    cfg.write_text(f"""
+name: sweep-driver-faults
+data: {{root: {dataset}, cache_dir: {tmp_path / 'cache'}}}
+model: {{name: deeplabv3plus, variant: small}}
+slimming: {{casd_range: {{lo: 0.0, hi: 0.6}}}}
+ans: {{enabled: false}}
+train: {{batch_size: 2, eval_batch_size: 4, size_quantum: 32, max_failures: 0, storage_path: {tmp_path / 'results'}}}
+scaling: {{num_workers: 1, cpus_per_worker: 0.98}}
+sweep:
+  name: driver-faults
+  space:
+    train.epochs: {{grid: [2, {long_epochs}]}}
+  register_models: false
+""")
+    server = RestartableMlflowServer(tmp_path)
+    server.start()
+    client = mlflow.MlflowClient(server.uri)
+    name = "sweep-driver-faults"
+    drivers: list[Driver] = []
+    try:
+        with two_node_cluster(tmp_path, monkeypatch) as cluster:
+            env = dict(os.environ)  # RAY_AUTH_MODE as the cluster's
+            env.pop("MLFLOW_TRACKING_URI", None)
+            t0 = time.monotonic()
+            first = Driver(["sweep", str(cfg), "--plain", "--address", cluster.address, "--tracking-uri", server.uri],
+                           tmp_path / "driver-1.log", tmp_path, env)
+            drivers.append(first)
+
+            def short_done_long_started() -> bool:
+                states = [(st, len(steps)) for st, steps, _ in _trials(client, name).values()]
+                return sorted(st for st, _ in states) == ["FINISHED", "RUNNING"] and min(n for _, n in states) >= 1
+
+            _wait(short_done_long_started, first.proc, first.log, 300, "the short trial done, the long one started")
+            first.signal(signal.SIGINT)
+            t_sig = time.monotonic()
+            status = first.proc.wait(timeout=90)
+            sigint_s = time.monotonic() - t_sig
+            text = first.text()
+            assert status == 130, text[-4000:]
+            resume = next((ln.split("resume with: ", 1)[1] for ln in text.splitlines() if "resume with: " in ln), "")
+            assert shlex.split(resume)[1:] == ["sweep", str(cfg), "--address", cluster.address, "--tracking-uri",
+                                               server.uri, "--resume", "driver-faults", "--plain"], text[-4000:]
+            (parent,) = _runs(client, name, KIND_SWEEP)
+            assert parent.info.status == "KILLED" and INTERRUPTED_TAG in parent.data.tags
+            trials = _trials(client, name)
+            (short,) = [t for t, (st, _, _) in trials.items() if st == "FINISHED"]
+            (long,) = [t for t in trials if t != short]
+            st, steps, tags = trials[long]
+            assert st != "RUNNING" and INTERRUPTED_TAG in tags and "scheduler" not in tags.get("dance.stop_reason", "")
+            at_sigint = len(steps)
+
+            second = Driver(shlex.split(resume)[1:], tmp_path / "driver-2.log", tmp_path, env)
+            drivers.append(second)
+            _wait(lambda: len(_trials(client, name)[long][1]) > at_sigint, second.proc, second.log, 300,
+                  "the resumed long trial reporting another epoch")
+            second.signal(signal.SIGKILL)
+            second.proc.wait(timeout=30)
+            at_kill = len(_trials(client, name)[long][1])
+
+            monkeypatch.chdir(tmp_path)
+            try:
+                assert main(shlex.split(resume)[1:]) == 0
+            finally:
+                ray.shutdown()
+            total = time.monotonic() - t0
+        # the end state, from MLflow alone (the server is still up)
+        trials = _trials(client, name)
+        assert set(trials) == {short, long} and len(_runs(client, name, KIND_TRIAL)) == 2  # one child per trial
+        for st, _, tags in trials.values():
+            assert st == "FINISHED" and INTERRUPTED_TAG not in tags and "dance.stop_reason" not in tags, tags
+        assert sorted(trials[short][1]) == [0, 1]  # done before Ctrl-C, never trained again
+        steps = trials[long][1]
+        assert steps.count(0) == 1 and set(steps) == set(range(long_epochs)), steps
+        (parent,) = _runs(client, name, KIND_SWEEP)
+        assert parent.info.status == "FINISHED"
+        exp = client.get_experiment_by_name(name)
+        assert not client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    finally:
+        for d in drivers:
+            d.kill_all()
+        server.stop()
+    print(f"\nSIGINT to exit {sigint_s:.1f} s; the long trial had {at_sigint} epoch(s) at SIGINT, {at_kill} when its "
+          f"resumed driver was SIGKILLed; whole test {total:.1f} s")
 
 
 @pytest.mark.timeout(300)

@@ -18,9 +18,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from drivers import group_pids  # noqa: E402
+
 from orchestrator.cli import main  # noqa: E402
 from orchestrator.runs.schema import INTERRUPTED_TAG, KIND_SWEEP, KIND_TAG, KIND_TRIAL, TRIAL_ID_TAG  # noqa: E402
-from tests.orchestrator.sweep.test_sweep_resume import _group_pids  # noqa: E402
 
 try:  # the per-epoch names are grouped in MLflow (accuracy/miou, train/epoch_index) where the schema says so
     from orchestrator.runs.schema import metric_history
@@ -88,17 +89,17 @@ sweep:
         while time.monotonic() < deadline and not _first_epoch_reported(client):
             assert proc.poll() is None, f"the sweep ended before Ctrl-C:\n{log.read_text()[-3000:]}"
             if polls % 10 == 0:
-                tracked |= _group_pids(proc.pid)
+                tracked |= group_pids(proc.pid)
             polls += 1
             time.sleep(0.2)
         assert _first_epoch_reported(client), f"no epoch reported:\n{log.read_text()[-3000:]}"
-        tracked |= _group_pids(proc.pid)
+        tracked |= group_pids(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         t_sig = time.monotonic()
         status = proc.wait(timeout=90)
         sigint_to_exit = time.monotonic() - t_sig
     finally:
-        tracked |= _group_pids(proc.pid)
+        tracked |= group_pids(proc.pid)
         for pid in tracked:
             try:
                 psutil.Process(pid).kill()
