@@ -66,6 +66,7 @@ from orchestrator.storage import resolve_storage
 from orchestrator.sweep.interrupt import InterruptWatch, forget, handlers_restored, received
 from orchestrator.sweep.live import LiveTable
 from orchestrator.sweep.preflight import resume_sweep_id
+from orchestrator.sweep.replan import PLANS, Plan, Replanner
 from orchestrator.sweep.resources import cluster_nodes, needs_of, plan_concurrency
 from orchestrator.sweep.space import SweepSpec, count_trials, tune_space
 from orchestrator.sweep.tracking import ON_ENDED, SCHEDULER_STOPS, WRITERS, SweepTracker
@@ -140,11 +141,22 @@ def _searcher(spec: SweepSpec):
     objs = s.objectives
     if len(objs) == 1:
         return OptunaSearch(metric=objs[0].metric, mode=objs[0].mode, seed=spec.base.seed)
-    import optuna
+    from orchestrator.sweep.nsga import PicklableNSGAIISampler
 
     # NSGA-II for several objectives (DESIGN §5); Optuna's default TPE takes one.
     return OptunaSearch(metric=[o.metric for o in objs], mode=[o.mode for o in objs],
-                        sampler=optuna.samplers.NSGAIISampler(seed=spec.base.seed))
+                        sampler=PicklableNSGAIISampler(seed=spec.base.seed))
+
+
+def _search_alg(spec: SweepSpec, concurrency: int):
+    """The search algorithm with the planned concurrency, held by the Replanner to change it as nodes come and go
+    (Tune's max_concurrent_trials would wrap it out of reach)."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    searcher = _searcher(spec)
+    if searcher is None:
+        return BasicVariantGenerator(max_concurrent=concurrency)
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
 
 
 def _scheduler(spec: SweepSpec):
@@ -211,7 +223,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     t0 = time.perf_counter()
     join_ray(address, verbose=verbose)
     timings["ray_start_s"] = time.perf_counter() - t0
-    concurrency = plan_concurrency(_needs(spec), cluster_nodes(), spec.sweep.max_concurrent_trials)
+    needs = _needs(spec)
+    concurrency = plan_concurrency(needs, cluster_nodes(), spec.sweep.max_concurrent_trials)
 
     exp_id = setup(uri, experiment)
     runs = _SweepRuns(mlflow.MlflowClient(uri), exp_id, "", sweep_id, spec)
@@ -240,6 +253,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     if runs.writer.replayed and print_fn:
         print_fn(f"sweep {sweep_id}: replaying {runs.writer.replayed} MLflow call(s) an earlier run of this sweep "
                  f"left in {runs.writer.spool_path}")
+    PLANS[sweep_id] = Plan(needs, spec.sweep.max_concurrent_trials, print_fn or log.warning)
     t0 = time.perf_counter()
     try:
         with mlflow_retries_off():
@@ -256,6 +270,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     finally:
         WRITERS.pop(sweep_id, None)
         ON_ENDED.pop(sweep_id, None)
+        PLANS.pop(sweep_id, None)
         runs.writer.close()  # (a no-op once closed) whatever is pending stays in the spool for --resume
     w = runs.writer
     # the writer thread's time in MLflow; what Tune's loop paid for it (submitting only), its longest wait
@@ -392,15 +407,17 @@ def _tune(spec: SweepSpec, trainable, storage, sweep_path: str, concurrency: int
             tuner = tune.Tuner.restore(sweep_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                        storage_filesystem=storage.filesystem)
         else:
+            search_alg = _search_alg(spec, concurrency)
             tuner = tune.Tuner(
                 trainable, param_space=tune_space(spec.sweep),
-                tune_config=tune.TuneConfig(num_samples=spec.sweep.num_samples, search_alg=_searcher(spec),
-                                            scheduler=_scheduler(spec), max_concurrent_trials=concurrency,
+                tune_config=tune.TuneConfig(num_samples=spec.sweep.num_samples, search_alg=search_alg,
+                                            scheduler=_scheduler(spec),
                                             trial_name_creator=lambda t: t.trial_id,
                                             trial_dirname_creator=lambda t: t.trial_id),
                 run_config=tune.RunConfig(name=runs.sweep_id, storage_path=storage.path,
                                           storage_filesystem=storage.filesystem,
-                                          callbacks=[*callbacks, InterruptWatch(runs.sweep_id)],
+                                          callbacks=[*callbacks, InterruptWatch(runs.sweep_id),
+                                                     Replanner(runs.sweep_id, search_alg, concurrency)],
                                           verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=spec.sweep.max_failures)))
         with handlers_restored():

@@ -105,7 +105,8 @@ def test_a_two_node_sweep_survives_a_lost_node_and_an_mlflow_outage(tmp_path, mo
     is SIGKILLed (its trial is lost: Tune starts it again on the head from its last checkpoint, once the head's
     trial is done) and right after that the MLflow server is stopped by its pid for OUTAGE_S s and started again.
     The end state, from MLflow alone: one child per trial, both FINISHED, every epoch once (no point logged twice),
-    nothing RUNNING, the artifacts in the server's destination; the driver said each fault in a line."""
+    nothing RUNNING, the artifacts in the server's destination; the driver said each fault in a line, and that
+    one node now holds one trial at a time (the concurrency re-planned)."""
     import mlflow
 
     cfg = _sweep_yaml(tmp_path, dataset, "sweep-cluster", str(tmp_path / "results"), EPOCHS, [0.02, 0.01], 0.98)
@@ -161,6 +162,8 @@ def _fault_suite(tmp_path: Path, monkeypatch, cfg: Path, server, client) -> None
     down = [ln for ln in text.splitlines() if "not answering" in ln]
     up = [ln for ln in text.splitlines() if "answering again" in ln]
     assert len(down) == 1 and len(up) == 1, text[-5000:]  # one line each way, not a stall or a traceback
+    replans = [ln for ln in text.splitlines() if "trial(s) at once (was " in ln]
+    assert replans and "1 node(s)" in replans[0] and "up to 1 trial(s) at once (was 2)" in replans[0], text[-5000:]
 
     exp = client.get_experiment_by_name("sweep-cluster")
     assert exp.artifact_location.startswith("mlflow-artifacts:")  # artifacts go through the server
@@ -184,7 +187,7 @@ def _fault_suite(tmp_path: Path, monkeypatch, cfg: Path, server, client) -> None
     print(f"\nboth trials reported after {both - t0:.1f} s; node lost and MLflow down {OUTAGE_S} s; the driver "
           f"said the node was lost {noticed - t_kill:.1f} s after the kill; sweep ended {t_end - t_kill:.1f} s "
           f"after it; longest tracking hook in Tune's loop {hook_ms:.1f} ms")
-    print("\n".join(lost[:1] + down + up))
+    print("\n".join(lost[:1] + replans[:1] + down + up))
 
 
 def _trials(client, name: str) -> dict[str, tuple[str, list[int], dict]]:
