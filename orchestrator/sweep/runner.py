@@ -574,10 +574,14 @@ def _log_served_model_quietly(mlflow, client, run_id: str, registered: str) -> s
         ck = checkpoint_file(client.download_artifacts(run_id, "checkpoint", tmp))
         example = np.zeros((64, 128, 3), np.uint8)
         signature = infer_signature(example, segment(load_checkpoint(ck).model.eval(), example))
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(name="model", python_model=SegmentationPyfunc(),
-                                           artifacts={"checkpoint": str(ck)}, signature=signature,
-                                           pip_requirements=[], registered_model_name=registered)
+        ended = client.get_run(run_id).info
+        try:
+            with mlflow.start_run(run_id=run_id):  # log_model logs into the active run only
+                info = mlflow.pyfunc.log_model(name="model", python_model=SegmentationPyfunc(),
+                                               artifacts={"checkpoint": str(ck)}, signature=signature,
+                                               pip_requirements=[], registered_model_name=registered)
+        finally:  # reopening ended the run again, now: the trial's own end (its duration in the UI) is restored
+            client.set_terminated(run_id, ended.status, end_time=ended.end_time)
     return str(info.registered_model_version)
 
 

@@ -241,6 +241,8 @@ def test_the_mlflow_ui_answers_which_trial_is_best_and_why(env, asha_sweep, tmp_
     pred = served.predict(img)
     assert pred.shape == img.shape[:2] and pred.dtype == np.int64 and 0 <= pred.min() and pred.max() < 19
     assert served.metadata.signature is not None and "trial" in version.description
+    trial_run = client.get_run(version.run_id).info  # registering after the sweep leaves the trial's own end
+    assert trial_run.status == "FINISHED" and trial_run.end_time < version.creation_timestamp
 
     port = free_port()
     t_start = time.monotonic()
