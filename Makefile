@@ -36,14 +36,20 @@ quickstart: $(STAMP)
 	$(BIN)/dance quickstart
 
 # The suite CI runs (.ci/run): everything but the multi-minute `slow` tests, as two pytest processes side by
-# side. One runs the integration tests one at a time: first those that start Ray (marker `ray`; two Ray
-# instances on 2 cores starve each other's deadlines, and Ray's State API refuses to guess between them), then
-# the sshd boards, MLflow/S3 servers and the browser (their timed windows want a quiet machine: by then the
-# other process is done). The other process runs the unit tests. The integration output follows the unit
-# tests' (and is kept in .dance/test-integration.log); the suite fails if either process failed.
+# side. One runs the tests that start Ray (marker `ray`), one at a time: two Ray instances on 2 cores starve
+# each other's deadlines, and Ray's State API refuses to guess between them. The other runs the unit tests,
+# then the other integration tests (sshd boards, MLflow/S3 servers, the browser). The Ray tests' output
+# follows (it is kept in .dance/test-ray.log); the suite fails if either process failed.
 test: $(STAMP)
 	@mkdir -p .dance
-	@{ $(BIN)/python -m pytest -m "ray and not slow"; a=$$?; 	   $(BIN)/python -m pytest -m "integration and not ray and not slow"; b=$$?; 	   test $$a -eq 0 -a $$b -eq 0; } > .dance/test-integration.log 2>&1 & integ=$$!; 	trap 'kill $$integ 2>/dev/null' INT TERM; 	echo "== the integration tests run beside these, one at a time (.dance/test-integration.log)"; 	$(BIN)/python -m pytest -m "not slow and not integration"; unit=$$?; 	wait $$integ; integrated=$$?; 	echo "== the integration tests"; cat .dance/test-integration.log; 	test $$unit -eq 0 -a $$integrated -eq 0
+	@$(BIN)/python -m pytest -m "ray and not slow" > .dance/test-ray.log 2>&1 & ray=$$!; \
+	trap 'kill $$ray 2>/dev/null' INT TERM; \
+	echo "== the Ray tests run beside these, one at a time (.dance/test-ray.log)"; \
+	$(BIN)/python -m pytest -m "not slow and not integration"; unit=$$?; \
+	$(BIN)/python -m pytest -m "integration and not ray and not slow"; integ=$$?; \
+	wait $$ray; rayrc=$$?; \
+	echo "== the Ray tests"; cat .dance/test-ray.log; \
+	test $$unit -eq 0 -a $$integ -eq 0 -a $$rayrc -eq 0
 
 # The edit-test loop: leaves out the `integration` tests too (those that start Ray, sshd, an MLflow
 # or S3 server, or a browser), two test processes at a time; about 2 minutes on 2 cores.
