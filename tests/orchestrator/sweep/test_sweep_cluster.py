@@ -208,7 +208,9 @@ def test_a_two_node_sweep_interrupted_then_its_driver_killed_resumes_each_time(t
     (it went on from its checkpoints), nothing RUNNING or left marked interrupted."""
     import mlflow
 
-    long_epochs = 8
+    # long enough that the long trial is still training when the short one ends, even when the two start tens of
+    # seconds apart on a busy machine (with 8 it had finished by then once)
+    long_epochs = 16
     cfg = tmp_path / "faults.yaml"
     cfg.write_text(f"""
 name: sweep-driver-faults
@@ -240,6 +242,7 @@ sweep:
 
             def short_done_long_started() -> bool:
                 states = [(st, len(steps)) for st, steps, _ in _trials(client, name).values()]
+                assert max((n for _, n in states), default=0) < long_epochs - 4, f"the long trial ran ahead: {states}"
                 return sorted(st for st, _ in states) == ["FINISHED", "RUNNING"] and min(n for _, n in states) >= 1
 
             _wait(short_done_long_started, first.proc, first.log, 300, "the short trial done, the long one started")
