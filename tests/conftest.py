@@ -70,8 +70,8 @@ def pytest_runtest_protocol(item, nextitem):
 
     Wrapped around the whole protocol of a test (setup included), so a module-scoped fixture that
     starts Ray for the first test of a module is caught too. An `integration` test that starts Ray in
-    this process without the `ray` marker fails the same way: `make test` runs the `ray` tests one at a time, and
-    an unmarked one would run at another time, beside other work.
+    this process without the `ray` marker fails the same way: `make test` runs the `ray` tests in their own
+    pytest process, one at a time, beside the rest, so an unmarked one would run beside another Ray.
     """
     import ray
 

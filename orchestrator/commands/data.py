@@ -15,6 +15,7 @@ from orchestrator.config import load_config
 from orchestrator.errors import UserError
 from orchestrator.progress import progress_bar
 from workers.config import DataConfig
+from workers.data.synth import COMPLEXITY_MODES, STYLES
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -170,8 +171,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier synthetic set in OUT (never other files)")
-    p.add_argument("--style", choices=["day", "dusk"], default="day", help="look of the scenes (default day)")
-    p.add_argument("--complexity", choices=["objects", "texture"], default="objects",
+    p.add_argument("--style", choices=STYLES, default="day", help="look of the scenes (default day)")
+    p.add_argument("--complexity", choices=COMPLEXITY_MODES, default="objects",
                    help="what a scene's clutter drives: objects (more, smaller objects and thin structures; "
                         "default) or texture (the version-1 sets, byte for byte)")
     p.add_argument("--json", action="store_true", help="also print the generator's summary as JSON")

@@ -37,7 +37,6 @@ from workers.data.datasets.base import DatasetError
 #: bump a mode's version when its pictures change for a given seed
 VERSIONS = {"objects": 2, "texture": 1}
 COMPLEXITY_MODES = tuple(VERSIONS)
-VERSION = VERSIONS["objects"]
 DEFAULT_SIZE = (256, 512)  # (H, W)
 TRAIN_CITIES = ("ashford", "belmont", "corvale", "dunmore", "elmsby")
 VAL_CITIES = ("fairlee", "glenrock")
@@ -398,8 +397,8 @@ class SceneGenerator:
             raise SynthArgumentError(f"image size {h}x{w} out of range (16..4096 per side)")
         if style not in STYLES:
             raise SynthArgumentError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
-        if complexity not in VERSIONS:
-            raise SynthArgumentError(f"unknown complexity {complexity!r}; choose one of {', '.join(VERSIONS)}")
+        if complexity not in COMPLEXITY_MODES:
+            raise SynthArgumentError(f"unknown complexity {complexity!r}; choose one of {', '.join(COMPLEXITY_MODES)}")
         self.H, self.W, self.seed, self.style, self.complexity = h, w, int(seed), style, complexity
         rng = np.random.default_rng([self.seed, 0xBA4C])
         bh, bw = h + h // 2, w + w // 2
