@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -119,20 +117,16 @@ def test_a_two_node_sweep_survives_a_lost_node_and_an_mlflow_outage(tmp_path, mo
 
 
 def _fault_suite(tmp_path: Path, monkeypatch, cfg: Path, server, client) -> None:
-    import psutil
-
     log = tmp_path / "driver.log"
-    proc = None
+    driver = None
     try:
         with two_node_cluster(tmp_path, monkeypatch) as cluster:
-            env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")  # RAY_AUTH_MODE as the cluster's
+            env = dict(os.environ)  # RAY_AUTH_MODE as the cluster's
             env.pop("MLFLOW_TRACKING_URI", None)
             t0 = time.monotonic()
-            with open(log, "wb") as fh:
-                proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), "--plain",
-                                         "--address", cluster.address, "--tracking-uri", server.uri],
-                                        stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, cwd=tmp_path, env=env)
+            driver = Driver(["sweep", str(cfg), "--plain", "--address", cluster.address, "--tracking-uri", server.uri],
+                            log, tmp_path, env)
+            proc = driver.proc
             both = _wait(lambda: (lambda r: len(r) == 2 and min(r.values()) >= 1)(_reported(client, "sweep-cluster")),
                          proc, log, 300, "both trials reported an epoch")
             nodes = train_worker_nodes(cluster.dashboard)
@@ -146,13 +140,8 @@ def _fault_suite(tmp_path: Path, monkeypatch, cfg: Path, server, client) -> None
             status = proc.wait(timeout=420)
             t_end = time.monotonic()
     finally:
-        if proc is not None and proc.poll() is None:
-            for p in psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            proc.wait(timeout=15)
+        if driver is not None:
+            driver.kill_all()
     text = log.read_text()
     # the end state, read from MLflow alone
     assert status == 0, text[-5000:]

@@ -7,18 +7,15 @@ embedded local Ray. Ctrl-C reaches the driver's whole process group, as a termin
 """
 from __future__ import annotations
 
-import os
 import shlex
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from drivers import group_pids  # noqa: E402
+from drivers import Driver  # noqa: E402
 
 from orchestrator.cli import main  # noqa: E402
 from orchestrator.runs.schema import INTERRUPTED_TAG, KIND_SWEEP, KIND_TAG, KIND_TRIAL, TRIAL_ID_TAG  # noqa: E402
@@ -48,7 +45,6 @@ def _first_epoch_reported(client) -> bool:
 @pytest.mark.timeout(480)
 def test_sigint_marks_interrupted_and_the_printed_command_finishes_every_trial(tmp_path, monkeypatch):
     import mlflow
-    import psutil
 
     from workers.data.synth import generate_dataset
 
@@ -77,35 +73,24 @@ sweep:
     t_start = time.monotonic()
     log = tmp_path / "driver.log"
     client = mlflow.MlflowClient(uri)
-    tracked: set[int] = set()
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), "--plain",
-                                 "--tracking-uri", uri], stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path,
-                                env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"))
+    driver = Driver(["sweep", str(cfg), "--plain", "--tracking-uri", uri], log, tmp_path)
+    proc = driver.proc
     try:
         deadline = time.monotonic() + 240
         polls = 0
         while time.monotonic() < deadline and not _first_epoch_reported(client):
             assert proc.poll() is None, f"the sweep ended before Ctrl-C:\n{log.read_text()[-3000:]}"
             if polls % 10 == 0:
-                tracked |= group_pids(proc.pid)
+                driver.track()
             polls += 1
             time.sleep(0.2)
         assert _first_epoch_reported(client), f"no epoch reported:\n{log.read_text()[-3000:]}"
-        tracked |= group_pids(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        driver.signal(signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
         t_sig = time.monotonic()
         status = proc.wait(timeout=90)
         sigint_to_exit = time.monotonic() - t_sig
     finally:
-        tracked |= group_pids(proc.pid)
-        for pid in tracked:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs([psutil.Process(p) for p in tracked if psutil.pid_exists(p)], timeout=15)
+        driver.kill_all()
     text = log.read_text()
     print(f"SIGINT to exit: {sigint_to_exit:.1f} s; sweep start to SIGINT: {t_sig - t_start:.1f} s")
     assert status == 130, text[-3000:]
