@@ -52,6 +52,24 @@ class Storage:
                         destination_filesystem=pafs.LocalFileSystem())
         return local
 
+    def read_bytes(self, remote: str) -> bytes:
+        """A file's bytes from this storage (OSError when it is not there)."""
+        if self.filesystem is None:
+            return Path(remote).read_bytes()
+        with self.filesystem.open_input_stream(remote) as f:
+            return f.read()
+
+    def write_bytes(self, remote: str, data: bytes) -> None:
+        """Write a file to this storage, creating its folder."""
+        parent = remote.rsplit("/", 1)[0] if self.filesystem is not None else str(Path(remote).parent)
+        if self.filesystem is None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+            Path(remote).write_bytes(data)
+            return
+        self.filesystem.create_dir(parent, recursive=True)
+        with self.filesystem.open_output_stream(remote) as f:
+            f.write(data)
+
     def exists(self, remote: str) -> bool:
         if self.filesystem is None:
             return Path(remote).exists()

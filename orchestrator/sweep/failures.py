@@ -110,28 +110,12 @@ def own_error_text(error: BaseException) -> str:
 
 def note_own_error(storage, trial_id: str, text: str) -> None:
     """Keep the trial's own error beside its Train run, so a retry (or ``--resume``) does not train again."""
-    path = storage.join(trial_id, OWN_ERROR_FILE)
-    data = json.dumps({"trial": trial_id, "error": text}).encode()
-    if storage.filesystem is None:
-        from pathlib import Path
-
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(data)
-    else:
-        storage.filesystem.create_dir(storage.join(trial_id), recursive=True)
-        with storage.filesystem.open_output_stream(path) as f:
-            f.write(data)
+    storage.write_bytes(storage.join(trial_id, OWN_ERROR_FILE), json.dumps({"trial": trial_id, "error": text}).encode())
 
 
 def noted_own_error(storage, trial_id: str) -> str | None:
     """The own error an earlier attempt of this trial kept, if any."""
-    path = storage.join(trial_id, OWN_ERROR_FILE)
     try:
-        if storage.filesystem is None:
-            from pathlib import Path
-
-            return json.loads(Path(path).read_text())["error"]
-        with storage.filesystem.open_input_stream(path) as f:
-            return json.loads(f.read().decode())["error"]
+        return json.loads(storage.read_bytes(storage.join(trial_id, OWN_ERROR_FILE)).decode())["error"]
     except (OSError, ValueError, KeyError):
         return None

@@ -259,11 +259,7 @@ class SweepTracker(Callback):
         (they differ when the sweep was interrupted between a checkpoint and its report)."""
         snapshot = self.storage.join(self.sweep_id, "train", trial.trial_id, TRAIN_SNAPSHOT)
         try:
-            if self.storage.filesystem is None:
-                text = Path(snapshot).read_text()
-            else:
-                with self.storage.filesystem.open_input_stream(snapshot) as f:
-                    text = f.read().decode()
+            text = self.storage.read_bytes(snapshot).decode()
             names = [c["checkpoint_dir_name"] for c in json.loads(text).get("checkpoint_results") or []]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             names = []
