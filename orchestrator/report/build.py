@@ -18,9 +18,12 @@ from orchestrator.report.collect import (
     download_file,
     download_json,
     find_sweep,
+    metric_history,
 )
+from orchestrator.report.curves import curves_table
 from orchestrator.report.paper import load_paper_numbers
 from orchestrator.report.premise import PremiseCheck, premise_checks
+from orchestrator.report.provenance import start_line
 from orchestrator.report.runtime import PARTS, compare_runtime, load_for_timing
 
 log = logging.getLogger("dance.report")
@@ -38,6 +41,7 @@ class Report:
     excluded: list[Trial] = field(default_factory=list)
     premise: list[PremiseCheck] = field(default_factory=list)  # the data's premise checks, printed first
     premise_missing: list[str] = field(default_factory=list)  # datasets no premise check was logged for
+    start: str = ""  # what the main setting's trials started from (weights, their digest and source)
 
 
 def table12(client, t8_rows: dict[int, list[Trial]], paper: dict, rounds: int) -> T.Table:
@@ -101,6 +105,9 @@ def build_report(targets: Sequence[str], tracking_uri: str, *, paper_file: str |
     t8_rows = T.table8_trials(done, s)
     tables["table8"] = T.table8(done, s, paper)
     tables["compare"] = T.comparisons(done, s, paper)
+    say("reading the val curves of the baseline and DANCE")
+    tables["curves"] = curves_table(t8_rows.get(1) or [], t8_rows.get(7) or [], s,
+                                    lambda t: metric_history(client, t, "miou"))
     tables["table4"] = T.table4(done, s, paper, t8_rows.get(1) or [])
     tables["table6"] = T.table6(done, s, paper)
     for t in T.table9(done, s, paper):
@@ -120,4 +127,5 @@ def build_report(targets: Sequence[str], tracking_uri: str, *, paper_file: str |
         tables["table12"] = T.Table("table12", "Table 12: inference runtime breakdown, with and without DANCE",
                                     paper["table12"]["ref"], [], missing="not measured (--no-runtime)")
     checks, unchecked = premise_checks(client, trials)
-    return Report(sweeps, trials, s, tables, claims_mod.evaluate_claims(tables), excluded, checks, unchecked)
+    start = start_line([t for t in done if s.holds(t, epochs=False, ratio=False, budget=False)]) if s else ""
+    return Report(sweeps, trials, s, tables, claims_mod.evaluate_claims(tables), excluded, checks, unchecked, start)

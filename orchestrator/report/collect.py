@@ -119,8 +119,9 @@ class Trial:
         keys = ("model.name", "model.variant", "data.kind", "data.root", "data.augment", "train.init_checkpoint",
                 "resolved.lr", "resolved.batch_size", "ans.stages", "ans.l1_lambda", "ans.schedule",
                 "slimming.cad_range.lo", "slimming.cad_range.hi", "slimming.cad_levels", "slimming.rd_prob",
-                "slimming.cal_normalize", "train.size_quantum")
-        return tuple(self.params.get(k) for k in keys)
+                "slimming.cal_normalize", "train.size_quantum", "model.pretrained_backbone")
+        options = tuple(sorted((k, v) for k, v in self.params.items() if k.startswith("model.options.")))
+        return tuple(self.params.get(k) for k in keys) + options
 
     # -------------------------------------------------------------- results
     def metric(self, name: str) -> float | None:

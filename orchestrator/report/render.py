@@ -7,7 +7,7 @@ from typing import Any
 
 from orchestrator.report.tables import DEFAULT_RANGES, Table
 
-ORDER = ("compare", "table8", "table4", "table6", "table9_cal", "table9_casd", "fig4", "table12")
+ORDER = ("compare", "curves", "table8", "table4", "table6", "table9_cal", "table9_casd", "fig4", "table12")
 
 
 def fmt(v: Any, kind: str) -> str:
@@ -108,6 +108,26 @@ def plot_tradeoff(trials, path: Path) -> Path | None:
     return path
 
 
+def plot_curves(t: Table, path: Path) -> Path | None:
+    """The baseline's and DANCE's mean val mIoU by epoch."""
+    if t.missing or not t.rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for key, label, style in (("base", "baseline", "o-k"), ("dance", "DANCE", "s-r")):
+        pts = [(r["epoch"], 100 * r[key]) for r in t.rows if r.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val mIoU (%), mean over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_fig4(t: Table, path: Path) -> Path | None:
     if t.missing or not t.rows:
         return None
@@ -168,6 +188,7 @@ def write_report(report, out: Path, tracking_uri: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tr = plot_tradeoff(report.trials, out / "tradeoff.png")
     f4 = plot_fig4(report.tables["fig4"], out / "fig4.png")
+    cv = plot_curves(report.tables["curves"], out / "curves.png") if "curves" in report.tables else None
     t12 = plot_table12(report.tables["table12"], out / "table12.png")
     sweeps = ", ".join(f"`{s.sweep_id}` (parent run `{s.parent_run_id}`)" for s in report.sweeps)
     lines = ["# DANCE reproduction report", "",
@@ -187,6 +208,8 @@ def write_report(report, out: Path, tracking_uri: str) -> Path:
                   ". Every table compares trials of one setting (same model, data, initial checkpoint, lr, batch, "
                   "stages, λ, CAL normaliser); each table's trials are found by their configs. Seeds are replicates: "
                   "a row is the mean over its seeds, with their spread.", ""]
+        if report.start:
+            lines += [f"Start: {report.start}.", ""]
     lines += ["## Claims", "", "| paper's claim | verdict | numbers |", "|---|---|---|"]
     for c in report.claims:
         lines.append(f"| {c.text} | {VERDICT_MARK.get(c.verdict, c.verdict)} | {c.evidence} |")
@@ -197,6 +220,8 @@ def write_report(report, out: Path, tracking_uri: str) -> Path:
     for key in ORDER:
         if key in report.tables:
             lines.append(table_md(report.tables[key]))
+            if key == "curves" and cv:
+                lines += [f"![val curves]({cv.name})", ""]
             if key == "fig4" and f4:
                 lines += [f"![Fig. 4]({f4.name})", ""]
             if key == "table12" and t12:
