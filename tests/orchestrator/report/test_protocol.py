@@ -82,9 +82,12 @@ def test_the_full_scale_sweep_runs_every_cell_at_three_seeds():
 
     spec = load_sweep(ROOT / "configs" / "reproduce" / "sweep-full.yaml", [], check_data=False)
     assert spec.sweep.space["seed"].grid == [0, 1, 2] and count_trials(spec.sweep) == 72
-    cpu = {v["label"].rsplit(" s", 1)[0] for v in load_sweep(ROOT / "configs" / "reproduce" / "sweep.yaml", [],
-                                                              check_data=False).sweep.space[".trial"].grid}
-    assert cpu <= {v["label"] for v in spec.sweep.space[".trial"].grid}
+    full = {v["label"]: {k: x for k, x in v.items() if k != "label"} for v in spec.sweep.space[".trial"].grid}
+    cpu = load_sweep(ROOT / "configs" / "reproduce" / "sweep.yaml", [], check_data=False).sweep.space[".trial"].grid
+    for v in cpu:  # each CPU cell is the full scale's cell of the same name, with its seed: the same settings
+        name = v["label"].rsplit(" s", 1)[0]
+        assert name in full, name
+        assert {k: x for k, x in v.items() if k not in ("label", "seed")} == full[name], name
 
 
 def test_dusk_style_differs_from_day_and_unknown_styles_are_refused(tmp_path):
