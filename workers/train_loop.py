@@ -412,8 +412,12 @@ class Trainer:
         if self.cfg.train.cache_samples and not d.augment:  # augmented samples differ on every draw
             ds = CachedDataset(ds)
         workers = self.cfg.train.loader_workers
+        # Its own generator: a DataLoader draws its workers' base seed from the global RNG at every new
+        # iterator (each epoch without persistent workers, once with them), which would shift the seeded
+        # dropout stream by train.loader_workers and on resume. Samples and augmentation come from the sampler.
         loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
-                            pin_memory=self.device.type == "cuda")
+                            pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(self.cfg.seed & 0x7FFFFFFF))
         return DataPhase(slimmed, sizes, np.asarray(weights), np.asarray(drop), sampler, loader, ew)
 
     def _phase_for(self, epoch: int) -> DataPhase:
