@@ -24,7 +24,7 @@ from workers.dance.slimming import SlimmingConfig
 from workers.models import list_models, list_variants, model_options
 
 # Paper §4.1: minibatch 8 for DeepLabv3+ / PSPNet, 16 for BiSeNet / ICNet; lr 1e-3, 1e-2 for ICNet.
-PAPER_BATCH = {"deeplabv3plus": 8, "pspnet": 8, "bisenet": 16, "icnet": 16}
+PAPER_BATCH = {"deeplabv3plus": 8, "deeplabv3": 8, "pspnet": 8, "bisenet": 16, "icnet": 16}
 PAPER_LR = {"icnet": 1e-2}
 DEFAULT_LR = 1e-3
 
@@ -58,7 +58,7 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     """Which network: a registry name, its variant and option overrides (see ``workers.models``)."""
 
-    name: str = Field(default="deeplabv3plus", description="deeplabv3plus | pspnet | icnet | bisenet")
+    name: str = Field(default="deeplabv3plus", description="deeplabv3plus | deeplabv3 | pspnet | icnet | bisenet")
     variant: str = Field(default="paper", description="paper | small")
     options: dict[str, Any] = Field(default_factory=dict, description="overrides of the variant's options")
     pretrained_backbone: Path | None = Field(default=None, description="torchvision-format ResNet weights file")

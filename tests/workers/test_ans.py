@@ -25,7 +25,7 @@ from workers.dance.ans import (
 from workers.models import build_model, get_parts
 from workers.pruning_report import plot_pruning_report
 
-BUILTIN = ["deeplabv3plus", "pspnet", "icnet", "bisenet"]
+BUILTIN = ["deeplabv3plus", "deeplabv3", "pspnet", "icnet", "bisenet"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -16,7 +16,7 @@ from workers.dance.cdf import MaxwellCDF
 from workers.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILTIN = ["deeplabv3plus", "pspnet", "icnet", "bisenet"]
+BUILTIN = ["deeplabv3plus", "deeplabv3", "pspnet", "icnet", "bisenet"]
 
 
 def pruned(name: str, seed: int = 0) -> nn.Module:

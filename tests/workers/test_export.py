@@ -19,7 +19,7 @@ from workers.export import ONNX_TOLERANCE, Bucket, ExportError, export_checkpoin
 from workers.models import build_model
 
 MANIFEST_KEYS = {"schema", "format", "num_classes", "class_names", "cdf", "model", "size_quantum", "buckets"}
-BUILTIN = ["deeplabv3plus", "pspnet", "icnet", "bisenet"]
+BUILTIN = ["deeplabv3plus", "deeplabv3", "pspnet", "icnet", "bisenet"]
 
 
 def pruned(name: str, variant: str = "small") -> nn.Module:
@@ -35,7 +35,8 @@ def pruned(name: str, variant: str = "small") -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name,variant", [(n, "small") for n in BUILTIN] + [("deeplabv3plus", "mobilenetv2")])
+@pytest.mark.parametrize("name,variant", [(n, "small") for n in BUILTIN]
+                         + [("deeplabv3plus", "mobilenetv2"), ("deeplabv3", "mobilenetv2")])
 def test_onnx_export_of_a_pruned_model_matches_pytorch_in_onnxruntime(name, variant, tmp_path):
     model = pruned(name, variant)
     q, lo = model.size_quantum, model.min_size

@@ -53,6 +53,16 @@ def test_deeplabv3plus_on_mobilenetv2_keeps_feature_maps_large_enough(output_str
         assert model(torch.zeros(2, 3, 128, 256)).shape == (2, 19, 128, 256)
 
 
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_deeplabv3_on_mobilenetv2_is_the_aspp_head_without_a_decoder(output_stride):
+    model = build_model("deeplabv3", 19, "mobilenetv2", output_stride=output_stride).eval()
+    assert not hasattr(model.header, "decoder") and not hasattr(model.header, "low_level")
+    assert model.header.aspp.branches[0][0].in_channels == 320  # the paper's VOC row: the 320-channel map
+    assert model.multiscale_modules == ["header.aspp"]
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 128, 256)).shape == (2, 19, 128, 256)
+
+
 def _imagenet_classifier(path: Path, shuffle: bool = False) -> nn.Module:
     """The project's trunk, loaded through the project's loader, with the file's own ImageNet head on top."""
     trunk = MobileNetV2()
@@ -113,8 +123,9 @@ def test_real_imagenet_weights_recognise_real_photographs_and_a_shuffled_load_do
 
 
 @needs_weights
-def test_the_segmentation_model_loads_the_weights_into_its_backbone():
-    model = build_model("deeplabv3plus", 19, "mobilenetv2", pretrained_backbone=str(WEIGHTS))
+@pytest.mark.parametrize("name", ["deeplabv3plus", "deeplabv3"])
+def test_the_segmentation_model_loads_the_weights_into_its_backbone(name):
+    model = build_model(name, 19, "mobilenetv2", pretrained_backbone=str(WEIGHTS))
     report = model.pretrained_report
     assert report.complete and len(report.loaded) == 306  # every trunk tensor, BN counters included
     file_weight = read_state_dict(WEIGHTS)["features.17.conv.2.weight"]

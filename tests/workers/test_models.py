@@ -27,7 +27,7 @@ from workers.models import (
 from workers.models.layers import adaptive_avg_pool_static
 from workers.models.resnet import resnet
 
-BUILTIN = ["bisenet", "deeplabv3plus", "icnet", "pspnet"]
+BUILTIN = ["bisenet", "deeplabv3", "deeplabv3plus", "icnet", "pspnet"]
 NUM_CLASSES = 5
 
 
@@ -44,7 +44,7 @@ def _sizes(model: SegmentationModel) -> list[tuple[int, int]]:
 
 # --- registry -------------------------------------------------------------------------------
 
-def test_registry_lists_the_four_paper_models():
+def test_registry_lists_the_papers_models():
     assert list_models() == BUILTIN
     assert list_models(include_custom=True) == BUILTIN + ["custom"]
 

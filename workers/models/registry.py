@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .base import SegmentationModel
 from .bisenet import build_bisenet
-from .deeplab import build_deeplabv3plus
+from .deeplab import build_deeplabv3, build_deeplabv3plus
 from .icnet import build_icnet
 from .pspnet import build_pspnet
 
@@ -34,6 +34,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "mobilenetv2": {"backbone": "mobilenetv2", "backbone_width": 32, "backbone_depths": None, "output_stride": 16,
                         "aspp_rates": None, "aspp_channels": 256, "low_level_channels": 48, "decoder_channels": 256,
                         "dropout": 0.1},
+    },
+    # DeepLabv3 (no decoder): the model of the paper's VOC row, there on MobileNetV2.
+    "deeplabv3": {
+        "paper": {"backbone": "resnet50", "backbone_width": 64, "backbone_depths": None, "output_stride": 16,
+                  "aspp_rates": None, "aspp_channels": 256, "head_channels": 256, "dropout": 0.1},
+        "small": {"backbone": "resnet50", **_SMALL_TRUNK, "output_stride": 16, "aspp_rates": None,
+                  "aspp_channels": 32, "head_channels": 32, "dropout": 0.1},
+        "mobilenetv2": {"backbone": "mobilenetv2", "backbone_width": 32, "backbone_depths": None, "output_stride": 16,
+                        "aspp_rates": None, "aspp_channels": 256, "head_channels": 256, "dropout": 0.1},
     },
     "pspnet": {
         "paper": {"backbone": "resnet50", "backbone_width": 64, "backbone_depths": None, "output_stride": 8,
@@ -57,6 +66,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 _BUILDERS: dict[str, Callable[..., SegmentationModel]] = {
+    "deeplabv3": build_deeplabv3,
     "deeplabv3plus": build_deeplabv3plus,
     "pspnet": build_pspnet,
     "icnet": build_icnet,
@@ -117,10 +127,10 @@ def build_model(name: str, num_classes: int, variant: str | None = None, *,
     """Build a segmentation model by registry name.
 
     Args:
-        name: "deeplabv3plus", "pspnet", "icnet", "bisenet", or "custom" (see
+        name: "deeplabv3plus", "deeplabv3", "pspnet", "icnet", "bisenet", or "custom" (see
             :func:`workers.models.custom.build_custom` for its options).
         num_classes: output channels of the classifier.
-        variant: "paper" (default), "small", or another of :func:`list_variants` (deeplabv3plus: "mobilenetv2").
+        variant: "paper" (default), "small", or another of :func:`list_variants` (the DeepLabs: "mobilenetv2").
         pretrained_backbone: optional local torchvision-format ResNet or MobileNetV2 state dict
             (``.pth``/``.pt``/``.safetensors``) loaded into the backbone; the report is kept in
             ``model.pretrained_report``. Not part of ``model.spec``.
