@@ -25,6 +25,7 @@ import yaml
 
 from orchestrator.errors import UserError
 from orchestrator.progress import format_value, progress_bar
+from orchestrator.runs.provenance import weights_tags
 from orchestrator.runs.schema import KIND_TAG, KIND_TRAIN, mlflow_metrics
 from orchestrator.runs.tracking import (
     experiment_of,
@@ -311,7 +312,8 @@ def _open_run(cfg: ExperimentConfig, wcfg: dict, name: str, tracking_uri: str | 
     uri = resolve_tracking_uri(tracking_uri, cfg.tracking.tracking_uri)
     exp_id = setup(uri, experiment_of(cfg))
     client = mlflow.MlflowClient()
-    run_id = client.create_run(exp_id, run_name=name, tags={KIND_TAG: KIND_TRAIN, "ray.run_name": name}).info.run_id
+    tags = {KIND_TAG: KIND_TRAIN, "ray.run_name": name, **weights_tags(cfg.model.pretrained_backbone)}
+    run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
     params = flatten(cfg.model_dump(mode="json"))
     if wcfg.get("cdf"):
         params.update({"cdf.loc": str(wcfg["cdf"]["loc"]), "cdf.scale": str(wcfg["cdf"]["scale"])})

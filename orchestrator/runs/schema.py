@@ -61,6 +61,10 @@ PREMISE_VERDICT_TAG = "dance.premise.verdict"
 PREMISE_CHECKPOINT_TAG = "dance.premise.checkpoint"
 PREMISE_SOURCE_RUN_TAG = "dance.premise.source_run"  # the MLflow run the checkpoint came from, when given by id
 
+# -- the pretrained backbone a run loaded, as the driver found it when the run was created (runs/provenance.py)
+PRETRAINED_SHA256_TAG = "dance.pretrained.sha256"
+PRETRAINED_SOURCE_TAG = "dance.pretrained.source"
+
 # -- how a run ended
 STOP_REASON_TAG = "dance.stop_reason"  # a scheduler stopped the trial early (KILLED)
 ERROR_TAG = "dance.error"  # the trial's own error (FAILED)

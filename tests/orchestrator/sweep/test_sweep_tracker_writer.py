@@ -6,10 +6,17 @@ that raises ``ConnectionError`` while it is down.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from types import SimpleNamespace
 
-from orchestrator.runs.schema import KIND_TAG, KIND_TRIAL, metric_history
+from orchestrator.runs.schema import (
+    KIND_TAG,
+    KIND_TRIAL,
+    PRETRAINED_SHA256_TAG,
+    PRETRAINED_SOURCE_TAG,
+    metric_history,
+)
 from orchestrator.runs.writer import TrackingWriter
 from orchestrator.storage import resolve_storage
 from orchestrator.sweep import tracking
@@ -20,11 +27,14 @@ from tests.orchestrator.test_tracking_writer import Flaky
 def test_tune_hooks_only_submit_and_everything_lands_after_the_outage(tmp_path):
     import mlflow
 
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"not really weights")
+    (tmp_path / "w.pth.source").write_text("from the test\n")
     cfg = tmp_path / "s.yaml"
     cfg.write_text(f"""
 name: hooks
 data: {{root: {tmp_path / 'none'}}}
-model: {{name: deeplabv3plus, variant: small}}
+model: {{name: deeplabv3plus, variant: small, pretrained_backbone: {weights}}}
 ans: {{enabled: false}}
 train: {{epochs: 3, storage_path: {tmp_path / 'results'}}}
 sweep:
@@ -71,6 +81,9 @@ sweep:
     for r in kids:
         assert r.info.status == "FINISHED", r.data.tags
         assert r.data.params["cdf.loc"] == "0.1" and "_swept.lr" in r.data.params
+        # the weights as the driver found them when the run was created (the report checks the file against it)
+        assert r.data.tags[PRETRAINED_SHA256_TAG] == hashlib.sha256(b"not really weights").hexdigest()
+        assert r.data.tags[PRETRAINED_SOURCE_TAG] == "from the test"
         steps = [m.step for m in metric_history(client, r.info.run_id, "epoch")]
         assert sorted(steps) == [0, 1, 2], steps
         assert [m.step for m in metric_history(client, r.info.run_id, "miou")] == [0, 1, 2]

