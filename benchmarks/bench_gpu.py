@@ -108,6 +108,7 @@ def run_jobs(jobs: list[tuple[str, dict]], trials: Path, parallel: int, deadline
     while pending or running:
         while pending and len(running) < parallel:
             name, wcfg = pending.pop(0)
+            (trials / f"{name}.jsonl").unlink(missing_ok=True)  # a rerun's stream never mixes with an earlier one
             p = ctx.Process(target=_run_trial, args=(wcfg, str(trials / f"{name}.jsonl"), threads, device))
             p.start()
             running[name] = p
@@ -276,14 +277,16 @@ def main() -> int:
         meta = json.loads((args.analyse / "meta.json").read_text())
         print(summary(args.analyse, meta))
         return 0
-    if args.out is None:
-        ap.error("--out or --analyse")
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
         # `make bench` runs every script on the CPU machine too: say why nothing ran, and do not fail it.
         print("bench_gpu: skipped, no CUDA device here (it measures the GPU path; --device cpu is a smoke test)")
         return 0
+    if args.out is None:
+        import tempfile
+
+        args.out = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     if not args.weights.is_file():
         print(f"bench_gpu: {args.weights}: no such file (make weights)")
         return 2
@@ -294,28 +297,33 @@ def main() -> int:
     (args.out / "trials").mkdir(exist_ok=True)
     h, w = (int(v) for v in args.size.split("x"))
     data, cache = args.out / "data", args.out / "cache"
-    meta = {"loader_workers": args.loader_workers,
+    call = {"parts": args.parts, "loader_workers": args.loader_workers,
             "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "none (cpu)",
             "torch": torch.__version__, "train": args.train, "val": args.val, "size": args.size,
             "epochs": args.epochs, "eval_every": args.eval_every, "seeds": args.seeds, "parallel": args.parallel}
+    # One folder may hold several calls (say, the alone runs at two loader counts): each call's settings are kept.
+    meta_path = args.out / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"calls": []}
+    meta["seeds"] = args.seeds
+    meta["calls"].append(call)
     if not (data / "synth.json").is_file():
         from workers.data.synth import generate_dataset
 
         t0 = time.perf_counter()
         generate_dataset(data, args.train, args.val, (h, w), seed=1, style="dusk")
-        meta["synth_s"] = round(time.perf_counter() - t0, 1)
-        print(f"data: {args.train}+{args.val} images at {args.size} in {meta['synth_s']} s", flush=True)
+        call["synth_s"] = round(time.perf_counter() - t0, 1)
+        print(f"data: {args.train}+{args.val} images at {args.size} in {call['synth_s']} s", flush=True)
     parts = set(args.parts.split(","))
     if "alone" in parts:
         t0 = time.perf_counter()
         part_alone(args, data, cache, t_start + (0.25 if "cells" in parts else 1.0) * args.budget_s)
-        meta["part1_s"] = round(time.perf_counter() - t0, 1)
-        print(f"part 1: {meta['part1_s']} s", flush=True)
+        call["part1_s"] = round(time.perf_counter() - t0, 1)
+        print(f"part 1: {call['part1_s']} s", flush=True)
     if "cells" in parts:
         t0 = time.perf_counter()
         part_cells(args, data, cache, deadline)
-        meta["part2_s"] = round(time.perf_counter() - t0, 1)
-    meta["total_s"] = round(time.perf_counter() - t_start, 1)
+        call["part2_s"] = round(time.perf_counter() - t0, 1)
+    call["total_s"] = round(time.perf_counter() - t_start, 1)
     (args.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(summary(args.out, meta))
     return 0

@@ -22,6 +22,16 @@ def needs_scores(cfg: ExperimentConfig) -> bool:
     return cfg.slimming.uses_p
 
 
+def pretrained_digests(cfg: ExperimentConfig) -> dict[str, str]:
+    """{path: sha256} of the configured pretrained backbone when it is a file here; {} otherwise."""
+    from pathlib import Path
+
+    from workers.models.pretrained import file_sha256
+
+    path = cfg.model.pretrained_backbone
+    return {str(path): file_sha256(path)} if path and Path(path).is_file() else {}
+
+
 def worker_config(cfg: ExperimentConfig, *, progress_train: Progress | None = None,
                   progress_val: Progress | None = None, run_name: str | None = None,
                   score: bool | None = None) -> dict[str, Any]:
@@ -37,6 +47,8 @@ def worker_config(cfg: ExperimentConfig, *, progress_train: Progress | None = No
 
     out: dict[str, Any] = {"experiment": cfg.model_dump(mode="json"), "cdf": None, "train_p": None, "val_p": None,
                            "scoring_flops": 0, "run_name": run_name or cfg.name}
+    # The weights as this (driver) process finds them: the worker checks that it loads the same file.
+    out["pretrained_sha256"] = pretrained_digests(cfg)
     d = cfg.data
     # Opened even when nothing is scored: layout and pairing errors surface here, not in a worker.
     train = open_dataset(d.kind, d.root, d.train_split)

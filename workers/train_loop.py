@@ -341,6 +341,11 @@ class Trainer:
                 self.header_base = int(sum(prior["original_channels"].values()))
             self.adapted_from = str(self.cfg.train.init_checkpoint)
         else:
+            if m.pretrained_backbone:
+                from workers.models.pretrained import check_same_file
+
+                check_same_file(m.pretrained_backbone, (self.raw.get("pretrained_sha256") or {}).get(
+                    str(m.pretrained_backbone)))
             model = build_model(m.name, nc, m.variant,
                                 pretrained_backbone=str(m.pretrained_backbone) if m.pretrained_backbone else None,
                                 **m.options)
@@ -414,10 +419,12 @@ class Trainer:
         workers = self.cfg.train.loader_workers
         # Its own generator: a DataLoader draws its workers' base seed from the global RNG at every new
         # iterator (each epoch without persistent workers, once with them), which would shift the seeded
-        # dropout stream by train.loader_workers and on resume. Samples and augmentation come from the sampler.
+        # dropout stream by train.loader_workers and on resume. Samples and augmentation come from the sampler;
+        # the generator differs by rank, as a per-process random draw in a loader process would have to.
         loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                             pin_memory=self.device.type == "cuda",
-                            generator=torch.Generator().manual_seed(self.cfg.seed & 0x7FFFFFFF))
+                            generator=torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + self.rank)
+                                                                    & 0x7FFFFFFF))
         return DataPhase(slimmed, sizes, np.asarray(weights), np.asarray(drop), sampler, loader, ew)
 
     def _phase_for(self, epoch: int) -> DataPhase:
@@ -769,6 +776,7 @@ class Trainer:
         cfg = self.cfg
         res = evaluate(self.inner, self.val_ds, eval_sizes, batch_size=cfg.train.eval_batch_size,
                        device=self.device, rank=self.rank, world_size=self.world, amp=self.amp,
+                       loader_workers=cfg.train.loader_workers,
                        count_scoring=bool(cfg.slimming.cad and self.val_p is not None),
                        stored=self.val_stored)
         return res.metrics()

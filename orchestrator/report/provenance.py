@@ -31,7 +31,7 @@ def _weights_part(path: str, trials: list[Trial]) -> str:
     origin = "; ".join(notes) or f"source not recorded (no {p.name}{SOURCE_SUFFIX} when they trained)"
     text = f"backbone weights `{path}`, sha256 {digests} (recorded at training): {origin}"
     if len(recorded) > 1:
-        text += " — the trials loaded different files under this path"
+        text += " — the trials recorded different files under this path"
     if here is None:
         text += " (the file is not on this machine now)"
     elif here not in recorded:

@@ -9,22 +9,15 @@ guessed.
 """
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from pathlib import Path
 
 from orchestrator.runs.schema import PRETRAINED_SHA256_TAG, PRETRAINED_SOURCE_TAG
+from workers.models.pretrained import file_sha256 as sha256
+
+__all__ = ["SOURCE_SUFFIX", "sha256", "source_note", "weights_tags"]
 
 SOURCE_SUFFIX = ".source"
-
-
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def source_note(path: Path) -> str:
@@ -34,22 +27,27 @@ def source_note(path: Path) -> str:
 
 
 @lru_cache(maxsize=16)
-def _tags(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, str], ...]:
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     # keyed by size and mtime too: a sweep hashes each file once, and a replaced file again
-    tags = {PRETRAINED_SHA256_TAG: sha256(Path(path))}
-    note = source_note(Path(path))
-    if note:
-        tags[PRETRAINED_SOURCE_TAG] = note
-    return tuple(tags.items())
+    return sha256(Path(path))
 
 
 def weights_tags(pretrained_backbone: str | Path | None) -> dict[str, str]:
-    """The provenance tags of a run that loads ``pretrained_backbone`` ({} when unset or unreadable here)."""
+    """The provenance tags of a run that loads ``pretrained_backbone`` ({} when unset or unreadable here).
+
+    The sweep runner calls it once before Tune starts, so that the trials' hooks find the digest cached.
+    """
     if not pretrained_backbone:
         return {}
     p = Path(pretrained_backbone)
     try:
+        if not p.is_file():
+            return {}
         st = p.stat()
-        return dict(_tags(str(p.resolve()), st.st_size, st.st_mtime_ns)) if p.is_file() else {}
+        tags = {PRETRAINED_SHA256_TAG: _digest(str(p.resolve()), st.st_size, st.st_mtime_ns)}
     except OSError:
         return {}
+    note = source_note(p)
+    if note:
+        tags[PRETRAINED_SOURCE_TAG] = note
+    return tags

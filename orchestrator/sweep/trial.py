@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-PREPARED_KEYS = ("cdf", "train_p", "val_p", "scoring_flops", "sc_train_summary")
+PREPARED_KEYS = ("cdf", "train_p", "val_p", "scoring_flops", "sc_train_summary", "pretrained_sha256")
 
 
 def run_trial(config: dict[str, Any], *, spec, prepared: dict[str, Any], storage, sweep_id: str) -> None:

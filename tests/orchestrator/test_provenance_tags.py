@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 
 from orchestrator.config import load_config
+from orchestrator.runs.provenance import SOURCE_SUFFIX
 from orchestrator.runs.schema import KIND_TAG, KIND_TRAIN, PRETRAINED_SHA256_TAG, PRETRAINED_SOURCE_TAG
 from orchestrator.training import _open_run
 
@@ -16,9 +17,13 @@ def test_a_training_run_records_the_weights_it_was_created_with(tmp_path, monkey
     import mlflow
 
     monkeypatch.chdir(tmp_path)
+    # _open_run sets MLflow's tracking URI, which MLflow mirrors into MLFLOW_TRACKING_URI: recorded here so that
+    # monkeypatch puts the variable back as it found it, and MLflow's own setting is reset below
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     w = tmp_path / "w.pth"
     w.write_bytes(b"backbone bytes")
-    (tmp_path / "w.pth.source").write_text("a wheel, version 1\n")
+    (tmp_path / f"w.pth{SOURCE_SUFFIX}").write_text("a wheel, version 1\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config(None, [f"data.root={tmp_path}", "model.variant=small", f"model.pretrained_backbone={w}"])
     try:

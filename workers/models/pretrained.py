@@ -10,6 +10,7 @@ left over and is only listed as ignored.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -101,6 +102,32 @@ def _target(module: nn.Module) -> nn.Module:
 
     module = _unwrap(module)
     return get_parts(module).backbone if isinstance(module, SegmentationModel) else module
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (what runs record of the weights they load)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_same_file(path: str | Path, expected_sha256: str | None) -> None:
+    """Raise ValueError when ``path`` here is not the file the driver recorded (``expected_sha256``; None: no record).
+
+    On a cluster every node reads the weights at the same path; a node with another or a stale copy would
+    train from weights other than the ones its run records.
+    """
+    if not expected_sha256:
+        return
+    here = file_sha256(path)
+    if here != expected_sha256:
+        import socket
+
+        raise ValueError(f"{path} on {socket.gethostname()} is not the file the run recorded (sha256 {here[:16]}… "
+                         f"here, {expected_sha256[:16]}… where the run was started): every node must read the same "
+                         "weights at that path")
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path, strict: bool = False) -> PretrainedReport:

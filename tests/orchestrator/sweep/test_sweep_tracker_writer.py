@@ -10,6 +10,7 @@ import hashlib
 import time
 from types import SimpleNamespace
 
+from orchestrator.runs.provenance import SOURCE_SUFFIX
 from orchestrator.runs.schema import (
     KIND_TAG,
     KIND_TRIAL,
@@ -29,7 +30,7 @@ def test_tune_hooks_only_submit_and_everything_lands_after_the_outage(tmp_path):
 
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"not really weights")
-    (tmp_path / "w.pth.source").write_text("from the test\n")
+    (tmp_path / f"w.pth{SOURCE_SUFFIX}").write_text("from the test\n")
     cfg = tmp_path / "s.yaml"
     cfg.write_text(f"""
 name: hooks
