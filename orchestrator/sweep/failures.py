@@ -90,11 +90,38 @@ def actor_node(text: str) -> str | None:
     return f"{ip or '?'} (node {actor.node_id[:8]})"
 
 
-def lost_message(trial_id: str, error: BaseException) -> str:
+# Ray Train's controller notices a dead worker at its next poll (0.5 s, orchestrator.training), often before
+# Ray has marked the worker's node dead: a lost trial waits this long for that, to name the node.
+NODE_DEATH_WAIT_S = 15.0
+
+
+def _dead_nodes_within(wait_s: float) -> list[str]:
+    """``dead_nodes()``, waiting up to ``wait_s`` for one to appear (no wait without a Ray connection)."""
+    import time
+
+    try:
+        import ray
+
+        connected = ray.is_initialized()
+    except Exception:
+        connected = False
+    deadline = time.monotonic() + (wait_s if connected else 0.0)
+    while True:
+        nodes = dead_nodes()
+        if nodes or time.monotonic() >= deadline:
+            return nodes
+        time.sleep(0.5)
+
+
+def lost_message(trial_id: str, error: BaseException, wait_s: float = NODE_DEATH_WAIT_S) -> str:
     """What the user reads for a lost trial: which node died (if one did) and what happens next."""
     first = str(error).strip().splitlines()[0:3]
-    nodes = dead_nodes()
-    where = f"node(s) {', '.join(nodes)} died; " if nodes else "its workers died; "
+    nodes = _dead_nodes_within(wait_s)
+    if nodes:
+        where = f"node(s) {', '.join(nodes)} died; "
+    else:  # no node is dead: the worker alone died, or Ray has not decided yet; name the worker's node if known
+        node = actor_node(str(error))
+        where = f"its workers on node {node} died or stopped answering; " if node else "its workers died; "
     return (f"trial {trial_id} lost to the infrastructure: {where}Tune retries it from its last checkpoint "
             f"(sweep.max_failures). Ray said: {' '.join(first)[:400]}")
 
