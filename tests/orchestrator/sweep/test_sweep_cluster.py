@@ -198,8 +198,9 @@ def test_a_two_node_sweep_interrupted_then_its_driver_killed_resumes_each_time(t
     import mlflow
 
     # long enough that the long trial is still training when the short one ends, even when the two start tens of
-    # seconds apart on a busy machine (with 8 it had finished by then once)
-    long_epochs = 16
+    # seconds apart on a busy machine (with 8 it had finished by then once; with 16 it had 14 epochs done once
+    # Ray Train polled every 0.5 s)
+    long_epochs = 30
     cfg = tmp_path / "faults.yaml"
     cfg.write_text(f"""
 name: sweep-driver-faults
