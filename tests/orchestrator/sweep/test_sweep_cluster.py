@@ -38,7 +38,9 @@ from orchestrator.runs.schema import (  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]  # starts Ray (and servers): `make test`, not `make test-fast`
 
-EPOCHS = 5  # enough that both trials are still training when the node is lost
+# enough that both trials are still training when the node is lost, even when they start tens of seconds apart
+# (with 5, one trial had finished before the other's first epoch once Ray Train polled every 0.5 s)
+EPOCHS = 14
 OUTAGE_S = 25
 
 
@@ -127,8 +129,12 @@ def _fault_suite(tmp_path: Path, monkeypatch, cfg: Path, server, client) -> None
             driver = Driver(["sweep", str(cfg), "--plain", "--address", cluster.address, "--tracking-uri", server.uri],
                             log, tmp_path, env)
             proc = driver.proc
-            both = _wait(lambda: (lambda r: len(r) == 2 and min(r.values()) >= 1)(_reported(client, "sweep-cluster")),
-                         proc, log, 300, "both trials reported an epoch")
+            def both_training() -> bool:
+                r = _reported(client, "sweep-cluster")
+                assert max(r.values(), default=0) < EPOCHS, f"a trial ended before the fault (started far apart): {r}"
+                return len(r) == 2 and min(r.values()) >= 1
+
+            both = _wait(both_training, proc, log, 300, "both trials reported an epoch")
             nodes = train_worker_nodes(cluster.dashboard)
             cluster.kill_worker_raylet()
             t_kill = time.monotonic()
