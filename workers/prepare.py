@@ -26,10 +26,10 @@ def pretrained_digests(cfg: ExperimentConfig) -> dict[str, str]:
     """{path: sha256} of the configured pretrained backbone when it is a file here; {} otherwise."""
     from pathlib import Path
 
-    from workers.models.pretrained import file_sha256
+    from workers.digest import cached_file_sha256
 
     path = cfg.model.pretrained_backbone
-    return {str(path): file_sha256(path)} if path and Path(path).is_file() else {}
+    return {str(path): cached_file_sha256(path)} if path and Path(path).is_file() else {}
 
 
 def worker_config(cfg: ExperimentConfig, *, progress_train: Progress | None = None,

@@ -8,7 +8,6 @@ stderr drained together, the whole remote process group stopped at the deadline)
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import select
@@ -26,19 +25,14 @@ import paramiko
 from orchestrator.boards import hostkeys
 from orchestrator.boards.errors import BoardError
 from orchestrator.boards.inventory import Board
+from workers.digest import file_sha256
 
 CHUNK = 1 << 20
 OUTPUT_CAP = 1 << 20  # keep at most the last 1 MiB of each stream (a chatty agent must not eat memory)
 KILL_GRACE_S = 5.0    # SIGTERM first (the agent writes its partial JSON), SIGKILL after this
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
+sha256_file = file_sha256  # the name the board modules use
 
 @dataclass
 class RunResult:

@@ -9,11 +9,11 @@ guessed.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from orchestrator.runs.schema import PRETRAINED_SHA256_TAG, PRETRAINED_SOURCE_TAG
-from workers.models.pretrained import file_sha256 as sha256
+from workers.digest import cached_file_sha256
+from workers.digest import file_sha256 as sha256
 
 __all__ = ["SOURCE_SUFFIX", "sha256", "source_note", "weights_tags"]
 
@@ -26,16 +26,11 @@ def source_note(path: Path) -> str:
     return src.read_text().strip() if src.is_file() else ""
 
 
-@lru_cache(maxsize=16)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    # keyed by size and mtime too: a sweep hashes each file once, and a replaced file again
-    return sha256(Path(path))
-
-
 def weights_tags(pretrained_backbone: str | Path | None) -> dict[str, str]:
     """The provenance tags of a run that loads ``pretrained_backbone`` ({} when unset or unreadable here).
 
-    The sweep runner calls it once before Tune starts, so that the trials' hooks find the digest cached.
+    The digest is the one ``workers.prepare.worker_config`` computed on the driver before training started
+    (cached per file), so a sweep's Tune hooks do not hash the file again.
     """
     if not pretrained_backbone:
         return {}
@@ -43,8 +38,7 @@ def weights_tags(pretrained_backbone: str | Path | None) -> dict[str, str]:
     try:
         if not p.is_file():
             return {}
-        st = p.stat()
-        tags = {PRETRAINED_SHA256_TAG: _digest(str(p.resolve()), st.st_size, st.st_mtime_ns)}
+        tags = {PRETRAINED_SHA256_TAG: cached_file_sha256(p)}
     except OSError:
         return {}
     note = source_note(p)

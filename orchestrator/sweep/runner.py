@@ -35,7 +35,6 @@ from orchestrator.errors import UserError
 from orchestrator.hil.measurer import start_measurer  # the sweep's one door into HIL (with .trial_ended)
 from orchestrator.progress import progress_bar
 from orchestrator.runs import pareto
-from orchestrator.runs.provenance import weights_tags
 from orchestrator.runs.schema import (
     BEST_METRIC_PREFIX,
     BEST_TAG_PREFIX,
@@ -219,7 +218,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     with progress_bar("scoring train images (Eq. 1)", enabled=live) as bt, \
             progress_bar("scoring val images (Eq. 1)", enabled=live) as bv:
         prepared = worker_config(spec.base, progress_train=bt, progress_val=bv, score=True)
-    weights_tags(spec.base.model.pretrained_backbone)  # hashed here once, not inside a Tune hook
     timings["scoring_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -10,7 +10,6 @@ left over and is only listed as ignored.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -104,15 +103,6 @@ def _target(module: nn.Module) -> nn.Module:
     return get_parts(module).backbone if isinstance(module, SegmentationModel) else module
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (what runs record of the weights they load)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_same_file(path: str | Path, expected_sha256: str | None) -> None:
     """Raise ValueError when ``path`` here is not the file the driver recorded (``expected_sha256``; None: no record).
 
@@ -121,6 +111,8 @@ def check_same_file(path: str | Path, expected_sha256: str | None) -> None:
     """
     if not expected_sha256:
         return
+    from workers.digest import file_sha256
+
     here = file_sha256(path)
     if here != expected_sha256:
         import socket
