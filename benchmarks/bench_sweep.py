@@ -20,17 +20,32 @@ trials per minute, the fixed cost per trial (its MLflow run's wall time less tra
 counting; mean and p90), the MLflow calls per trial and the writer's time in them, the longest tracking
 hook in Tune's loop, and how long ``dance runs`` takes on the finished sweep.
 
+With ``--ab KEY=VALUE`` the chosen benchmark runs twice in one process, as configured and with that
+override, and ends with the two runs' fixed costs side by side (``--set KEY=VALUE`` overrides both). A
+KEY in capitals is an environment variable, set before that run's local Ray starts.
+
     python benchmarks/bench_sweep.py [--epochs N]
     python benchmarks/bench_sweep.py --load 50
+    python benchmarks/bench_sweep.py --load 10 --ab sweep.reuse_trial_actors=false
+
+``--train-floor`` measures what Ray Train itself costs a trial on this machine, nothing else running:
+three empty ``TorchTrainer`` runs (one worker, a loop that only stamps the time) on local Ray, and the
+last one's start split from the State API's task events: the controller's process and set-up, the worker
+group's processes, the worker's train context, the backend, the loop's entry, and the tail to ``fit()``'s
+return.
+
+    python benchmarks/bench_sweep.py --train-floor
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,10 +55,40 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, help="override train.epochs (default: the quickstart's)")
     ap.add_argument("--load", type=int, metavar="N", help="N tiny trials against a real MLflow server instead")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    ap.add_argument("--ab", metavar="KEY=VALUE", help="run twice: as configured, then with this override")
+    ap.add_argument("--train-floor", action="store_true", help="what Ray Train costs an empty trial, by phase")
     args = ap.parse_args()
-    if args.load:
-        return load(args.load)
+    if args.train_floor:
+        return train_floor()
+    variants = [("as configured", args.set)] + ([(args.ab, [*args.set, args.ab])] if args.ab else [])
+    results = []
+    for label, given in variants:
+        if args.ab:
+            print(f"\n===== {label} =====\n", flush=True)
+        # an upper-case KEY is an environment variable (set before Ray starts: its workers inherit it)
+        env = dict(kv.split("=", 1) for kv in given if kv.split("=", 1)[0].isupper())
+        sets = [kv for kv in given if not kv.split("=", 1)[0].isupper()]
+        with mock.patch.dict(os.environ, env):
+            results.append((label, load(args.load, sets) if args.load else quickstart(args.epochs, sets)))
+        if args.ab and len(results) < len(variants):
+            _stop_ray()  # the next run starts its own local Ray, as a user's next sweep would
+    if args.ab:
+        print("\n===== side by side =====")
+        for label, r in results:
+            print(f"  {label:<40} {r}")
+    return 0
 
+
+def _stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def quickstart(epochs: int | None, extra: list[str]) -> str:
+    """The quickstart sweep, with its split; returns its fixed-cost line."""
     import mlflow
 
     from orchestrator.runs.schema import metric_history
@@ -56,15 +101,16 @@ def main() -> int:
     t0 = time.perf_counter()
     generate_dataset(work / "data/synth", n_train=64, n_val=16, size=(256, 512), seed=0)
     t_gen = time.perf_counter() - t0
-    sets = [f"data.root={work / 'data/synth'}", f"data.cache_dir={work / 'cache'}"]
-    if args.epochs:
-        sets.append(f"train.epochs={args.epochs}")
+    sets = [f"data.root={work / 'data/synth'}", f"data.cache_dir={work / 'cache'}", *extra]
+    if epochs:
+        sets.append(f"train.epochs={epochs}")
     spec = load_sweep(ROOT / "configs" / "sweeps" / "quickstart.yaml", sets)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     t0 = time.perf_counter()
     out = run_sweep(spec, tracking_uri=uri, live=False, print_fn=None)
     t_sweep = time.perf_counter() - t0
 
+    per_trial = _print_actors({}, _actors_started(), len(out.rows))
     client = mlflow.MlflowClient(uri)
     tm = out.timings
     conc = int(tm["concurrency"])
@@ -113,10 +159,12 @@ def main() -> int:
     fixed = [(t["start"] + t["tail"] + mlflow_per_trial) / t["dur"] for t in trials]
     print(f"\nsweep efficiency: Tune phase / (sum of trial times / concurrency) = {tm['tune_s']:.1f} / "
           f"({sum_dur:.1f} / {conc}) = {eff:.3f}  (goal <= 1.2)")
-    print(f"fixed cost per trial (start + tail + MLflow) / trial time: mean {100 * sum(fixed) / len(fixed):.1f} %, "
-          f"max {100 * max(fixed):.1f} %  (goal <= 10 %)")
+    line = (f"fixed cost per trial (start + tail + MLflow) / trial time: mean {100 * sum(fixed) / len(fixed):.1f} %, "
+            f"max {100 * max(fixed):.1f} %; start mean {statistics.mean(t['start'] for t in trials):.1f} s; "
+            f"{per_trial:.2f} Ray processes per trial")
+    print(f"{line}  (goal <= 10 %)")
     print(f"\nrun folder: {work}")
-    return 0
+    return line
 
 
 NODE_DAEMONS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")  # a node's own, not a sweep's
@@ -135,10 +183,97 @@ def _ray_helpers() -> list[tuple[str, int]]:
     return out
 
 
-def load(n: int) -> int:
-    """``--load N``: the fixed cost of a trial when trials are tiny, at the planned concurrency."""
-    import statistics
+def _stamp_entry(config: dict) -> None:
+    """The empty loop of ``--train-floor``: the time it was entered, in a file."""
+    Path(config["stamp"]).write_text(repr(time.time()))
 
+
+def train_floor(runs: int = 3) -> int:
+    """``--train-floor``: empty Ray Train runs on local Ray, the last one's start by phase."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.state import list_tasks
+
+    from orchestrator.training import TRAIN_POLL_ENV, TRAIN_POLL_S
+
+    os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_S)  # as a sweep's trials run
+    work = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    stamp = work / "entered"
+    marks = []
+    for i in range(runs):
+        t0 = time.time()
+        TorchTrainer(_stamp_entry, train_loop_config={"stamp": str(stamp)},
+                     scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.99}),
+                     run_config=RunConfig(name=f"floor-{i}", storage_path=str(work))).fit()
+        marks.append((t0, float(stamp.read_text()), time.time()))
+        print(f"run {i + 1}: fit() to the loop {marks[-1][1] - t0:5.2f} s, the loop to fit()'s return "
+              f"{marks[-1][2] - marks[-1][1]:5.2f} s")
+    t0, entered, end = marks[-1]
+    time.sleep(3)  # task events reach the GCS in batches
+    first: dict[tuple[str, str], float] = {}
+    for task in list_tasks(detail=True, limit=10000, raise_on_missing_output=False):
+        for ev in task.events or []:
+            at = ev["created_ms"] / 1000
+            if t0 <= at <= end + 0.5:
+                key = (task.name, ev["state"])
+                first[key] = min(first.get(key, at), at)
+
+    def at(name: str, state: str = "") -> float:
+        """When ``name`` reached ``state`` (s from fit()); without a state, its first event of any."""
+        hits = [v for (n, st), v in first.items() if n == name and (st == state or not state)]
+        return (min(hits) if hits else float("nan")) - t0
+
+    split = [
+        ("controller: its process, imports and set-up", at("TrainController.__init__"),
+         at("TrainController.__init__", "FINISHED")),
+        ("worker group: placement, worker process, helpers", at("TrainController.__init__", "FINISHED"),
+         at("RayTrainWorker.__init__", "FINISHED")),
+        ("worker: train context", at("RayTrainWorker.init_train_context", "RUNNING"),
+         at("RayTrainWorker.init_train_context", "FINISHED")),
+        ("backend (process group) and callbacks", at("RayTrainWorker.init_train_context", "FINISHED"),
+         at("RayTrainWorker.run_train_fn")),
+        ("the loop entered", at("RayTrainWorker.run_train_fn"), entered - t0),
+        ("tail: the loop's end to fit()'s return", entered - t0, end - t0),
+        ("  of it, stopping the placement-group cleaner", at("PlacementGroupCleaner.stop", "RUNNING"),
+         at("PlacementGroupCleaner.stop", "FINISHED")),
+    ]
+    print(f"\nthe last run, by phase (s from fit(); {os.environ[TRAIN_POLL_ENV]} s poll):")
+    for what, a, b in split:
+        print(f"  {what:<52} {a:6.2f} -> {b:6.2f}  {b - a:5.2f} s")
+    print("\n" + _print_actors_line(_actors_started(), runs))
+    ray.shutdown()
+    return 0
+
+
+def _print_actors_line(after: dict[str, int], trials: int) -> str:
+    started = {k: v for k, v in after.items() if v > 0}
+    return (f"Ray actors started per run (each a process): {sum(started.values()) / trials:.2f}  "
+            + ", ".join(f"{k} {v / trials:.2f}" for k, v in sorted(started.items(), key=lambda kv: -kv[1])))
+
+
+def _actors_started() -> dict[str, int]:
+    """Ray actors this cluster has started, by class (the State API keeps dead actors' records): each one was
+    a Python process that booted Ray and imported its class's modules."""
+    from collections import Counter
+
+    from ray.util.state import list_actors
+
+    return dict(Counter(a.class_name for a in list_actors(detail=True, limit=10000, timeout=30,
+                                                          raise_on_missing_output=False)))
+
+
+def _print_actors(before: dict[str, int], after: dict[str, int], trials: int) -> float:
+    """The actors a sweep started, per trial; returns processes per trial."""
+    started = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    print(_print_actors_line(started, trials).replace("per run", "per trial"))
+    return sum(v for v in started.values() if v > 0) / trials
+
+
+def load(n: int, extra: list[str]) -> str:
+    """``--load N``: the fixed cost of a trial when trials are tiny, at the planned concurrency; returns
+    its figures in a line."""
     import mlflow
 
     from orchestrator.cli import main as dance
@@ -172,8 +307,9 @@ sweep:
 
     with mlflow_server(work) as uri:
         t0 = time.perf_counter()
-        out = run_sweep(load_sweep(cfg), tracking_uri=uri, live=False, print_fn=None)
+        out = run_sweep(load_sweep(cfg, extra), tracking_uri=uri, live=False, print_fn=None)
         wall = time.perf_counter() - t0
+        per_trial = _print_actors({}, _actors_started(), len(out.rows))
         client = mlflow.MlflowClient(uri)
         fixed, durs = [], []
         for r in out.rows:
@@ -208,7 +344,8 @@ sweep:
           f"{len(left)} ({sum(rss for _, rss in left) / 2**20:.0f} MiB){': ' if left else ''}"
           f"{', '.join(sorted({name for name, _ in left}))}")
     print(f"\nrun folder: {work}")
-    return 0
+    return (f"fixed cost per tiny trial mean {statistics.mean(fixed):.1f} s, p90 {p90:.1f} s; "
+            f"{60 * len(out.rows) / tm['tune_s']:.2f} trials/min; {per_trial:.2f} Ray processes per trial")
 
 
 if __name__ == "__main__":

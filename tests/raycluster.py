@@ -28,7 +28,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import ray
 
@@ -135,6 +135,26 @@ class Cluster:
     dashboard: str
     node_ids: set[str]
     worker_node: subprocess.Popen | None = None  # the second node's ``ray start --block`` (its process group)
+    join_fn: Callable[[], subprocess.Popen] | None = None  # starts the worker node, when it joins later
+
+    def join(self) -> float:
+        """Start the worker node now (``two_node_cluster(..., worker_joins=False)``) and wait until the
+        head's State API lists two alive nodes; returns how long that took."""
+        from ray.util.state import list_nodes
+
+        assert self.worker_node is None and self.join_fn is not None, "the worker node has joined already"
+        t0 = time.monotonic()
+        self.worker_node = self.join_fn()
+        deadline = t0 + TWO_NODES_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.worker_node.poll() is None, "the joining node's `ray start` exited"
+            alive = [n for n in list_nodes(address=self.dashboard, timeout=10, raise_on_missing_output=False)
+                     if n.state == "ALIVE"]
+            if len(alive) == 2:
+                self.node_ids = {n.node_id for n in alive}
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        raise TimeoutError(f"the worker node did not join in {TWO_NODES_TIMEOUT_S} s")
 
     def kill_worker_raylet(self) -> int:
         """SIGKILL the worker node's raylet (a node lost without warning); its pid."""
@@ -151,8 +171,10 @@ class Cluster:
 
 
 @contextmanager
-def two_node_cluster(tmp_path: Path, monkeypatch, cpus: float = 1) -> Iterator[Cluster]:
-    """A head and a worker node of ``cpus`` CPUs each; torn down by their own process ids."""
+def two_node_cluster(tmp_path: Path, monkeypatch, cpus: float = 1, worker_joins: bool = True) -> Iterator[Cluster]:
+    """A head and a worker node of ``cpus`` CPUs each; torn down by their own process ids.
+
+    ``worker_joins=False``: only the head runs at first; :meth:`Cluster.join` starts the worker node."""
     assert not ray.is_initialized(), "another test left Ray initialized in this process"
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     _pin_auth_mode(monkeypatch)
@@ -172,31 +194,38 @@ def two_node_cluster(tmp_path: Path, monkeypatch, cpus: float = 1) -> Iterator[C
     nodes: list[tuple[subprocess.Popen, set[int]]] = []
     logs = [tmp_path / "head.log", tmp_path / "worker.log"]
     survivors: list[int] = []
+
+    def start(cmd: list[str], log: Path) -> subprocess.Popen:
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=tmp_path, start_new_session=True)
+        nodes.append((proc, set()))  # before anything can fail: the teardown stops it
+        return proc
+
+    want = 2 if worker_joins else 1
     try:
-        for cmd, log in zip((head_cmd, worker_cmd), logs):
-            with open(log, "wb") as fh:
-                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, cwd=tmp_path, start_new_session=True)
-            nodes.append((proc, set()))
-            if cmd is head_cmd:
-                _wait_port(gcs_port, proc, log, NODE_START_TIMEOUT_S)
+        _wait_port(gcs_port, start(head_cmd, logs[0]), logs[0], NODE_START_TIMEOUT_S)
+        if worker_joins:
+            start(worker_cmd, logs[1])
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         try:
             deadline = time.monotonic() + TWO_NODES_TIMEOUT_S
-            while len(_alive_nodes()) < 2 and time.monotonic() < deadline:
+            while len(_alive_nodes()) < want and time.monotonic() < deadline:
                 for (proc, _), log in zip(nodes, logs):
                     assert proc.poll() is None, f"{log.name}: ray start exited:\n{log.read_text()[-3000:]}"
                 time.sleep(0.5)
             alive = _alive_nodes()
-            assert len(alive) == 2, f"{len(alive)} alive node(s) after {TWO_NODES_TIMEOUT_S} s:\n" + \
-                "\n".join(log.read_text()[-2000:] for log in logs)
-            assert [n["Resources"].get("CPU") for n in alive] == [float(cpus)] * 2
+            assert len(alive) == want, f"{len(alive)} alive node(s) after {TWO_NODES_TIMEOUT_S} s:\n" + \
+                "\n".join(log.read_text()[-2000:] for log in logs if log.exists())
+            assert [n["Resources"].get("CPU") for n in alive] == [float(cpus)] * want
             node_ids = {n["NodeID"] for n in alive}
         finally:
             ray.shutdown()  # the code under test joins the cluster itself, from its address
         for proc, tracked in nodes:
             tracked |= _node_pids(proc)
-        yield Cluster(address, f"http://127.0.0.1:{dash_port}", node_ids, worker_node=nodes[1][0])
+        yield Cluster(address, f"http://127.0.0.1:{dash_port}", node_ids,
+                      worker_node=nodes[1][0] if worker_joins else None,
+                      join_fn=None if worker_joins else (lambda: start(worker_cmd, logs[1])))
     finally:
         if ray.is_initialized():
             ray.shutdown()

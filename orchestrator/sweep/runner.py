@@ -412,6 +412,7 @@ def _tune(spec: SweepSpec, trainable, storage, sweep_path: str, concurrency: int
                 trainable, param_space=tune_space(spec.sweep),
                 tune_config=tune.TuneConfig(num_samples=spec.sweep.num_samples, search_alg=search_alg,
                                             scheduler=_scheduler(spec),
+                                            reuse_actors=spec.sweep.reuse_trial_actors,
                                             trial_name_creator=lambda t: t.trial_id,
                                             trial_dirname_creator=lambda t: t.trial_id),
                 run_config=tune.RunConfig(name=runs.sweep_id, storage_path=storage.path,

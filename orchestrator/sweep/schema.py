@@ -105,6 +105,9 @@ class SweepConfig(Strict):
         "checkpoint; -1: without limit. A trial whose own code failed is never retried"))
     trial_cpus: float = Field(default=0.01, gt=0,
                               description="CPU share of each trial's driver (its workers ask apart)")
+    reuse_trial_actors: bool = Field(default=True, description=(
+        "run the next trial's driver in the process of one that ended (Tune's reuse_actors), so it does not "
+        "start a process and import Ray Train again; the training workers are started per trial either way"))
     register_models: bool = Field(default=True, description="register the Pareto trials' models in MLflow's registry")
     hil: HilConfig | None = Field(default=None, description="hardware-in-the-loop: measure trials on boards "
                                                             "(docs/sweeps.md, 'Measured on boards')")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -25,11 +24,15 @@ class MaxwellCDF:
             raise ValueError(f"need at least 2 finite complexity scores to fit the CDF, got {values.size}")
         if np.ptp(values) == 0:
             raise ValueError("all images have the same spatial complexity; the CDF cannot be fitted")
+        from scipy import stats  # here, not at the top: a training worker only carries the fitted values
+
         loc, scale = stats.maxwell.fit(values)
         return cls(loc=float(loc), scale=float(scale))
 
     def p(self, sc: np.ndarray | float) -> np.ndarray:
         """p = CDF(SC), clipped to [0, 1]."""
+        from scipy import stats
+
         out = stats.maxwell.cdf(np.asarray(sc, dtype=np.float64), loc=self.loc, scale=self.scale)
         return np.clip(out, 0.0, 1.0)
 

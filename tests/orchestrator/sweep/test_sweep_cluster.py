@@ -330,3 +330,57 @@ def test_checkpoints_go_to_an_s3_compatible_server(tmp_path, monkeypatch, datase
                       1, [0.02], 0.99)
     assert main(["sweep", str(bad), "--tracking-uri", uri]) == 2
     assert not ray.is_initialized()
+
+
+@pytest.mark.skipif(RAY_CLI is None, reason="the `ray` CLI is not installed (next to this Python or on PATH)")
+@pytest.mark.timeout(600)
+def test_a_node_that_joins_mid_sweep_is_used(tmp_path, monkeypatch, dataset):
+    """A sweep started on the head alone (1 CPU: one trial at a time) while a second node joins: once the first
+    trial has reported an epoch the worker node starts; the driver says the concurrency went up (one line), the
+    later trials run two at a time, on both nodes, and every trial finishes with every epoch once."""
+    import mlflow
+
+    epochs = 6
+    cfg = _sweep_yaml(tmp_path, dataset, "sweep-join", str(tmp_path / "results"), epochs, [0.02, 0.01, 0.005, 0.003],
+                      0.98)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    log = tmp_path / "driver.log"
+    driver = None
+    try:
+        with two_node_cluster(tmp_path, monkeypatch, worker_joins=False) as cluster:
+            env = dict(os.environ)  # RAY_AUTH_MODE as the cluster's
+            env.pop("MLFLOW_TRACKING_URI", None)
+            driver = Driver(["sweep", str(cfg), "--plain", "--address", cluster.address, "--tracking-uri", uri],
+                            log, tmp_path, env)
+            proc = driver.proc
+
+            def first_training() -> bool:
+                r = _reported(client, "sweep-join")
+                assert len(r) <= 1, f"two trials ran at once on one node of 1 CPU: {r}"
+                return max(r.values(), default=0) >= 1
+
+            _wait(first_training, proc, log, 300, "the first trial reported an epoch")
+            join_s = cluster.join()
+            t_join = time.monotonic()
+            replan = _wait(lambda: "trial(s) at once (was 1)" in log.read_text(), proc, log, 60,
+                           "the driver re-planning for the new node")
+            both = _wait(lambda: [st for st, _, _ in _trials(client, "sweep-join").values()].count("RUNNING") >= 2,
+                         proc, log, 240, "two trials running at once")
+            status = proc.wait(timeout=420)
+            nodes = train_worker_nodes(cluster.dashboard)
+            node_ids = cluster.node_ids
+    finally:
+        if driver is not None:
+            driver.kill_all()
+    text = log.read_text()
+    assert status == 0, text[-5000:]
+    lines = [ln for ln in text.splitlines() if "trial(s) at once (was " in ln]
+    assert len(lines) == 1 and "2 node(s)" in lines[0] and "up to 2 trial(s) at once (was 1)" in lines[0], text[-5000:]
+    assert nodes == node_ids, "no trial's Train worker ran on the node that joined"
+    trials = _trials(client, "sweep-join")
+    assert len(trials) == 4 and len(_runs(client, "sweep-join", KIND_TRIAL)) == 4
+    for st, steps, _ in trials.values():
+        assert st == "FINISHED" and sorted(steps) == list(range(epochs)), (st, steps)
+    print(f"\nthe node joined in {join_s:.1f} s; the driver re-planned {replan - t_join:.1f} s after it had joined; "
+          f"two trials ran at once {both - t_join:.1f} s after it had joined\n{lines[0]}")

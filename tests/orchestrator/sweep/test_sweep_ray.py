@@ -98,6 +98,12 @@ def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_s
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert ray.available_resources().get("CPU", 0) == 2
+    # sweep.reuse_trial_actors (default): the second trial's driver ran in the first one's Tune actor
+    from ray.util.state import list_actors
+
+    drivers = [a for a in list_actors(detail=True, limit=10000, raise_on_missing_output=False)
+               if a.class_name.startswith("ImplicitFunc")]
+    assert len(drivers) == 1, [(a.class_name, a.state, a.pid) for a in drivers]
     assert client.get_experiment(parent.info.experiment_id).name == "sweep-asha"  # one experiment per config name
     kids = children(client, out)
     assert len(kids) == 2
