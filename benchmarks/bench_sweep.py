@@ -213,7 +213,8 @@ def train_floor(runs: int = 3) -> int:
     t0, entered, end = marks[-1]
     time.sleep(3)  # task events reach the GCS in batches
     first: dict[tuple[str, str], float] = {}
-    for task in list_tasks(detail=True, limit=10000, raise_on_missing_output=False):
+    for task in list_tasks(address=ray.get_runtime_context().gcs_address, detail=True, limit=10000,
+                           raise_on_missing_output=False):
         for ev in task.events or []:
             at = ev["created_ms"] / 1000
             if t0 <= at <= end + 0.5:
@@ -258,10 +259,12 @@ def _actors_started() -> dict[str, int]:
     a Python process that booted Ray and imported its class's modules."""
     from collections import Counter
 
+    import ray
     from ray.util.state import list_actors
 
-    return dict(Counter(a.class_name for a in list_actors(detail=True, limit=10000, timeout=30,
-                                                          raise_on_missing_output=False)))
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, detail=True, limit=10000, timeout=30,
+                         raise_on_missing_output=False)
+    return dict(Counter(a.class_name for a in actors))
 
 
 def _print_actors(before: dict[str, int], after: dict[str, int], trials: int) -> float:

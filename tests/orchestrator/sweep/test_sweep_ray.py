@@ -101,8 +101,18 @@ def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_s
     # sweep.reuse_trial_actors (default): the second trial's driver ran in the first one's Tune actor
     from ray.util.state import list_actors
 
-    drivers = [a for a in list_actors(detail=True, limit=10000, raise_on_missing_output=False)
-               if a.class_name.startswith("ImplicitFunc")]
+    # this module's Ray by its address (without one the State API looks for "a" local cluster), and complete
+    # answers only: a busy GCS may answer in part, which must not read as "no actor"
+    drivers = None
+    for _ in range(5):
+        try:
+            drivers = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("class_name", "=",
+                                  "ImplicitFunc")], detail=True, timeout=30, raise_on_missing_output=True)
+            break
+        except Exception as exc:  # noqa: BLE001 (a partial answer or a timeout: ask again)
+            last = exc
+            time.sleep(2)
+    assert drivers is not None, f"the State API did not answer in full: {last}"
     assert len(drivers) == 1, [(a.class_name, a.state, a.pid) for a in drivers]
     assert client.get_experiment(parent.info.experiment_id).name == "sweep-asha"  # one experiment per config name
     kids = children(client, out)
