@@ -33,7 +33,8 @@ from orchestrator.boards import hostkeys  # noqa: E402
 from orchestrator.boards.agentjob import Job, ensure_agent  # noqa: E402
 from orchestrator.boards.inventory import Board, Inventory, Measure  # noqa: E402
 from orchestrator.boards.pool import BoardPool  # noqa: E402
-from orchestrator.boards.transport import SshTransport, sha256_file  # noqa: E402
+from orchestrator.boards.transport import SshTransport  # noqa: E402
+from workers.digest import file_sha256  # noqa: E402
 
 
 def board(name, sshd, key, tmp, root) -> Board:
@@ -77,7 +78,7 @@ def dispatch(b: Board, kh: Path, tmp: Path, sizes: list[int]) -> None:
     for mb in sizes:
         f = tmp / f"model_{mb}mb.onnx"
         f.write_bytes(os.urandom(mb << 20))
-        sha = sha256_file(f)
+        sha = file_sha256(f)
         rows = []
         for i in range(3):
             t = SshTransport(b, kh)
@@ -109,7 +110,7 @@ def throughput(b: Board, kh: Path, key: Path, tmp: Path, mb: int) -> None:
     print(f"== 2. upload throughput, {mb} MB file, same sshd (best of 3)")
     f = tmp / f"tp_{mb}.bin"
     f.write_bytes(os.urandom(mb << 20))
-    sha = sha256_file(f)
+    sha = file_sha256(f)
     t = SshTransport(b, kh)
     t.connect()
     t.shell(f"mkdir -p {b.workdir}/tp")

@@ -110,7 +110,7 @@ def quickstart(epochs: int | None, extra: list[str]) -> str:
     out = run_sweep(spec, tracking_uri=uri, live=False, print_fn=None)
     t_sweep = time.perf_counter() - t0
 
-    per_trial = _print_actors({}, _actors_started(), len(out.rows))
+    per_trial = _print_actors(len(out.rows))
     client = mlflow.MlflowClient(uri)
     tm = out.timings
     conc = int(tm["concurrency"])
@@ -243,15 +243,15 @@ def train_floor(runs: int = 3) -> int:
     print(f"\nthe last run, by phase (s from fit(); {os.environ[TRAIN_POLL_ENV]} s poll):")
     for what, a, b in split:
         print(f"  {what:<52} {a:6.2f} -> {b:6.2f}  {b - a:5.2f} s")
-    print("\n" + _print_actors_line(_actors_started(), runs))
+    print("\n" + _actors_line(_actors_started(), runs, "run"))
     ray.shutdown()
     return 0
 
 
-def _print_actors_line(after: dict[str, int], trials: int) -> str:
-    started = {k: v for k, v in after.items() if v > 0}
-    return (f"Ray actors started per run (each a process): {sum(started.values()) / trials:.2f}  "
-            + ", ".join(f"{k} {v / trials:.2f}" for k, v in sorted(started.items(), key=lambda kv: -kv[1])))
+def _actors_line(counts: dict[str, int], n: int, per: str) -> str:
+    """``counts`` of actors started, per ``per`` (``n`` of them), largest first."""
+    return (f"Ray actors started per {per} (each a process): {sum(counts.values()) / n:.2f}  "
+            + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
 
 
 def _actors_started() -> dict[str, int]:
@@ -267,11 +267,11 @@ def _actors_started() -> dict[str, int]:
     return dict(Counter(a.class_name for a in actors))
 
 
-def _print_actors(before: dict[str, int], after: dict[str, int], trials: int) -> float:
-    """The actors a sweep started, per trial; returns processes per trial."""
-    started = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    print(_print_actors_line(started, trials).replace("per run", "per trial"))
-    return sum(v for v in started.values() if v > 0) / trials
+def _print_actors(trials: int) -> float:
+    """The actors this (fresh) local Ray started, per trial; returns processes per trial."""
+    counts = _actors_started()
+    print(_actors_line(counts, trials, "trial"))
+    return sum(counts.values()) / trials
 
 
 def load(n: int, extra: list[str]) -> str:
@@ -312,7 +312,7 @@ sweep:
         t0 = time.perf_counter()
         out = run_sweep(load_sweep(cfg, extra), tracking_uri=uri, live=False, print_fn=None)
         wall = time.perf_counter() - t0
-        per_trial = _print_actors({}, _actors_started(), len(out.rows))
+        per_trial = _print_actors(len(out.rows))
         client = mlflow.MlflowClient(uri)
         fixed, durs = [], []
         for r in out.rows:

@@ -24,7 +24,8 @@ from typing import Any
 
 from orchestrator.boards.errors import AGENT_EXIT_KINDS, BoardError
 from orchestrator.boards.inventory import Board, Measure
-from orchestrator.boards.transport import Transport, sha256_file
+from orchestrator.boards.transport import Transport
+from workers.digest import file_sha256
 
 AGENT_DIR = Path(__file__).resolve().parents[2] / "device_agents"
 
@@ -59,7 +60,7 @@ class Job:
             if not self.model:
                 raise ValueError("a measure job needs a model file")
             if self.model_sha256 is None:
-                self.model_sha256 = sha256_file(self.model)
+                self.model_sha256 = file_sha256(self.model)
         if self.key is None:
             spec = {k: v for k, v in asdict(self).items() if k not in ("key", "model", "meta", "deadline_s")}
             spec["meta"] = self.meta

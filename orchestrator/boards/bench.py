@@ -33,11 +33,11 @@ from orchestrator.boards.figures import Measurement, figures, group_quality
 from orchestrator.boards.inventory import Board, BoardGroup, Inventory, board_address, board_groups
 from orchestrator.boards.pool import BOARD_FATAL, BoardPool, LocalPoolClient, PoolClientLike, start_pool_actor
 from orchestrator.boards.scoring import build_scoring_onnx, stored_sizes
-from orchestrator.boards.transport import sha256_file
 from orchestrator.checkpoints import resolve_target
 from orchestrator.errors import UserError
 from orchestrator.runs.schema import BENCH_CHECKPOINT_TAG, KIND_BENCH, KIND_TAG
 from orchestrator.training import ensure_ray
+from workers.digest import file_sha256
 from workers.features import TRAIN_STEP_BATCH, checkpoint_features
 
 # torch (through workers.export, workers.checkpoint) loads inside the functions that use it:
@@ -82,7 +82,7 @@ def export_for(ckpt: Path, fmt: str, buckets_arg: str | None, log: Callable[[str
     from workers.checkpoint import CheckpointError
     from workers.export import ExportError, export_checkpoint, parse_buckets
 
-    sha = sha256_file(ckpt)
+    sha = file_sha256(ckpt)
     tag = hashlib.sha256(f"{sha}|{fmt}|{buckets_arg}".encode()).hexdigest()[:16]
     out = DEFAULT_EXPORTS / "exports" / tag
     man_path = out / "manifest.json"
@@ -314,7 +314,7 @@ def _plan(groups: list[BoardGroup], files: ModelFiles, train_steps: int, facts: 
         for purpose, h, w, frac, path, runtime, steps, shape in _bucket_specs(g, files, train_steps):
             m = Measurement(g.name, purpose, h, w, frac)
             measurements.append(m)
-            sha = sha256_file(path)
+            sha = file_sha256(path)
             key, _ = ctx.key(sha, shape, runtime, steps, g, facts[g.first.name])
             hit = None if ctx.fresh else ctx.cache.get(key)
             if hit is not None:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.boards.figures import Measurement
-from orchestrator.boards.transport import sha256_file
 from orchestrator.progress import format_value
 from orchestrator.runs.schema import (
     BENCH_GENERATION_TAG,
@@ -37,6 +36,7 @@ from orchestrator.runs.schema import (
     tag_text,
 )
 from orchestrator.runs.tracking import resolve_tracking_uri, setup
+from workers.digest import file_sha256
 
 # mlflow is imported inside log_bench: `dance boards` and `dance bench --help` need none of it.
 
@@ -63,7 +63,7 @@ def log_bench(run_id: str | None, ckpt: Path, record: BenchRecord, tracking_uri:
     uri = resolve_tracking_uri(tracking_uri)
     exp_id = setup(uri, experiment)
     client = mlflow.MlflowClient()
-    sha = sha256_file(ckpt)
+    sha = file_sha256(ckpt)
     owned = run_id is None
     if owned and not new_run:
         run_id = _earlier_bench(client, exp_id, sha)

@@ -32,8 +32,6 @@ OUTPUT_CAP = 1 << 20  # keep at most the last 1 MiB of each stream (a chatty age
 KILL_GRACE_S = 5.0    # SIGTERM first (the agent writes its partial JSON), SIGKILL after this
 
 
-sha256_file = file_sha256  # the name the board modules use
-
 @dataclass
 class RunResult:
     rc: int | None         # None when killed at the deadline
@@ -242,7 +240,7 @@ class SshTransport(Transport):
 
         Sent to a temporary name; the board hashes what it received and only a match is
         renamed into place (one command); a mismatch is sent once more, then an ``upload`` error."""
-        sha256 = sha256 or sha256_file(local)
+        sha256 = sha256 or file_sha256(local)
         size = os.path.getsize(local)
         if remote in self._present or self.exists(remote, size):
             self._present.add(remote)
@@ -341,14 +339,14 @@ class LocalTransport(Transport):
         return p.is_file() and (size is None or p.stat().st_size == size)
 
     def put(self, local: str | Path, remote: str, sha256: str | None = None) -> bool:
-        sha256 = sha256 or sha256_file(local)
+        sha256 = sha256 or file_sha256(local)
         if self.exists(remote, os.path.getsize(local)):
             return False
         dst = Path(remote)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.part")
         shutil.copyfile(local, tmp)
-        if sha256_file(tmp) != sha256:
+        if file_sha256(tmp) != sha256:
             tmp.unlink()
             raise BoardError("upload", self.board.name, f"{Path(local).name} changed while being copied")
         os.replace(tmp, dst)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.report.collect import Trial
-from orchestrator.runs.provenance import SOURCE_SUFFIX, sha256, source_note
+from orchestrator.runs.provenance import SOURCE_SUFFIX, source_note
 from orchestrator.runs.schema import PRETRAINED_SHA256_TAG, PRETRAINED_SOURCE_TAG
+from workers.digest import file_sha256
 
 __all__ = ["SOURCE_SUFFIX", "start_line"]
 
@@ -20,7 +21,7 @@ def _weights_part(path: str, trials: list[Trial]) -> str:
     """What the trials that loaded ``path`` record about it, checked against the file here."""
     p = Path(path)
     recorded = sorted({t.tags.get(PRETRAINED_SHA256_TAG, "") for t in trials} - {""})
-    here = sha256(p) if p.is_file() else None
+    here = file_sha256(p) if p.is_file() else None
     if not recorded:  # runs from before the tags: only the file as it is now can be described
         if here is None:
             return f"backbone weights `{path}` (not on this machine and not recorded: digest and source unknown)"

@@ -13,9 +13,6 @@ from pathlib import Path
 
 from orchestrator.runs.schema import PRETRAINED_SHA256_TAG, PRETRAINED_SOURCE_TAG
 from workers.digest import cached_file_sha256
-from workers.digest import file_sha256 as sha256
-
-__all__ = ["SOURCE_SUFFIX", "sha256", "source_note", "weights_tags"]
 
 SOURCE_SUFFIX = ".source"
 

@@ -16,8 +16,9 @@ from sshd_helpers import FAST, Sshd, have_sshd, keygen
 from orchestrator.boards import hostkeys
 from orchestrator.boards.agentjob import Job, run_job
 from orchestrator.boards.errors import BoardError
-from orchestrator.boards.transport import SshTransport, sha256_file
+from orchestrator.boards.transport import SshTransport
 from orchestrator.cli import main as dance
+from workers.digest import file_sha256
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not have_sshd(),
@@ -126,7 +127,7 @@ def test_upload_is_verified_on_the_board_and_skipped_by_hash(fleet, tmp_path):
     t = Corrupting(board, fleet.known_hosts)
     assert t.put(src, remote, sha) is True  # first copy corrupted, caught by sha256 on the board, sent again
     assert t.uploads == 2
-    assert sha256_file(remote) == sha
+    assert file_sha256(remote) == sha
     assert t.put(src, remote, sha) is False and t.uploads == 2  # the board holds it: not sent again
     t.close()
 

@@ -103,9 +103,9 @@ def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_s
     # own result files, not the State API, whose answers on a busy machine were incomplete in CI.
     import json
 
-    pids = {json.loads(line)["pid"] for f in (tmp / "results" / out.sweep_id).glob("*/result.json")
-            for line in f.read_text().splitlines() if line.strip()}
-    assert len(list((tmp / "results" / out.sweep_id).glob("*/result.json"))) == 2 and len(pids) == 1, pids
+    results = list((tmp / "results" / out.sweep_id).glob("*/result.json"))
+    pids = {json.loads(line)["pid"] for f in results for line in f.read_text().splitlines() if line.strip()}
+    assert len(results) == 2 and len(pids) == 1, pids
     assert client.get_experiment(parent.info.experiment_id).name == "sweep-asha"  # one experiment per config name
     kids = children(client, out)
     assert len(kids) == 2
