@@ -26,7 +26,7 @@ KEY in capitals is an environment variable, set before that run's local Ray star
 
     python benchmarks/bench_sweep.py [--epochs N]
     python benchmarks/bench_sweep.py --load 50
-    python benchmarks/bench_sweep.py --load 10 --ab sweep.reuse_trial_actors=false
+    python benchmarks/bench_sweep.py --load 10 --ab sweep.reuse_trial_actors=true
 
 ``--train-floor`` measures what Ray Train itself costs a trial on this machine, nothing else running:
 three empty ``TorchTrainer`` runs (one worker, a loop that only stamps the time) on local Ray, and the

@@ -72,6 +72,7 @@ sweep:
   objectives: [{metric: miou, mode: max}, {metric: train_flops, mode: min}]
   scheduler: {kind: asha, metric: train_flops, mode: min, grace_period: 1, reduction_factor: 2}
   max_concurrent_trials: 1
+  reuse_trial_actors: true
 """)
     out = run_sweep(load_sweep(cfg), tracking_uri=uri, live=False, print_fn=None)
     return out, cfg
@@ -98,7 +99,7 @@ def test_sweep_logs_parent_children_metrics_artifacts_and_asha_kills(env, asha_s
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert ray.available_resources().get("CPU", 0) == 2
-    # sweep.reuse_trial_actors (default): the second trial's driver ran in the first one's Tune actor. Tune
+    # sweep.reuse_trial_actors (on in this sweep): the second trial's driver ran in the first one's Tune actor. Tune
     # stamps every result with the pid of the process that reported it (the trial's driver); read from Tune's
     # own result files, not the State API, whose answers on a busy machine were incomplete in CI.
     import json
