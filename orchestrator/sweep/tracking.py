@@ -54,7 +54,7 @@ from orchestrator.runs.tracking import flatten, log_epoch
 from orchestrator.runs.writer import TrackingWriter, transient
 from orchestrator.sweep.failures import TrialCodeError, TrialLost, actor_node, dead_nodes
 from orchestrator.sweep.interrupt import received
-from orchestrator.training import failure_reason, log_run_artifacts
+from orchestrator.training import log_run_artifacts
 
 # mlflow and the torch-loading worker modules stay inside the functions that use them.
 
@@ -305,25 +305,62 @@ def checkpoint_history(ckpt_dir: Path) -> list[dict]:
 
 def trial_error_text(trial) -> str:
     """The trial's own verdict (:mod:`.failures`: lost, or its code's error), else the first worker's own error in
-    one line, out of Ray Train's wraps."""
-    try:  # the exception itself (the text file's TuneError has lost its type)
-        pickled = trial.get_pickled_error()
-    except Exception:
-        pickled = None
-    own, seen = pickled, 0
+    one line, out of Ray Train's wraps.
+
+    Tune writes a trial's error files in the driver's staging folder and copies them to ``train.storage_path``
+    only at its next sync, so this reads the driver's copy first: the storage copy may be missing, or be an
+    earlier attempt's."""
+    own, seen = _pickled_error(trial), 0
     while own is not None and seen < 8:
         if isinstance(own, (TrialCodeError, TrialLost)) and own.args:
             return str(own.args[0])
         own, seen = getattr(own, "cause", None) or getattr(own, "__cause__", None), seen + 1
-    try:
-        err = trial.get_error()
-    except Exception:
-        err = None
-    if err is not None:
-        inner = getattr(err, "__cause__", None) or err
-        return failure_reason(inner)
-    path = getattr(trial, "error_file", None)
-    if path and Path(path).is_file():
-        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    text = _error_file_text(trial)
+    if text:
+        verdict = _verdict_in(text)
+        if verdict:
+            return verdict
+        lines = [ln for ln in text.splitlines() if ln.strip()]
         return lines[-1] if lines else "unknown error"
     return "unknown error"
+
+
+def _pickled_error(trial):
+    """The trial's latest error as an exception: the driver's copy, else the one in storage, else None."""
+    import cloudpickle
+
+    path = getattr(trial, "pickled_error_file", None)
+    if path and Path(path).is_file():
+        try:
+            return cloudpickle.loads(Path(path).read_bytes())
+        except Exception:  # an error whose class cannot be loaded here: fall back to its text
+            return None
+    try:
+        return trial.get_pickled_error()
+    except Exception:
+        return None
+
+
+def _error_file_text(trial) -> str | None:
+    """The text of the trial's latest error (the driver's copy, else storage's); Tune appends every failure."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        text = Path(path).read_text()
+    else:
+        try:
+            text = trial.get_error()
+        except Exception:
+            text = None
+    if not text:
+        return None
+    parts = text.split("Failure # ")
+    return parts[-1] if len(parts) > 1 else text
+
+
+def _verdict_in(text: str) -> str | None:
+    """The message of the last :class:`TrialCodeError`/:class:`TrialLost` in a traceback's text, all its lines."""
+    for name in (TrialCodeError.__name__, TrialLost.__name__):
+        at = text.rfind(f"{name}: ")
+        if at >= 0:
+            return text[at + len(name) + 2:].strip() or None
+    return None

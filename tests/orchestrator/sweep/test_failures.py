@@ -56,3 +56,43 @@ def test_a_lost_trial_says_what_happens_next():
 
     msg = lost_message("abc_00001", _group({0: rex.ActorDiedError()}))
     assert msg.startswith("trial abc_00001 lost to the infrastructure") and "retries it from its last checkpoint" in msg
+
+
+def _failed_trial(tmp_path, exc, *, stored=None, stored_text=None):
+    """A trial as Tune leaves it after ``handle_error``: the error files in the driver's staging folder, and
+    storage holding ``stored`` (an earlier attempt's, or nothing yet: Tune copies there only at its next sync)."""
+    from types import SimpleNamespace
+
+    import cloudpickle
+    import ray.exceptions as rex
+
+    wrapped = rex.RayTaskError("ImplicitFunc.train", f"Traceback ...\n{type(exc).__module__}."
+                               f"{type(exc).__name__}: {exc}", exc).as_instanceof_cause()
+    pickled, text = tmp_path / "error.pkl", tmp_path / "error.txt"
+    pickled.write_bytes(cloudpickle.dumps(wrapped))
+    text.write_text(f"Failure # 1 (occurred at 2026-12-04_22-38-28)\n{wrapped}\n")
+    return SimpleNamespace(pickled_error_file=str(pickled), error_file=str(text),
+                           get_pickled_error=lambda: stored, get_error=lambda: stored_text)
+
+
+def test_the_error_tag_is_the_trials_verdict_even_before_tune_copies_its_error_to_storage(tmp_path):
+    from orchestrator.sweep.failures import TrialCodeError, TrialLost
+    from orchestrator.sweep.tracking import trial_error_text
+
+    verdict = "trial t1 failed in its own code (not retried):\nrank 0: fault injection: rank 0 raised at epoch 1"
+    trial = _failed_trial(tmp_path, TrialCodeError(verdict))  # storage has nothing yet (seen in CI)
+    assert trial_error_text(trial) == verdict
+    # storage holds the first attempt's error (lost); the driver's copy is this attempt's: it wins
+    trial = _failed_trial(tmp_path, TrialCodeError(verdict), stored=TrialLost("trial t1 lost to the infrastructure"))
+    assert trial_error_text(trial) == verdict
+    # the pickle cannot be read (its class is not importable here): the verdict, all its lines, from the text
+    (tmp_path / "error.pkl").write_bytes(b"not a pickle")
+    assert trial_error_text(trial) == verdict
+
+
+def test_an_error_that_is_not_a_verdict_reads_as_its_last_line(tmp_path):
+    from orchestrator.sweep.tracking import trial_error_text
+
+    trial = _failed_trial(tmp_path, ValueError("bad value"))
+    (tmp_path / "error.pkl").unlink()
+    assert trial_error_text(trial).endswith("ValueError: bad value")
