@@ -304,8 +304,8 @@ def checkpoint_history(ckpt_dir: Path) -> list[dict]:
 
 
 def trial_error_text(trial) -> str:
-    """The trial's own verdict (:mod:`.failures`: lost, or its code's error), else the first worker's own error in
-    one line, out of Ray Train's wraps.
+    """The trial's own verdict (:mod:`.failures`: lost, or its code's error, all its lines), else the last line of
+    its latest error's text.
 
     Tune writes a trial's error files in the driver's staging folder and copies them to ``train.storage_path``
     only at its next sync, so this reads the driver's copy first: the storage copy may be missing, or be an

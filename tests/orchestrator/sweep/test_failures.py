@@ -58,7 +58,7 @@ def test_a_lost_trial_says_what_happens_next():
     assert msg.startswith("trial abc_00001 lost to the infrastructure") and "retries it from its last checkpoint" in msg
 
 
-def _failed_trial(tmp_path, exc, *, stored=None, stored_text=None):
+def _failed_trial(tmp_path, exc, *, stored=None):
     """A trial as Tune leaves it after ``handle_error``: the error files in the driver's staging folder, and
     storage holding ``stored`` (an earlier attempt's, or nothing yet: Tune copies there only at its next sync)."""
     from types import SimpleNamespace
@@ -72,7 +72,7 @@ def _failed_trial(tmp_path, exc, *, stored=None, stored_text=None):
     pickled.write_bytes(cloudpickle.dumps(wrapped))
     text.write_text(f"Failure # 1 (occurred at 2026-12-04_22-38-28)\n{wrapped}\n")
     return SimpleNamespace(pickled_error_file=str(pickled), error_file=str(text),
-                           get_pickled_error=lambda: stored, get_error=lambda: stored_text)
+                           get_pickled_error=lambda: stored, get_error=lambda: None)
 
 
 def test_the_error_tag_is_the_trials_verdict_even_before_tune_copies_its_error_to_storage(tmp_path):
